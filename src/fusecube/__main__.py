@@ -1,0 +1,3 @@
+from fusecube.cli import main
+
+main()

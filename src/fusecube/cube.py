@@ -1,0 +1,207 @@
+"""The fusecube data model: names, schema checks and atomic zarr read/write.
+
+A cube is an ``xarray.Dataset`` with dims ``(time, y, x)``, float32 variables, NaN for
+missing values, ``time`` as datetime64 (period centre) and its grid carried as an odc-geo
+``GeoBox`` (``ds.odc.geobox``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+import xarray as xr
+from odc.geo.geobox import GeoBox
+
+from fusecube.errors import CubeSchemaError, InputFileError
+
+TIME, Y, X = "time", "y", "x"
+DIMS: tuple[str, str, str] = (TIME, Y, X)
+SEASON, YEAR = "season", "year"
+
+VV, VH, NDVI, NDVI_QUALITY = "vv", "vh", "ndvi", "ndvi_quality"
+NDVI_FUSED, NDVI_SMOOTH = "ndvi_fused", "ndvi_smooth"
+PADDY_MASK = "paddy_mask"
+
+DEFAULT_CHUNKS: dict[str, int] = {TIME: -1, Y: 256, X: 256}
+
+#: CF attributes of the known variables.
+CF_ATTRS: dict[str, dict[str, str]] = {
+    VV: {"long_name": "Sentinel-1 VV backscatter (sigma0, linear)", "units": "1"},
+    VH: {"long_name": "Sentinel-1 VH backscatter (sigma0, linear)", "units": "1"},
+    NDVI: {"long_name": "Observed Sentinel-2 NDVI (NaN where not observed)", "units": "1",
+           "valid_min": "-1", "valid_max": "1"},
+    NDVI_QUALITY: {"long_name": "Quality of the NDVI observation (0 bad .. 1 clear)", "units": "1"},
+    NDVI_FUSED: {"long_name": "Gap-filled NDVI", "units": "1"},
+    NDVI_SMOOTH: {"long_name": "Gap-filled, Whittaker-smoothed NDVI", "units": "1"},
+    PADDY_MASK: {"long_name": "Rice paddy mask (1 paddy, 0 other)", "units": "1"},
+}
+
+#: Values that mean "missing" in some exports and must never reach a cube.
+SENTINEL_VALUES = (-9999.0, -32768.0, 65535.0, -3.4028234663852886e38)
+
+
+def with_geobox(ds: xr.Dataset, geobox: GeoBox) -> xr.Dataset:
+    """Assign the y/x coordinates and CRS of ``geobox`` to ``ds``."""
+    coords = odc.geo.xr.xr_coords(geobox)
+    return ds.assign_coords(coords)
+
+
+def time_series_vars(ds: xr.Dataset) -> list[str]:
+    """Names of the variables with the cube dims ``(time, y, x)``."""
+    return [name for name, var in ds.data_vars.items() if var.dims == DIMS]
+
+
+def validate_cube(ds: xr.Dataset, *, required: Iterable[str] = (VV, VH, NDVI)) -> xr.Dataset:
+    """Check that ``ds`` follows the cube data model; raise ``CubeSchemaError`` otherwise.
+
+    Args:
+        ds: The cube.
+        required: Variables that must be present.
+
+    Returns:
+        The same dataset, for chaining.
+    """
+    missing = [name for name in required if name not in ds.data_vars]
+    if missing:
+        raise CubeSchemaError(
+            f"Cube is missing variable(s) {missing}; it has {sorted(ds.data_vars)}. "
+            "Load the cube with fusecube.load or rename the bands to vv, vh, ndvi."
+        )
+    for name in required:
+        var = ds[name]
+        if var.dims != DIMS:
+            raise CubeSchemaError(
+                f"Variable {name!r} has dims {var.dims}; fusecube expects {DIMS}. "
+                f"Use ds[{name!r}].transpose{DIMS} or rename the dims."
+            )
+        if var.dtype != np.float32:
+            raise CubeSchemaError(
+                f"Variable {name!r} has dtype {var.dtype}; fusecube expects float32 "
+                "(NaN for missing). Convert with .astype('float32')."
+            )
+    if TIME not in ds.coords or not np.issubdtype(ds[TIME].dtype, np.datetime64):
+        raise CubeSchemaError(
+            "Cube has no datetime64 'time' coordinate; assign the period centres as datetime64."
+        )
+    times = ds[TIME].values
+    if times.size > 1 and not np.all(np.diff(times) > np.timedelta64(0, "ns")):
+        bad = int(np.argmin(np.diff(times) > np.timedelta64(0, "ns")))
+        raise CubeSchemaError(
+            f"Cube time axis is not strictly increasing at index {bad + 1} "
+            f"({times[bad]} then {times[bad + 1]}); sort with ds.sortby('time') and drop duplicates."
+        )
+    try:
+        geobox = ds.odc.geobox
+    except Exception as exc:  # odc raises various errors for odd coords
+        raise CubeSchemaError(f"Cube grid cannot be read as a GeoBox: {exc}") from exc
+    if geobox is None or geobox.crs is None:
+        raise CubeSchemaError(
+            "Cube has no CRS. Attach one with ds.odc.assign_crs('EPSG:32749') "
+            "(or the CRS your data is in)."
+        )
+    _check_values(ds, list(required))
+    return ds
+
+
+def _check_values(ds: xr.Dataset, names: list[str]) -> None:
+    """Reject ±inf and nodata sentinels (one pass over the data, lazy arrays included)."""
+    import dask
+
+    sentinels = np.asarray(SENTINEL_VALUES, dtype=np.float32)
+    flags = []
+    for name in names:
+        var = ds[name]
+        flags += [np.isinf(var).any(), var.isin(sentinels).any()]
+    values = [bool(v) for v in dask.compute(*[f.data for f in flags])]
+    for i, name in enumerate(names):
+        if values[2 * i]:
+            raise CubeSchemaError(
+                f"Variable {name!r} contains +/-inf; fusecube uses NaN for missing values. "
+                f"Replace with ds[{name!r}].where(np.isfinite(ds[{name!r}]))."
+            )
+        if values[2 * i + 1]:
+            raise CubeSchemaError(
+                f"Variable {name!r} contains a nodata sentinel (one of {SENTINEL_VALUES[:3]}); "
+                "mask it to NaN when reading (e.g. rioxarray masked=True)."
+            )
+
+
+def _encoding(ds: xr.Dataset, chunks: Mapping[str, int]) -> dict[str, dict]:
+    encoding: dict[str, dict] = {}
+    for name, var in ds.data_vars.items():
+        shape = dict(zip(var.dims, var.shape, strict=True))
+        var_chunks = tuple(
+            shape[d] if chunks.get(d, -1) in (-1, None) else min(chunks[d], shape[d])
+            for d in var.dims
+        )
+        if var_chunks:
+            encoding[name] = {"chunks": var_chunks}
+    return encoding
+
+
+def write_cube(
+    ds: xr.Dataset, path: str | os.PathLike, *, chunks: Mapping[str, int] = DEFAULT_CHUNKS
+) -> Path:
+    """Write ``ds`` to a zarr v3 store atomically (temporary name, then rename).
+
+    Args:
+        ds: The dataset to write.
+        path: Target store path; replaced only once the new store is complete.
+        chunks: Chunk size per dim (``-1`` = whole dim); default whole time, 256 x 256 pixels.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    ds = ds.drop_encoding() if hasattr(ds, "drop_encoding") else ds
+    try:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, encoding=_encoding(ds, chunks), consolidated=False)
+        replace_path(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def replace_path(src: Path, dst: Path) -> None:
+    """Move ``src`` onto ``dst``, replacing a previous file or directory there."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    else:
+        os.replace(src, dst)
+
+
+def read_cube(path: str | os.PathLike, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:
+    """Open a cube written by :func:`write_cube` (lazily, as dask arrays, when ``chunks`` is given).
+
+    Args:
+        path: Path to the zarr store.
+        chunks: Dask chunks, e.g. ``{}`` for the on-disk chunks; ``None`` opens lazily without dask.
+
+    Returns:
+        The dataset.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"Cube {path} does not exist; create it with `fusecube synth` or `fusecube fetch`.")
+    try:
+        return xr.open_zarr(path, chunks=chunks, consolidated=False, zarr_format=3)
+    except Exception as exc:
+        raise InputFileError(
+            f"Cube {path} cannot be opened as a zarr v3 store ({type(exc).__name__}: {exc}); "
+            "it may be incomplete or corrupt: write it again."
+        ) from exc

@@ -1,0 +1,84 @@
+"""Every user-facing failure of fusecube, each message naming the input and the fix."""
+
+from __future__ import annotations
+
+
+class FusecubeWarning(UserWarning):
+    """A recoverable problem the user should know about (turned into an error in tests)."""
+
+
+class FusecubeError(Exception):
+    """Base of all fusecube errors; the CLI prints the message and exits with ``exit_code``."""
+
+    exit_code = 2
+
+
+class CubeSchemaError(FusecubeError, ValueError):
+    """A cube does not follow the fusecube data model (dims, dtypes, time, CRS, values)."""
+
+
+class GridError(FusecubeError, ValueError):
+    """An area of interest or grid cannot be resolved to one GeoBox (ambiguous, empty, wrong CRS)."""
+
+
+class InputFileError(FusecubeError, OSError):
+    """An input file is missing, unreadable or corrupt."""
+
+
+class ConfigError(FusecubeError, ValueError):
+    """A run configuration is invalid."""
+
+
+class SourceError(FusecubeError, RuntimeError):
+    """A data source (STAC catalogue, GeoTIFF folder) failed to deliver what was asked."""
+
+
+class MaskError(FusecubeError, ValueError):
+    """A mask cannot be applied to the cube (no overlap, missing CRS, nothing left after repair)."""
+
+
+class GateFailed(FusecubeError, ValueError):
+    """A quality gate failed in strict mode.
+
+    Attributes:
+        gate: Name of the gate.
+        value: The measured value.
+        threshold: The threshold it violated.
+    """
+
+    def __init__(self, gate: str, value: float, threshold: float, message: str) -> None:
+        self.gate = gate
+        self.value = value
+        self.threshold = threshold
+        super().__init__(message)
+
+
+class RunInterrupted(FusecubeError, RuntimeError):
+    """A run was stopped by a signal or a controller; it can be resumed."""
+
+    exit_code = 130
+
+
+class MissingDependencyError(FusecubeError, ImportError):
+    """An optional dependency is needed for this feature."""
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or raise an error that prints the pip command.
+
+    Args:
+        module: Importable module name, e.g. ``"torch"``.
+        extra: The fusecube extra that provides it, e.g. ``"ml"``.
+
+    Returns:
+        The imported module.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised only without extras
+        raise MissingDependencyError(
+            f"This feature needs the optional package {module!r}. "
+            f"Install it with: pip install 'fusecube[{extra}]'"
+        ) from exc

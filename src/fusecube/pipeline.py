@@ -1,0 +1,83 @@
+"""The stages chained on one block: screen → gap-fill → smooth → phenology.
+
+Every stage is a pure ``Dataset -> Dataset`` function; this module only chains them and
+times them. The runner decides how blocks are cut, read and written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import xarray as xr
+
+from fusecube.config import RunConfig
+from fusecube.cube import NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK
+from fusecube.gates import PeriodScreen, apply_screen
+from fusecube.phenology import PhenologyConfig, phenology
+from fusecube.seasons import SeasonRules
+from fusecube.smooth import SmoothConfig, smooth
+
+STAGES = ("screen", "gapfill", "smooth", "phenology")
+
+
+@dataclass
+class StageTimer:
+    """Seconds spent per stage, summed over blocks."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def time(self, stage: str, func, *args, **kwargs):
+        """Run ``func`` and add its wall time to ``stage``."""
+        start = time.perf_counter()
+        result = func(*args, **kwargs)
+        self.seconds[stage] += time.perf_counter() - start
+        return result
+
+
+def smooth_config(config: RunConfig) -> SmoothConfig:
+    """The smoothing stage options of a run."""
+    s = config.smooth
+    return SmoothConfig(lam=s.lam, method=s.method, gap_weight=s.gap_weight,
+                        envelope_iterations=s.envelope_iterations)
+
+
+def phenology_config(config: RunConfig) -> PhenologyConfig:
+    """The phenology stage options of a run."""
+    p = config.phenology
+    rules = SeasonRules(min_amplitude=p.min_amplitude, sos_fraction=p.sos_fraction,
+                        eos_fraction=p.eos_fraction, min_length=p.min_length,
+                        max_length=p.max_length)
+    return PhenologyConfig(rules=rules, seasons_per_year=p.seasons_per_year,
+                           year_start_month=p.year_start_month, paddy_only=p.paddy_only)
+
+
+def gapfill_stage(block: xr.Dataset, config: RunConfig, model=None) -> xr.Dataset:
+    """Gap-fill a block with the configured method."""
+    if config.gapfill == "fusion":
+        from fusecube.fusion.predict import fuse  # torch only when asked for
+
+        return fuse(block, model=model)
+    from fusecube.fusion.baselines import gapfill
+
+    return gapfill(block, method=config.gapfill, lam=config.smooth.lam)
+
+
+def process_block(block: xr.Dataset, config: RunConfig, screen: PeriodScreen,
+                  timer: StageTimer | None = None, model=None) -> tuple[xr.Dataset, xr.Dataset]:
+    """Run all stages on one in-memory block.
+
+    Returns:
+        ``(series, seasons)``: the gap-filled and smoothed NDVI ``(time, y, x)`` and the
+        phenology ``(season|year, y, x)``.
+    """
+    timer = timer or StageTimer()
+    block = timer.time("screen", apply_screen, block, screen)
+    block = timer.time("gapfill", gapfill_stage, block, config, model)
+    block = timer.time("smooth", smooth, block, config=smooth_config(config))
+    seasons = timer.time("phenology", phenology, block, config=phenology_config(config))
+    series = block[[NDVI_FUSED, NDVI_SMOOTH]]
+    if PADDY_MASK in block:
+        seasons[PADDY_MASK] = block[PADDY_MASK]
+    return series, seasons

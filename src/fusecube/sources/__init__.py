@@ -1,0 +1,1 @@
+"""Data sources: synthetic scenes, STAC catalogues, GeoTIFF stacks."""
