@@ -128,10 +128,10 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunResult:
     mask = timer.time("mask", resolve_mask, config.mask, cube)
     screen = timer.time("screen", screen_periods, cube)
     model = None
-    if config.gapfill == "fusion":
-        from fusecube.fusion.model import load_model
+    if config.gapfill == "fusion":  # load the given model or train one on this scene
+        from fusecube.fusion.model import model_for_run
 
-        model = load_model(config.fusion_model)
+        model = timer.time("fusion_train", model_for_run, cube, config)
     geobox = cube.odc.geobox
     result_path = out / "result.zarr"
     tmp = out / ".result.zarr.tmp"
