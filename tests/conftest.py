@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny synthetic scenes and the real-data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REAL_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real").resolve()
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The shared real-data folder; skips the test when it is not beside the checkout."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real test data not found at {REAL_DATA} (clone with ../shared beside the repo)")
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def small_scene(tmp_path_factory) -> dict[str, Path]:
+    """A 48 x 48 synthetic scene (seed 3) with truth, written once per test session."""
+    from fusecube.sources.synthetic import SceneConfig, synthesize
+
+    out = tmp_path_factory.mktemp("scene48")
+    return synthesize(SceneConfig(width=48, height=48, seed=3), out)
