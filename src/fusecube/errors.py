@@ -63,6 +63,10 @@ class MissingDependencyError(FusecubeError, ImportError):
     """An optional dependency is needed for this feature."""
 
 
+class FusionModelError(FusecubeError, ValueError):
+    """A fusion model cannot be trained or applied (too few observations, wrong features, device)."""
+
+
 def require(module: str, extra: str):
     """Import an optional dependency or raise an error that prints the pip command.
 
