@@ -142,7 +142,7 @@ def make_layout(cfg: SceneConfig) -> Layout:
     sea = rows < coast
     ponds = (rows >= coast) & (rows < coast + belt) & (_noise(rng, (h, w), 4) > -0.6)
     # irrigation blocks: Voronoi cells of seeds ~1 km apart
-    spacing = 20.0
+    spacing = min(20.0, np.sqrt(h * w / 30.0))  # ~1 km blocks; at least ~30 in tiny scenes
     n_blocks = max(4, int(h * w / spacing**2))
     seeds = np.column_stack([rng.uniform(0, h, n_blocks), rng.uniform(0, w, n_blocks)])
     _, nearest = cKDTree(seeds).query(np.column_stack([np.repeat(np.arange(h), w) + 0.5,
@@ -156,7 +156,7 @@ def make_layout(cfg: SceneConfig) -> Layout:
     cell_land = np.bincount(cell[land], minlength=n_blocks)
     order = np.argsort(-cell_score)
     cum = np.cumsum(cell_land[order])
-    n_paddy = int(np.searchsorted(cum, cfg.paddy_fraction * h * w)) + 1
+    n_paddy = int(np.argmin(np.abs(cum - cfg.paddy_fraction * h * w))) + 1  # closest to target
     is_paddy_cell = np.zeros(n_blocks, bool)
     is_paddy_cell[order[:n_paddy]] = True
     paddy = land & is_paddy_cell[cell]
