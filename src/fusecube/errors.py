@@ -86,3 +86,11 @@ def require(module: str, extra: str):
             f"This feature needs the optional package {module!r}. "
             f"Install it with: pip install 'fusecube[{extra}]'"
         ) from exc
+
+
+class PatchError(FusecubeError, ValueError):
+    """ML patch export, preprocessing or splitting was asked for something impossible."""
+
+
+class PatchFileError(FusecubeError, OSError):
+    """A patch set on disk is missing, incomplete or does not match its metadata."""
