@@ -94,3 +94,7 @@ class PatchError(FusecubeError, ValueError):
 
 class PatchFileError(FusecubeError, OSError):
     """A patch set on disk is missing, incomplete or does not match its metadata."""
+
+
+class LedgerError(FusecubeError, RuntimeError):
+    """The run ledger cannot be opened, or has no such run, or the run cannot be taken over."""
