@@ -1,15 +1,23 @@
 """Season detection kernel: turning points with an amplitude threshold, then SOS/POS/EOS.
 
 Pure numpy over ``(n_pixels, n_times)`` arrays; the loops run over time steps or season
-slots, never over pixels. The same kernel defines the synthetic scene's true seasons (on
-the noise-free daily curve), so truth and detection share one definition.
+slots, never over pixels. Per season slot the work is done on a window gathered from the
+left trough to the right trough (a dozen steps instead of the whole series). The same
+kernel defines the synthetic scene's true seasons (on the noise-free 2-day curve), so truth
+and detection share one definition.
+
+Every value returned is physically plausible or NaN: a season whose peak is above 1, whose
+length is outside the rules, or whose dates are out of order is dropped as a whole.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+
+from fusecube.errors import ConfigError
 
 PEAK, TROUGH = 1, -1
 
@@ -18,6 +26,8 @@ SEASON_METRICS = (
     "planting", "sos", "pos", "eos", "harvest", "length", "base_value", "peak_value", "amplitude",
     "integral", "greenup_rate", "senescence_rate",
 )
+
+SosMethod = Literal["amplitude", "derivative"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +50,27 @@ class SeasonRules:
     tail_days: float = 20.0
     """The right base is the lowest value within this many days after the curve fell halfway
     from the peak: the post-harvest level, not the next flooding months later."""
+    method: SosMethod = "amplitude"
+    """How SOS/EOS are placed: ``amplitude`` (crossing of ``sos_fraction``/``eos_fraction`` of
+    the amplitude) or ``derivative`` (steepest green-up / steepest senescence)."""
+
+    def __post_init__(self) -> None:
+        if self.method not in ("amplitude", "derivative"):
+            raise ConfigError(
+                f"Unknown SOS/EOS method {self.method!r}; use amplitude or derivative.")
+        for name in ("sos_fraction", "eos_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be within (0, 1); got {getattr(self, name)}.")
+        if not 0 < self.min_length < self.max_length:
+            raise ConfigError(f"Need 0 < min_length < max_length; got {self.min_length}, "
+                              f"{self.max_length}.")
+        if not self.min_amplitude > 0:
+            raise ConfigError(f"min_amplitude must be > 0; got {self.min_amplitude}.")
 
 
-def turning_points(values: np.ndarray, min_amplitude: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def turning_points(
+    values: np.ndarray, min_amplitude: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Alternating troughs and peaks that differ by at least ``min_amplitude`` (a zigzag).
 
     A peak is confirmed once the curve falls ``min_amplitude`` below it, a trough once the
@@ -96,24 +124,62 @@ def turning_points(values: np.ndarray, min_amplitude: float) -> tuple[np.ndarray
 
 
 def _crossing(values, times, lo, hi, level, rising: bool) -> np.ndarray:
-    """Time where the curve crosses ``level`` between indices lo..hi, linearly interpolated."""
-    n, n_t = values.shape
-    tidx = np.arange(n_t)[None, :]
-    window = (tidx >= lo[:, None]) & (tidx <= hi[:, None]) & (values >= level[:, None])
+    """Time where the curve crosses ``level`` between indices lo..hi, linearly interpolated.
+
+    ``values`` and ``times`` are ``(N, W)`` (a window per pixel); ``lo``/``hi`` are ``(N,)``.
+    """
+    n, n_w = values.shape
+    widx = np.arange(n_w)[None, :]
+    window = (widx >= lo[:, None]) & (widx <= hi[:, None]) & (values >= level[:, None])
     if rising:
         k = np.argmax(window, axis=1)  # first index at/above level (> lo since y[lo] < level)
         a, b = np.maximum(k - 1, 0), k
     else:
-        k = n_t - 1 - np.argmax(window[:, ::-1], axis=1)  # last index at/above level
-        a, b = k, np.minimum(k + 1, n_t - 1)
+        k = n_w - 1 - np.argmax(window[:, ::-1], axis=1)  # last index at/above level
+        a, b = k, np.minimum(k + 1, n_w - 1)
     rows = np.arange(n)
     ya, yb = values[rows, a], values[rows, b]
+    ta, tb = times[rows, a], times[rows, b]
     dy = yb - ya
     frac = np.where(np.abs(dy) > 1e-12, (level - ya) / np.where(np.abs(dy) > 1e-12, dy, 1.0), 0.0)
-    return times[a] + np.clip(frac, 0.0, 1.0) * (times[b] - times[a])
+    return ta + np.clip(frac, 0.0, 1.0) * (tb - ta)
 
 
-def detect_seasons(values: np.ndarray, times: np.ndarray, rules: SeasonRules = SeasonRules()) -> dict[str, np.ndarray]:
+def _steepest(
+    slope: np.ndarray, mid: np.ndarray, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Largest ``slope`` among ``allowed`` segments and its time, refined by a parabola.
+
+    Args:
+        slope: ``(N, W-1)`` segment slopes.
+        mid: ``(N, W-1)`` segment mid times.
+        allowed: ``(N, W-1)`` segments to consider.
+
+    Returns:
+        ``(largest slope, its time)`` per pixel (``-inf``/NaN where nothing is allowed).
+    """
+    n, n_s = slope.shape
+    masked = np.where(allowed, slope, -np.inf)
+    k = np.argmax(masked, axis=1)
+    rows = np.arange(n)
+    best = masked[rows, k]
+    km, kp = np.maximum(k - 1, 0), np.minimum(k + 1, n_s - 1)
+    s1 = np.where(np.isfinite(best), best, 0.0)
+    s0, s2 = masked[rows, km], masked[rows, kp]
+    inner = (k > 0) & (k < n_s - 1) & np.isfinite(s0) & np.isfinite(s2) & np.isfinite(best)
+    s0, s2 = np.where(inner, s0, s1), np.where(inner, s2, s1)
+    curv = s0 - 2 * s1 + s2
+    shift = np.where(curv < -1e-15, 0.5 * (s0 - s2) / np.where(curv < -1e-15, curv, -1.0), 0.0)
+    shift = np.clip(shift, -0.5, 0.5)
+    t1 = mid[rows, k]
+    step = np.where(shift >= 0, mid[rows, kp] - t1, t1 - mid[rows, km])
+    when = np.where(np.isfinite(best), t1 + shift * step, np.nan)
+    return best, when
+
+
+def detect_seasons(
+    values: np.ndarray, times: np.ndarray, rules: SeasonRules = SeasonRules()
+) -> dict[str, np.ndarray]:
     """Detect growing seasons and their metrics on gap-free curves.
 
     Args:
@@ -134,49 +200,67 @@ def detect_seasons(values: np.ndarray, times: np.ndarray, rules: SeasonRules = S
     n_slots = max(int(((count - first_peak) // 2).max(initial=0)), 0)
     rows = np.arange(n)
     out = {name: np.full((n, n_slots), np.nan) for name in SEASON_METRICS}
-    slope = np.diff(y, axis=1) / np.diff(t)[None, :]
-    tidx = np.arange(n_t)[None, :]
     for s in range(n_slots):
         p = first_peak + 2 * s
         ok = p + 1 < count
         if not ok.any():
             continue
         pc = np.minimum(p, ev_idx.shape[1] - 2)
-        left, peak, right = (ev_idx[rows, pc - 1], ev_idx[rows, pc], ev_idx[rows, pc + 1])
-        left, peak, right = (np.where(ok, v, 0) for v in (left, peak, right))
-        y_left, y_peak = y[rows, left], y[rows, peak]
+        left, peak, right = (np.where(ok, ev_idx[rows, pc + k], 0) for k in (-1, 0, 1))
+        # gather the window left trough .. right trough: all later work is (N, W), W << T
+        span = np.where(ok, right - left, 0)
+        n_w = int(span.max()) + 1
+        widx = np.arange(n_w)[None, :]
+        gidx = np.minimum(left[:, None] + widx, n_t - 1)
+        inside = widx <= span[:, None]
+        yw = np.take_along_axis(y, gidx, axis=1)
+        tw = t[gidx]
+        pk, r0 = peak - left, span
+        y_left, y_peak = yw[:, 0], yw[rows, pk]
         # the right base is where the decline flattens (post-harvest stubble), not the next
         # flooded trough months later, so a long fallow does not stretch the season
-        halfway = y_peak - 0.5 * (y_peak - y[rows, right])
-        after = (tidx >= peak[:, None]) & (tidx <= right[:, None])
-        t_half = t[np.argmax(after & (y <= halfway[:, None]), axis=1)]
-        tail = after & (t[None, :] <= t_half[:, None] + rules.tail_days)
-        right = np.argmin(np.where(tail, y, np.inf), axis=1)
-        y_right = y[rows, right]
+        halfway = y_peak - 0.5 * (y_peak - yw[rows, r0])
+        after = (widx >= pk[:, None]) & inside
+        t_half = tw[rows, np.argmax(after & (yw <= halfway[:, None]), axis=1)]
+        tail = after & (tw <= t_half[:, None] + rules.tail_days)
+        right_w = np.argmin(np.where(tail, yw, np.inf), axis=1)
+        y_right = yw[rows, right_w]
         base = 0.5 * (y_left + y_right)
         amp = y_peak - base
-        sos = _crossing(y, t, left, peak, y_left + rules.sos_fraction * (y_peak - y_left), True)
-        eos = _crossing(y, t, peak, right, y_right + rules.eos_fraction * (y_peak - y_right), False)
-        in_season = (t[None, :] >= sos[:, None]) & (t[None, :] <= eos[:, None])
-        above = np.where(in_season, np.maximum(y - base[:, None], 0.0), 0.0)
-        integral = np.trapezoid(above, t, axis=1)
-        up = (tidx[:, :-1] >= left[:, None]) & (tidx[:, :-1] < peak[:, None])
-        down = (tidx[:, :-1] >= peak[:, None]) & (tidx[:, :-1] < right[:, None])
-        greenup = np.where(up, slope, -np.inf).max(axis=1)
-        senescence = np.where(down, -slope, -np.inf).max(axis=1)
+        dt = np.diff(tw, axis=1)
+        seg_ok = dt > 0
+        slope = np.where(seg_ok, np.diff(yw, axis=1) / np.where(seg_ok, dt, 1.0), 0.0)
+        mid = 0.5 * (tw[:, 1:] + tw[:, :-1])
+        up = (widx[:, :-1] < pk[:, None]) & seg_ok
+        down = (widx[:, :-1] >= pk[:, None]) & (widx[:, :-1] < right_w[:, None]) & seg_ok
+        greenup, t_greenup = _steepest(slope, mid, up)
+        senescence, t_senescence = _steepest(-slope, mid, down)
+        if rules.method == "derivative":
+            sos, eos = t_greenup, t_senescence
+        else:
+            zero = np.zeros(n, dtype=np.int64)
+            sos = _crossing(yw, tw, zero, pk, y_left + rules.sos_fraction * (y_peak - y_left), True)
+            eos = _crossing(yw, tw, pk, right_w, y_right + rules.eos_fraction * (y_peak - y_right),
+                            False)
+        in_season = (tw >= sos[:, None]) & (tw <= eos[:, None]) & inside
+        above = np.where(in_season, np.maximum(yw - base[:, None], 0.0), 0.0)
+        integral = (0.5 * (above[:, 1:] + above[:, :-1]) * dt).sum(axis=1)
         length = eos - sos
+        planting = _vertex(y, t, left)
+        harvest = np.where(np.isfinite(senescence), t_senescence, np.nan)
+        t_peak = t[peak]
         plausible = (
             ok & (length >= rules.min_length) & (length <= rules.max_length)
-            & (y_peak >= rules.min_peak) & (y_peak <= 1.0) & (amp >= rules.min_amplitude)
-            & np.isfinite(sos) & np.isfinite(eos)
+            & (y_peak >= rules.min_peak) & (y_peak <= 1.0) & (base >= -1.0)
+            & (amp >= rules.min_amplitude) & np.isfinite(sos) & np.isfinite(eos)
+            & (sos < t_peak) & (t_peak < eos) & (greenup > 0) & (senescence > 0)
         )
-        planting = _vertex(y, t, left)
-        steepest = np.where(down, slope, np.inf).argmin(axis=1)
-        harvest = 0.5 * (t[steepest] + t[np.minimum(steepest + 1, n_t - 1)])
         metrics = {
-            "planting": planting, "sos": sos, "pos": t[peak], "eos": eos, "harvest": harvest, "length": length, "base_value": base,
-            "peak_value": y_peak, "amplitude": amp, "integral": integral,
-            "greenup_rate": greenup, "senescence_rate": senescence,
+            "planting": np.where(planting <= sos, planting, np.nan),
+            "sos": sos, "pos": t_peak, "eos": eos,
+            "harvest": np.where(harvest >= t_peak, harvest, np.nan),
+            "length": length, "base_value": base, "peak_value": y_peak, "amplitude": amp,
+            "integral": integral, "greenup_rate": greenup, "senescence_rate": senescence,
         }
         for name, value in metrics.items():
             out[name][:, s] = np.where(plausible, value, np.nan)
