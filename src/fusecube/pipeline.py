@@ -1,4 +1,4 @@
-"""The stages chained on one block: screen → gap-fill → smooth → phenology.
+"""The stages chained on one block: screen → gap-fill → smooth → phenology, gated after each.
 
 Every stage is a pure ``Dataset -> Dataset`` function; this module only chains them and
 times them. The runner decides how blocks are cut, read and written.
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import xarray as xr
 
 from fusecube.config import RunConfig
-from fusecube.cube import NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK
-from fusecube.gates import PeriodScreen, apply_screen
+from fusecube.cube import NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, TIME
+from fusecube.gates import PeriodScreen, apply_screen, period_days_of, stage_gates, thresholds_for
 from fusecube.phenology import PhenologyConfig, phenology
 from fusecube.seasons import SeasonRules
 from fusecube.smooth import SmoothConfig, smooth
@@ -73,10 +73,17 @@ def process_block(block: xr.Dataset, config: RunConfig, screen: PeriodScreen,
         phenology ``(season|year, y, x)``.
     """
     timer = timer or StageTimer()
+    if config.strict:  # the input gates ran on the whole cube: stop before any work
+        screen.raise_first_failure()
+    gate = {"thresholds": thresholds_for(config), "strict": config.strict, "screen": screen}
     block = timer.time("screen", apply_screen, block, screen)
     block = timer.time("gapfill", gapfill_stage, block, config, model)
+    block, _ = timer.time("gates", stage_gates, "gapfill", block, **gate)
     block = timer.time("smooth", smooth, block, config=smooth_config(config))
+    block, _ = timer.time("gates", stage_gates, "smooth", block, **gate)
     seasons = timer.time("phenology", phenology, block, config=phenology_config(config))
+    seasons, _ = timer.time("gates", stage_gates, "phenology", seasons, **gate,
+                            times=block[TIME].values, period_days=period_days_of(block))
     series = block[[NDVI_FUSED, NDVI_SMOOTH]]
     if PADDY_MASK in block:
         seasons[PADDY_MASK] = block[PADDY_MASK]
