@@ -71,6 +71,14 @@ class RunConfig(_Model):
     block_size: int = Field(256, ge=16, description="Block edge in pixels.")
     strict: bool = Field(False, description="Stop at the first failing quality gate.")
     report: bool = Field(True, description="Write products and the HTML report.")
+    memory_limit: str | None = Field(None, description="Memory budget of the run, e.g. '2GB'; "
+                                     "the block edge is derived from it (default: half the "
+                                     "available RAM).")
+    ledger: str | None = Field(None, description="Run ledger: a SQLite path or SQLAlchemy URL "
+                               "(default: $FUSECUBE_LEDGER or ~/.local/state/fusecube/ledger.sqlite).")
+    scheduler: str | None = Field(None, description="Dask scheduler for the blocks: 'local:N' "
+                                  "(a local cluster of N workers) or 'tcp://host:port'; "
+                                  "None runs them in this process.")
 
 
 def load_config(path: str | Path | None = None, **overrides) -> RunConfig:

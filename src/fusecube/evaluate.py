@@ -71,8 +71,11 @@ class SeasonSums:
 
 
 def match_seasons(true_pos: np.ndarray, det_pos: np.ndarray, tolerance: float) -> np.ndarray:
-    """For each true season ``(N, S)``, the index of the detected season with the nearest
-    peak within ``tolerance`` days (-1 when none)."""
+    """Index of the detected season nearest (by peak) to each true season.
+
+    Returns ``(N, S_true)`` indices into the detected seasons, -1 where none is within
+    ``tolerance`` days.
+    """
     dist = np.abs(true_pos[:, :, None] - det_pos[:, None, :])
     dist = np.where(np.isfinite(dist), dist, np.inf)
     best = np.argmin(dist, axis=2)

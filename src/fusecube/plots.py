@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from fusecube.cube import NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, SEASON, TIME, VH, VV, X, Y, YEAR  # noqa: E402
+from fusecube.cube import NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, SEASON, TIME, VH, VV, YEAR, X, Y  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

@@ -14,8 +14,8 @@ import numpy as np
 import xarray as xr
 
 from fusecube.cube import PADDY_MASK, SEASON, YEAR, read_cube, replace_path
-from fusecube.phenology import season_labels
 from fusecube.periods import year_label
+from fusecube.phenology import season_labels
 
 log = logging.getLogger(__name__)
 

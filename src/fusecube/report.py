@@ -30,7 +30,9 @@ def _img(path: str | None, alt: str) -> str:
     if not path or not Path(path).exists():
         return ""
     data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    caption = html.escape(alt)
+    return (f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{caption}</figcaption></figure>")
 
 
 def accuracy_tables(accuracy: dict) -> str:
@@ -74,7 +76,8 @@ def write_report(result, config) -> Path:
 <h2>Quality gates</h2>{gates}
 <h2>Timings (seconds)</h2>{_table(timing_rows, ['stage', 'seconds'])}
 <h2>Products</h2>{_table(product_rows, ['product', 'file'])}"""
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>fusecube report</title><style>{_CSS}</style></head><body>{body}</body></html>"
+    head = f"<meta charset='utf-8'><title>fusecube report</title><style>{_CSS}</style>"
+    page = f"<!doctype html><html><head>{head}</head><body>{body}</body></html>"
     path = out / "report.html"
     tmp = out / ".report.html.tmp"
     tmp.write_text(page)

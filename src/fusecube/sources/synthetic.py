@@ -30,10 +30,20 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from fusecube.cube import (
-    CF_ATTRS, DIMS, NDVI, NDVI_QUALITY, PADDY_MASK, TIME, VH, VV, X, Y, with_geobox,
+    CF_ATTRS,
+    DIMS,
+    NDVI,
+    NDVI_QUALITY,
+    PADDY_MASK,
+    TIME,
+    VH,
+    VV,
+    X,
+    Y,
+    with_geobox,
 )
 from fusecube.periods import agricultural_years, period_centres, period_starts, to_days
-from fusecube.phenology import PhenologyConfig, assign_to_years, season_coords, seasons_dataset
+from fusecube.phenology import PhenologyConfig, assign_to_years, season_coords
 from fusecube.seasons import detect_seasons
 
 log = logging.getLogger(__name__)
