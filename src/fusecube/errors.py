@@ -98,3 +98,7 @@ class PatchFileError(FusecubeError, OSError):
 
 class LedgerError(FusecubeError, RuntimeError):
     """The run ledger cannot be opened, or has no such run, or the run cannot be taken over."""
+
+
+class OutputWriteError(FusecubeError, OSError):
+    """An output cannot be written (folder not writable, disk full); earlier outputs are kept."""
