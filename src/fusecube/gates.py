@@ -286,7 +286,7 @@ def time_gates(cube: xr.Dataset, thresholds: GateThresholds = GateThresholds()) 
 
 
 # ----------------------------------------------------------------------------- data pass
-def _var_stats(var: xr.DataArray, low: float, high: float,
+def variable_stats(var: xr.DataArray, low: float, high: float,
                composite: bool = False) -> dict[str, xr.DataArray]:
     """Lazy per-period statistics of one ``(time, y, x)`` variable."""
     sentinels = np.asarray(SENTINEL_VALUES, dtype=var.dtype if var.dtype.kind == "f" else "f8")
@@ -456,7 +456,7 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
     for result in time_gates(cube, thresholds):
         add(result)
     ranges = _ranges(thresholds)
-    lazy = {name: _var_stats(cube[name].transpose(*DIMS), *ranges[name], composite=name == NDVI)
+    lazy = {name: variable_stats(cube[name].transpose(*DIMS), *ranges[name], composite=name == NDVI)
             for name in ranges}
     ny, nx = cube.sizes[Y], cube.sizes[X]
     edge = thresholds.alignment_window
@@ -811,15 +811,30 @@ def stage_gates(stage: Stage, ds: xr.Dataset, *, thresholds: GateThresholds = Ga
     else:
         raise ValueError(f"unknown stage {stage!r}; use gapfill, smooth or phenology")
     for result in results:
-        if result.status != "fail":
-            continue
-        if strict:
-            raise result.error()
-        log.warning("gate %s failed: %s", result.gate, result.message)
-        if screen is not None:
-            key = f"{stage}:{result.gate}"
+        if result.status == "fail":
+            if strict:
+                raise result.error()
+            log.warning("gate %s failed: %s", result.gate, result.message)
+        if screen is not None and result.status != "skip":
+            key = f"{stage}:{result.gate}"  # every gate that ran, so passes are reported too
             screen.stage_counts[key] = screen.stage_counts.get(key, 0) + result.pixels
     return ds, results
+
+
+def stage_results(screen: PeriodScreen | dict) -> list[GateResult]:
+    """Gate results of the stage gates of a run, from the counts they left in the screen."""
+    counts = screen.stage_counts if isinstance(screen, PeriodScreen) else screen.get(
+        "stage_counts", {})
+    out = []
+    for key, n_bad in counts.items():
+        stage, gate = key.split(":", 1)
+        out.append(GateResult(
+            gate, stage, "fail" if n_bad else "pass", value=float(n_bad), threshold=0.0,
+            pixels=int(n_bad),
+            message=(f"{n_bad} values/seasons failed after {stage} over all blocks" if n_bad
+                     else f"every block passed after {stage}"),
+            action="masked (NaN) / seasons removed" if n_bad else ""))
+    return out
 
 
 # ----------------------------------------------------------------------------- report
