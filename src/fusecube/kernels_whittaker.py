@@ -117,6 +117,18 @@ def _factor_solve(wt: np.ndarray, rhs: np.ndarray, lam: np.ndarray, penalty,
     tmp = np.empty(n)
     di = np.empty(n)
     u = rhs
+    # pixels with fewer than 3 observations give a singular system (zero pivots): they are
+    # set to NaN by the callers, so their inf/NaN arithmetic here is expected
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _sweeps(wt, u, lam, d0, d1, d2, inv_d, l1, l2, e_prev, tmp, di)
+    if keep_factors:
+        return u, (inv_d, l1, l2)
+    return u
+
+
+def _sweeps(wt, u, lam, d0, d1, d2, inv_d, l1, l2, e_prev, tmp, di) -> None:
+    """Forward (factor + elimination) and backward sweeps of :func:`_factor_solve`, in place."""
+    n_t = wt.shape[0]
     for i in range(n_t):
         np.multiply(lam, d0[i], out=di)
         di += wt[i]
@@ -145,9 +157,6 @@ def _factor_solve(wt: np.ndarray, rhs: np.ndarray, lam: np.ndarray, penalty,
         z[i] -= np.multiply(l1[i], z[i + 1], out=tmp)
         if i + 2 < n_t:
             z[i] -= np.multiply(l2[i], z[i + 2], out=tmp)
-    if keep_factors:
-        return z, (inv_d, l1, l2)
-    return z
 
 
 def _inverse_diagonal(inv_d: np.ndarray, l1: np.ndarray, l2: np.ndarray) -> np.ndarray:
@@ -218,18 +227,9 @@ def _select(
     log_fit = np.empty((lambdas.size, n))
     log_pen = np.empty((lambdas.size, n))
     for k, lam in enumerate(lambdas):
-        lam_n = np.full(n, lam)
-        if criterion == "gcv":
-            z, factors = _factor_solve(wt, rhs.copy(), lam_n, penalty, keep_factors=True)
-            # hat-matrix trace: Σ wᵢ [(W + λDᵀD)⁻¹]ᵢᵢ
-            trace = (wt * _inverse_diagonal(*factors)).sum(axis=0)
-            rss = (wt * (y - z) ** 2).sum(axis=0)
-            score[k] = (rss / n_w) / np.maximum(1.0 - trace / n_w, 1e-9) ** 2
-        else:
-            z = _factor_solve(wt, rhs.copy(), lam_n, penalty)
-            rough = a[:, None] * z[:-2] + b[:, None] * z[1:-1] + c[:, None] * z[2:]
-            log_fit[k] = np.log((wt * (y - z) ** 2).sum(axis=0) + 1e-12)
-            log_pen[k] = np.log((rough**2).sum(axis=0) + 1e-12)
+        with np.errstate(divide="ignore", invalid="ignore"):  # singular pixels end up NaN
+            _score_candidate(k, lam, wt, rhs, y, n_w, penalty, (a, b, c), criterion,
+                             score, log_fit, log_pen)
     if criterion == "gcv":
         best = lambdas[np.argmin(score, axis=0)]
     else:
@@ -241,6 +241,24 @@ def _select(
     z = _factor_solve(wt, rhs, best, penalty).T
     z[_too_few(wt, min_obs)] = np.nan
     return z.astype(np.float32), best
+
+
+def _score_candidate(k, lam, wt, rhs, y, n_w, penalty, coefficients, criterion,
+                     score, log_fit, log_pen) -> None:
+    """Fit one candidate λ for all pixels and store its GCV score or V-curve point at ``k``."""
+    a, b, c = coefficients
+    lam_n = np.full(wt.shape[1], lam)
+    if criterion == "gcv":
+        z, factors = _factor_solve(wt, rhs.copy(), lam_n, penalty, keep_factors=True)
+        # hat-matrix trace: Σ wᵢ [(W + λDᵀD)⁻¹]ᵢᵢ
+        trace = (wt * _inverse_diagonal(*factors)).sum(axis=0)
+        rss = (wt * (y - z) ** 2).sum(axis=0)
+        score[k] = (rss / n_w) / np.maximum(1.0 - trace / n_w, 1e-9) ** 2
+    else:
+        z = _factor_solve(wt, rhs.copy(), lam_n, penalty)
+        rough = a[:, None] * z[:-2] + b[:, None] * z[1:-1] + c[:, None] * z[2:]
+        log_fit[k] = np.log((wt * (y - z) ** 2).sum(axis=0) + 1e-12)
+        log_pen[k] = np.log((rough**2).sum(axis=0) + 1e-12)
 
 
 def whittaker_gcv(
