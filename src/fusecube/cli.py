@@ -19,7 +19,7 @@ err = Console(stderr=True)
 out = Console()
 
 #: Modules adding command groups (each has ``register(app)``).
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["fusecube.commands.runs", "fusecube.commands.patches"]
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -58,14 +58,12 @@ def synth(
         out.print(f"{key:>6}: {path}")
 
 
-def _run(config, log_json: bool) -> None:
-    from fusecube.progress import progress_reporter
-    from fusecube.runner import run
-
-    with progress_reporter(json_lines=log_json) as report:
-        result = run(config, progress=report)
-    out.print(f"blocks: {result.n_blocks}; total {result.seconds['total']:.1f} s; "
-              f"peak memory {result.peak_rss_mb:.0f} MB")
+def print_result(result) -> None:
+    """Print the summary of a finished run."""
+    out.print(f"run {result.run_id}: {result.n_blocks} blocks of {result.block_edge} px"
+              + (f" ({result.blocks_resumed} written before resuming)" if result.blocks_resumed else "")
+              + f"; total {result.seconds['total']:.1f} s; peak memory {result.peak_rss_mb:.0f} MB"
+              + f" (limit {result.memory_limit_mb:.0f} MB)")
     ph = result.accuracy.get("phenology")
     gap = result.accuracy.get("gapfill_hidden", {}).get("smooth_paddy")
     if gap:
@@ -78,18 +76,50 @@ def _run(config, log_json: bool) -> None:
     out.print(f"results: {result.out}")
 
 
+def run_with_progress(start, log_json: bool) -> None:
+    """Call ``start(reporter)`` (a runner entry) under a progress reporter and print the result."""
+    from fusecube.progress import progress_reporter
+
+    with progress_reporter(json_lines=log_json) as report:
+        result = start(report)
+    print_result(result)
+
+
+def _run(config, log_json: bool, resume: bool = False) -> None:
+    from fusecube.runner import run
+
+    run_with_progress(lambda report: run(config, progress=report, resume=resume), log_json)
+
+
+MemoryOpt = Annotated[Optional[str], typer.Option(
+    "--memory-limit", help="Memory budget, e.g. 2GB; sets the block size (default: half the free RAM).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(
+    "--scheduler", help="Run blocks on Dask: local:N or tcp://host:port.")]
+LedgerOpt = Annotated[Optional[str], typer.Option(
+    "--ledger", help="Run ledger: SQLite path or SQLAlchemy URL (default $FUSECUBE_LEDGER).")]
+ResumeOpt = Annotated[bool, typer.Option(
+    "--resume", help="Continue the unfinished run of this config and output folder.")]
+
+
 @app.command("run")
 def run_cmd(
     config: Annotated[Optional[Path], typer.Argument(help="Run config (YAML/TOML/JSON).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (overrides config).")] = None,
     mask: Annotated[Optional[str], typer.Option(help="'cube', 'none' or a mask file.")] = None,
     gapfill: Annotated[Optional[str], typer.Option(help="linear | whittaker | fusion")] = None,
+    block_size: Annotated[Optional[int], typer.Option("--block-size", help="Largest block edge, px.")] = None,
+    memory_limit: MemoryOpt = None,
+    scheduler: SchedulerOpt = None,
+    ledger: LedgerOpt = None,
+    resume: ResumeOpt = False,
     log_json: Annotated[bool, typer.Option("--log-json", help="Progress as JSON lines.")] = False,
 ) -> None:
-    """Run the pipeline described by CONFIG."""
+    """Run the pipeline described by CONFIG (block by block, recorded in the run ledger)."""
     from fusecube.config import load_config
 
-    _run(load_config(config, out=out_dir, mask=mask, gapfill=gapfill), log_json)
+    _run(load_config(config, out=out_dir, mask=mask, gapfill=gapfill, block_size=block_size,
+                     memory_limit=memory_limit, scheduler=scheduler, ledger=ledger),
+         log_json, resume=resume)
 
 
 @app.command()
@@ -99,6 +129,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     mask: Annotated[str, typer.Option(help="'cube', 'blocks' (the scene's GeoPackage), 'none' or a file.")] = "cube",
     gapfill: Annotated[str, typer.Option(help="linear | whittaker | fusion")] = "linear",
+    memory_limit: MemoryOpt = None,
+    scheduler: SchedulerOpt = None,
+    ledger: LedgerOpt = None,
+    resume: ResumeOpt = False,
     log_json: Annotated[bool, typer.Option("--log-json", help="Progress as JSON lines.")] = False,
 ) -> None:
     """Synthesise the Demak-like scene and run the whole pipeline on it, with a report."""
@@ -112,8 +146,9 @@ def demo(
 
             synthesize(SceneConfig(width=width, height=height, seed=seed), out_dir / "input")
     config = RunConfig(source=SyntheticSource(width=width, height=height, seed=seed),
-                       out=out_dir, mask=mask, gapfill=gapfill)
-    _run(config, log_json)
+                       out=out_dir, mask=mask, gapfill=gapfill, memory_limit=memory_limit,
+                       scheduler=scheduler, ledger=ledger)
+    _run(config, log_json, resume=resume)
 
 
 @app.command()

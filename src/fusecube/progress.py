@@ -1,4 +1,15 @@
-"""Progress reporting for terminals (rich) and logs (JSON lines)."""
+"""Progress reporting, hierarchical (run > stage > block): rich bars on a TTY, JSON lines in logs.
+
+A reporter is called in two ways:
+
+- ``report(stage, done, total)``: the plain stage counter (synthesis, simple loops);
+- ``report.event(level, kind, **fields)``: hierarchical events from the runner, ``level``
+  being ``run``, ``stage`` or ``block`` and ``kind`` what happened (``start``, ``progress``,
+  ``done``, ``heartbeat``, ``paused``, ...).
+
+Every reporter shows something at least every few seconds while a run is alive (the runner
+sends a heartbeat event every 2 s).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +17,151 @@ import json
 import sys
 import time
 from contextlib import contextmanager
+from typing import Any, Literal, Protocol
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+Level = Literal["run", "stage", "block"]
+#: JSON-lines and plain reporters repeat a heartbeat line when nothing else was said for this long.
+QUIET_LIMIT_S = 5.0
+
+
+class Reporter(Protocol):
+    """What the runner and the other commands call to report progress."""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` items of ``stage``."""
+
+    def event(self, level: Level, kind: str, **fields: Any) -> None:
+        """Report a hierarchical event."""
+
+
+class JsonLinesReporter:
+    """One JSON object per line on stderr: ``ts``, ``level``, ``kind`` and the event's fields."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.last = 0.0
+
+    def _write(self, record: dict) -> None:
+        self.last = time.time()
+        self.stream.write(json.dumps({"ts": round(self.last, 3), **record}, default=str) + "\n")
+        self.stream.flush()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` items of ``stage``."""
+        self._write({"level": "stage", "kind": "progress", "stage": stage, "done": done,
+                     "total": total})
+
+    def event(self, level: Level, kind: str, **fields: Any) -> None:
+        """Report a hierarchical event (heartbeats only when the log has been quiet)."""
+        if kind == "heartbeat" and time.time() - self.last < QUIET_LIMIT_S:
+            return
+        self._write({"level": level, "kind": kind, **fields})
+
+
+class PlainReporter:
+    """Short text lines on stderr for non-terminal output without ``--log-json``."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.last = 0.0
+
+    def _write(self, text: str) -> None:
+        self.last = time.time()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` items of ``stage`` (throttled, always the last one)."""
+        if done == total or time.time() - self.last >= QUIET_LIMIT_S:
+            self._write(f"{stage}: {done}/{total}")
+
+    def event(self, level: Level, kind: str, **fields: Any) -> None:
+        """Report run/stage starts and ends, notices, and a heartbeat when quiet."""
+        if level == "block" and kind == "done":
+            self(fields.get("stage", "blocks"), fields.get("done", 0), fields.get("total", 0))
+        elif kind == "heartbeat":
+            if time.time() - self.last >= QUIET_LIMIT_S:
+                self._write(f"... {fields.get('stage', '')} running, "
+                            f"RSS {fields.get('rss_mb', 0):.0f} MB")
+        elif kind in ("start", "done") and level in ("run", "stage"):
+            name = fields.get("stage") or fields.get("run", "")
+            self._write(f"{level} {name}: {kind}" + (f" ({fields['message']})"
+                                                      if fields.get("message") else ""))
+        elif fields.get("message"):
+            self._write(str(fields["message"]))
+
+
+class RichReporter:
+    """Rich bars: the run, one bar per stage, and the block being processed."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.bars = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), TimeRemainingColumn(),
+                             console=console or Console(stderr=True), transient=False)
+        self.tasks: dict[str, Any] = {}
+        self.run_task = None
+        self.block_task = None
+
+    def __enter__(self) -> RichReporter:
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bars.__exit__(*exc)
+
+    def _stage(self, stage: str, total: int | None = None):
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bars.add_task(f"  {stage}", total=total)
+        return self.tasks[stage]
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` items of ``stage``."""
+        self.bars.update(self._stage(stage, total), completed=done, total=total)
+
+    def event(self, level: Level, kind: str, **fields: Any) -> None:
+        """Update the bars from a hierarchical event."""
+        if level == "run" and kind == "start":
+            self.run_task = self.bars.add_task(f"run {fields.get('run', '')}",
+                                               total=fields.get("n_stages"))
+        elif level == "stage" and kind == "start":
+            self._stage(fields["stage"], fields.get("total"))
+        elif level == "stage" and kind == "done":
+            task = self._stage(fields["stage"])
+            total = self.bars.tasks[task].total or 1
+            self.bars.update(task, completed=total, total=total)
+            if self.run_task is not None:
+                self.bars.advance(self.run_task)
+        elif level == "block" and kind == "done":
+            self(fields.get("stage", "blocks"), fields["done"], fields["total"])
+        elif level == "block" and kind == "start":
+            text = f"    block {fields.get('index')}"
+            if self.block_task is None:
+                self.block_task = self.bars.add_task(text, total=None)
+            self.bars.update(self.block_task, description=text)
+        elif kind == "heartbeat" and self.run_task is not None:
+            self.bars.update(self.run_task, description=f"run {fields.get('run', '')} "
+                                                        f"RSS {fields.get('rss_mb', 0):.0f} MB")
+        elif fields.get("message") and kind not in ("start", "done", "progress"):
+            self.bars.console.print(str(fields["message"]), highlight=False)
 
 
 @contextmanager
 def progress_reporter(json_lines: bool = False):
-    """Yield a ``(stage, done, total)`` callback: rich bars on a TTY, JSON lines otherwise."""
-    if json_lines or not sys.stderr.isatty():
-        def emit(stage: str, done: int, total: int) -> None:
-            if json_lines:
-                print(json.dumps({"ts": round(time.time(), 3), "stage": stage, "done": done,
-                                  "total": total}), file=sys.stderr, flush=True)
-        yield emit
-        return
-    bars = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
-    tasks: dict[str, int] = {}
-    with bars:
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=total)
-            bars.update(tasks[stage], completed=done, total=total)
-        yield update
+    """Yield a :class:`Reporter`: JSON lines when asked, rich bars on a TTY, plain lines otherwise."""
+    if json_lines:
+        yield JsonLinesReporter()
+    elif not sys.stderr.isatty():
+        yield PlainReporter()
+    else:
+        with RichReporter() as reporter:
+            yield reporter

@@ -1,5 +1,6 @@
-"""Running the pipeline: blocks, progress, resume and scale-out."""
+"""Running the pipeline: blocks, ledger, progress, signals, resume and scale-out."""
 
-from fusecube.runner.blocks import RunResult, run
+from fusecube.runner.blocks import RunResult, resume_run, run
+from fusecube.runner.ledger import Ledger
 
-__all__ = ["RunResult", "run"]
+__all__ = ["Ledger", "RunResult", "resume_run", "run"]

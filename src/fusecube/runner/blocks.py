@@ -1,32 +1,53 @@
 """Block runner: cut the grid into spatial blocks (all time steps), run the stages, write regions.
 
-Each block is read, processed and written on its own, so memory is bounded by the block size,
-not the scene. Output goes to a temporary zarr store renamed into place when complete.
+A run is recorded in the ledger (see :mod:`fusecube.runner.ledger`) before it starts; each
+block is read, processed and written on its own into a partial zarr store named after the
+run, and marked done in the ledger only once its region is durably written. A run killed
+at any point resumes from the ledger and writes the same bytes as an uninterrupted one; the
+store is renamed to ``result.zarr`` when all blocks are done.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import resource
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from fusecube.config import CubeSource, RunConfig, SyntheticSource
-from fusecube.cube import PADDY_MASK, X, Y, read_cube, replace_path, validate_cube
+from fusecube.cube import read_cube, replace_path, validate_cube
+from fusecube.errors import FusecubeError, LedgerError, RunInterrupted
 from fusecube.gates import screen_periods
 from fusecube.masks import resolve_mask
-from fusecube.pipeline import StageTimer, process_block
+from fusecube.pipeline import StageTimer
+from fusecube.runner.control import RunControl, _Abandon, fault_point
+from fusecube.runner.ledger import Ledger, RunRecord
+from fusecube.runner.memory import (
+    MB,
+    MemoryGuard,
+    block_edge_for,
+    default_memory_limit,
+    parse_memory,
+    peak_rss_bytes,
+)
+from fusecube.runner.store import partial_store_path, write_template
+from fusecube.runner.tasks import BlockOutcome, BlockTask, run_block
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
+
+#: Configuration fields that change how a run executes, not what it computes.
+RUNTIME_FIELDS = {"memory_limit", "ledger", "scheduler"}
+#: Stages of a run, in order (``fusion_train`` only with ``gapfill: fusion``).
+STAGES = ("source", "mask", "screen", "fusion_train", "blocks", "finalize", "products", "report")
 
 
 @dataclass
@@ -43,18 +64,30 @@ class RunResult:
     n_blocks: int = 0
     products: dict[str, str] = field(default_factory=dict)
     accuracy: dict = field(default_factory=dict)
+    run_id: str = ""
+    block_edge: int = 0
+    memory_limit_mb: float = 0.0
+    blocks_resumed: int = 0
+    worker_peak_rss_mb: float = 0.0
+    memory_pressure_events: int = 0
+    scheduler: str = ""
 
     def to_json(self) -> dict:
         """JSON-able summary."""
-        return {"out": str(self.out), "result": str(self.result), "cube": str(self.cube),
-                "truth": str(self.truth) if self.truth else None, "seconds": self.seconds,
-                "peak_rss_mb": self.peak_rss_mb, "screen": self.screen, "n_blocks": self.n_blocks,
+        return {"run_id": self.run_id, "out": str(self.out), "result": str(self.result),
+                "cube": str(self.cube), "truth": str(self.truth) if self.truth else None,
+                "seconds": self.seconds, "peak_rss_mb": self.peak_rss_mb,
+                "worker_peak_rss_mb": self.worker_peak_rss_mb,
+                "memory_limit_mb": self.memory_limit_mb, "block_edge": self.block_edge,
+                "memory_pressure_events": self.memory_pressure_events,
+                "screen": self.screen, "n_blocks": self.n_blocks,
+                "blocks_resumed": self.blocks_resumed, "scheduler": self.scheduler,
                 "products": self.products, "accuracy": self.accuracy}
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak_rss_bytes() / MB
 
 
 def block_slices(geobox: GeoBox, size: int) -> Iterator[tuple[tuple[int, int], tuple[slice, slice]]]:
@@ -81,103 +114,345 @@ def prepare_source(config: RunConfig, progress: Progress | None = None) -> tuple
     return paths["cube"], paths["truth"]
 
 
-def _template(shape_like: xr.Dataset, geobox: GeoBox, size: int) -> xr.Dataset:
-    """Lazy full-grid dataset with the variables, dtypes and attrs of a processed block."""
-    import dask.array as da
-
-    ny, nx = geobox.shape
-    data = {}
-    for name, var in shape_like.data_vars.items():
-        dims = var.dims
-        shape = tuple(ny if d == Y else nx if d == X else var.sizes[d] for d in dims)
-        chunks = tuple(min(size, s) if d in (Y, X) else s for d, s in zip(dims, shape, strict=True))
-        fill = np.zeros((), dtype=var.dtype)
-        data[name] = (dims, da.full(shape, fill, dtype=var.dtype, chunks=chunks), var.attrs)
-    coords = {k: v for k, v in shape_like.coords.items() if Y not in v.dims and X not in v.dims}
-    from fusecube.cube import with_geobox
-
-    return with_geobox(xr.Dataset(data, coords=coords), geobox)
+def _existing_source(config: RunConfig) -> tuple[Path, Path | None]:
+    """The input paths a finished ``source`` stage left (no synthesis again on resume)."""
+    if isinstance(config.source, CubeSource):
+        return prepare_source(config)
+    inp = config.out / "input"
+    truth = inp / "truth.zarr"
+    return inp / "cube.zarr", truth if truth.exists() else None
 
 
-def _encoding(template: xr.Dataset) -> dict:
-    enc = {}
-    for name, var in template.data_vars.items():
-        enc[name] = {"chunks": var.data.chunksize}
-        if np.issubdtype(var.dtype, np.datetime64):
-            enc[name].update(units="days since 1970-01-01", dtype="float64", _FillValue=np.nan)
-    return enc
+def fingerprint(config: RunConfig) -> str:
+    """Hash of what a configuration computes (runtime options such as the ledger excluded)."""
+    data = config.model_dump(mode="json", exclude=RUNTIME_FIELDS)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def run(config: RunConfig, progress: Progress | None = None) -> RunResult:
-    """Run the whole pipeline block by block and write products.
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20251125-131500-3f2a9c``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+class RunEvents:
+    """Fans run events out to the progress reporter, the ledger and the log."""
+
+    def __init__(self, ledger: Ledger, run_id: str, progress: Progress | None) -> None:
+        self.ledger = ledger
+        self.run_id = run_id
+        self.progress = progress
+
+    def emit(self, level: str, kind: str, message: str = "", *, record: bool = True,
+             **fields) -> None:
+        """Send one event (``record=False`` keeps it out of the ledger)."""
+        if self.progress is not None:
+            if hasattr(self.progress, "event"):
+                self.progress.event(level, kind, run=self.run_id, message=message, **fields)
+            elif level == "block" and kind == "done":
+                self.progress("blocks", fields["done"], fields["total"])
+        if record:
+            self.ledger.event(self.run_id, level, kind, message, **fields)
+        if message:
+            log.info("%s", message)
+
+
+class _Stages:
+    """Runs each stage once per run: skipped on resume when the ledger says it is done."""
+
+    def __init__(self, ledger: Ledger, run_id: str, events: RunEvents, timer: StageTimer) -> None:
+        self.ledger, self.run_id, self.events, self.timer = ledger, run_id, events, timer
+        self.done = ledger.done_stages(run_id)
+
+    def start(self, name: str, total: int | None = None) -> float:
+        self.ledger.stage_started(self.run_id, name)
+        self.events.emit("stage", "start", stage=name, total=total)
+        return time.perf_counter()
+
+    def finish(self, name: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.ledger.stage_done(self.run_id, name, seconds)
+        self.done.add(name)
+        self.events.emit("stage", "done", stage=name, seconds=round(seconds, 3))
+
+    def run(self, name: str, func, *args, **kwargs):
+        started = self.start(name)
+        result = self.timer.time(name, func, *args, **kwargs)
+        self.finish(name, started)
+        return result
+
+
+def _open_run(config: RunConfig, ledger: Ledger, resume: bool | str, memory_limit: int,
+              ) -> tuple[RunConfig, RunRecord | None]:
+    """The run to resume (and its recorded configuration), or None for a new run."""
+    out = str(config.out)
+    if isinstance(resume, str):
+        record = ledger.get_run(resume)
+        stored = RunConfig.model_validate_json(record.config)
+        overrides = {k: getattr(config, k) for k in RUNTIME_FIELDS if getattr(config, k) is not None}
+        config = stored.model_copy(update=overrides)
+    elif resume:
+        record = ledger.find_resumable(out, fingerprint(config))
+        if record is None:
+            other = ledger.find_other_config(out, fingerprint(config))
+            if other is not None:
+                raise LedgerError(
+                    f"Cannot resume: the unfinished run {other.id} in {out} used a different "
+                    f"configuration. Resume it with `fusecube resume {other.id}`, or run without "
+                    "--resume (or with another --out) to start afresh.")
+            log.info("no unfinished run of this configuration in %s: starting a new one", out)
+            return config, None
+    else:
+        return config, None
+    if record.alive:
+        raise LedgerError(
+            f"Run {record.id} is still running (pid {record.pid} on {record.host}); pause or stop "
+            f"it with `fusecube pause|stop {record.id}` before resuming it here.")
+    if record.status == "done":
+        raise LedgerError(f"Run {record.id} already finished; its results are in {record.out}. "
+                          "Start a new run without --resume to compute them again.")
+    return config, record
+
+
+def run(config: RunConfig, progress: Progress | None = None, *,
+        resume: bool | str = False) -> RunResult:
+    """Run the whole pipeline block by block, recorded in the ledger, and write products.
 
     Args:
         config: The run configuration.
-        progress: Optional callback ``(stage, done, total)``.
+        progress: Optional reporter: a callable ``(stage, done, total)``, optionally with an
+            ``event(level, kind, **fields)`` method for hierarchical events
+            (see :mod:`fusecube.progress`).
+        resume: ``True`` to continue the newest unfinished run of this configuration and
+            output folder (a new run if there is none); a run id to continue that run with
+            its recorded configuration; ``False`` for a new run.
 
     Returns:
-        A :class:`RunResult` with paths, stage timings and peak memory.
+        A :class:`RunResult` with paths, stage timings and memory.
+
+    Raises:
+        RunInterrupted: A signal or a ``fusecube stop`` ended the run before it finished;
+            it can be resumed.
     """
-    started = time.perf_counter()
-    out = Path(config.out)
+    config = config.model_copy(update={"out": Path(config.out).resolve()})
+    memory_limit = (parse_memory(config.memory_limit) if config.memory_limit
+                    else default_memory_limit())
+    ledger = Ledger(config.ledger)
+    config, record = _open_run(config, ledger, resume, memory_limit)
+    if config.memory_limit:
+        memory_limit = parse_memory(config.memory_limit)
+    out = config.out
     out.mkdir(parents=True, exist_ok=True)
+    scheduler = config.scheduler or ""
+    if record is None:
+        run_id = new_run_id()
+        ledger.create_run(run_id=run_id, out=str(out), store=str(partial_store_path(out, run_id)),
+                          fingerprint=fingerprint(config), config=config.model_dump_json(),
+                          memory_limit=memory_limit, scheduler=scheduler)
+    else:
+        run_id = record.id
+        ledger.claim_run(run_id, memory_limit=memory_limit, scheduler=scheduler)
+    events = RunEvents(ledger, run_id, progress)
+    state = {"done": 0, "total": 0, "stage": ""}
+
+    def notice(kind: str, message: str) -> None:
+        events.emit("run", kind, message, done=state["done"], total=state["total"])
+
+    def tick(rss: int, peak: int) -> None:
+        events.emit("run", "heartbeat", record=False, stage=state["stage"], done=state["done"],
+                    total=state["total"], rss_mb=round(rss / MB, 1), peak_rss_mb=round(peak / MB, 1))
+
+    control = RunControl(ledger, run_id, on_event=notice, on_tick=tick)
+    verb = "resumed" if record is not None else "started"
+    events.emit("run", "start", f"run {run_id} {verb}: output {out}, memory limit "
+                f"{memory_limit / MB:.0f} MB, ledger {ledger.url}",
+                n_stages=len(STAGES) - (config.gapfill != "fusion"), resumed=record is not None)
+    try:
+        with control.installed():
+            try:
+                result = _execute(config, run_id, ledger, events, control, state, memory_limit,
+                                  progress)
+            except _Abandon as exc:
+                raise control.interrupted(state["done"], state["total"], abandoned=True) from exc
+            except KeyboardInterrupt as exc:  # no handler installed (not the main thread)
+                control.signal_name = "SIGINT"
+                raise control.interrupted(state["done"], state["total"], abandoned=True) from exc
+    except RunInterrupted:
+        raise
+    except FusecubeError as exc:
+        ledger.set_status(run_id, "failed", str(exc))
+        ledger.event(run_id, "run", "failed", str(exc))
+        raise
+    except Exception as exc:
+        ledger.set_status(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        ledger.event(run_id, "run", "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        ledger.dispose()
+    return result
+
+
+def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
+             control: RunControl, state: dict, memory_limit: int,
+             progress: Progress | None) -> RunResult:
+    started = time.perf_counter()
+    out = config.out
     timer = StageTimer()
-    cube_path, truth_path = timer.time("source", prepare_source, config, progress)
+    stages = _Stages(ledger, run_id, events, timer)
+
+    def enter(name: str) -> None:
+        state["stage"] = name
+        control.checkpoint(state["done"], state["total"])
+
+    enter("source")
+    if "source" in stages.done and _existing_source(config)[0].exists():
+        cube_path, truth_path = _existing_source(config)
+    else:
+        t0 = stages.start("source")
+        cube_path, truth_path = timer.time("source", prepare_source, config, progress)
+        stages.finish("source", t0)
     cube = read_cube(cube_path, chunks={})
     validate_cube(cube)
-    mask = timer.time("mask", resolve_mask, config.mask, cube)
-    screen = timer.time("screen", screen_periods, cube)
+    enter("mask")
+    mask = stages.run("mask", resolve_mask, config.mask, cube)
+    enter("screen")
+    screen = stages.run("screen", screen_periods, cube)
     model = None
     if config.gapfill == "fusion":  # load the given model or train one on this scene
         from fusecube.fusion.model import model_for_run
 
-        model = timer.time("fusion_train", model_for_run, cube, config)
+        enter("fusion_train")
+        saved = out / "fusion_model.pt"
+        if "fusion_train" in stages.done and config.fusion_model is None and saved.exists():
+            # the model this run trained before it was interrupted: same weights, same output
+            model = model_for_run(cube, config.model_copy(update={"fusion_model": saved}))
+        else:
+            model = stages.run("fusion_train", model_for_run, cube, config)
+
     geobox = cube.odc.geobox
+    record = ledger.get_run(run_id)
+    if record.n_blocks == 0:
+        edge = block_edge_for(memory_limit, cube.sizes["time"], config.block_size,
+                              fusion=config.gapfill == "fusion")
+        ledger.add_blocks(run_id, edge, list(block_slices(geobox, edge)))
+    else:
+        edge = record.block_edge
+    regions = list(block_slices(geobox, edge))
+    store = Path(record.store)
     result_path = out / "result.zarr"
-    tmp = out / ".result.zarr.tmp"
-    blocks = list(block_slices(geobox, config.block_size))
-    started_store = False
-    for done, (_, (ys, xs)) in enumerate(blocks, 1):
-        t0 = time.perf_counter()
-        block = cube.isel({Y: ys, X: xs}).load()
-        if mask is not None:
-            block[PADDY_MASK] = mask.isel({Y: ys, X: xs})
-        elif PADDY_MASK in block:
-            block = block.drop_vars(PADDY_MASK)
-        timer.seconds["read"] += time.perf_counter() - t0
-        series, seasons = process_block(block, config, screen, timer, model)
-        merged = xr.merge([series, seasons], compat="override", join="override")
-        merged = merged.drop_vars([c for c in ("spatial_ref",) if c in merged.coords])
-        t0 = time.perf_counter()
-        if not started_store:
-            template = _template(merged, geobox, config.block_size)
-            template.to_zarr(tmp, mode="w", compute=False, zarr_format=3, consolidated=False,
-                             encoding=_encoding(template))
-            started_store = True
-        region = {d: slice(None) for d in merged.dims if d not in (Y, X)}
-        region.update({Y: ys, X: xs})
-        merged.drop_vars([Y, X, *[c for c in merged.coords if c not in merged.dims]],
-                         errors="ignore").to_zarr(tmp, region=region, zarr_format=3,
-                                                  consolidated=False)
-        timer.seconds["write"] += time.perf_counter() - t0
-        if progress:
-            progress("blocks", done, len(blocks))
-    replace_path(tmp, result_path)
+    done = ledger.done_blocks(run_id)
+    resumed = len(done)
+    state.update(done=len(done), total=len(regions))
+    guard = MemoryGuard(memory_limit)
+    worker_peak = 0
+
+    if "finalize" not in stages.done and not store.exists():
+        renamed = len(done) == len(regions) and result_path.exists()  # killed right after
+        if done and not renamed:
+            raise LedgerError(
+                f"Run {run_id}: {len(done)} blocks are recorded as written but the partial "
+                f"store {store} is gone; start a new run (without --resume).")
+        stages.done.discard("template")
+    if "finalize" not in stages.done:
+        enter("blocks")
+        t_blocks = stages.start("blocks", total=len(regions))
+        if done:
+            events.emit("stage", "progress", f"resuming: {len(done)}/{len(regions)} blocks "
+                        "already written", stage="blocks", done=len(done), total=len(regions))
+        pending = [BlockTask(index, ys, xs) for index, (ys, xs) in regions if index not in done]
+
+        def make_template(first: xr.Dataset) -> None:
+            ledger.stage_started(run_id, "template", current=False)
+            write_template(first, geobox, edge, store)
+            fault_point("template_written")
+            ledger.stage_done(run_id, "template", 0.0)
+            stages.done.add("template")
+
+        def record_block(outcome: BlockOutcome) -> None:
+            nonlocal worker_peak
+            ledger.block_done(run_id, outcome.index, seconds=outcome.seconds,
+                              rss=float(outcome.rss), worker=outcome.worker)
+            fault_point("block_done")
+            for name, seconds in outcome.stage_seconds.items():
+                timer.seconds[name] += seconds
+            worker_peak = max(worker_peak, outcome.rss)
+            state["done"] += 1
+            events.emit("block", "done", stage="blocks", index=list(outcome.index),
+                        seconds=round(outcome.seconds, 3), rss_mb=round(outcome.rss / MB, 1),
+                        worker=outcome.worker, done=state["done"], total=state["total"])
+
+        if config.scheduler:
+            from fusecube.runner.dask_backend import run_blocks_dask
+
+            run_blocks_dask(pending, scheduler=config.scheduler, cube=cube, cube_path=cube_path,
+                            mask=mask, config=config, screen=screen, model=model, store=store,
+                            memory_limit=memory_limit, control=control, state=state,
+                            make_template=None if "template" in stages.done else make_template,
+                            record_block=record_block, events=events)
+        else:
+            for task in pending:
+                control.checkpoint(state["done"], state["total"])
+                events.emit("block", "start", record=False, index=list(task.index),
+                            done=state["done"], total=state["total"])
+                outcome = run_block(task, cube=cube, mask=mask, config=config, screen=screen,
+                                    model=model, store=store, split=guard.split,
+                                    before_write=None if "template" in stages.done
+                                    else make_template)
+                record_block(outcome)
+                message = guard.check(edge)
+                if message:
+                    events.emit("run", "memory_pressure", message, split=guard.split)
+        stages.finish("blocks", t_blocks)
+        enter("finalize")
+        t0 = stages.start("finalize")
+        if store.exists():
+            replace_path(store, result_path)
+        fault_point("finalized")
+        stages.finish("finalize", t0)
+    cube.close()
+
     result = RunResult(out=out, result=result_path, cube=cube_path, truth=truth_path,
-                       screen=screen.__dict__, n_blocks=len(blocks))
+                       screen=screen.__dict__, n_blocks=len(regions), run_id=run_id,
+                       block_edge=edge, memory_limit_mb=round(memory_limit / MB, 1),
+                       blocks_resumed=resumed, worker_peak_rss_mb=round(worker_peak / MB, 1),
+                       memory_pressure_events=guard.pressure_events,
+                       scheduler=config.scheduler or "")
     if config.report:
         from fusecube.products import write_products
 
-        t0 = time.perf_counter()
-        result.products, result.accuracy = write_products(result, config)
-        timer.seconds["products"] += time.perf_counter() - t0
+        enter("products")
+        result.products, result.accuracy = stages.run("products", write_products, result, config)
     result.seconds = {k: round(v, 3) for k, v in timer.seconds.items()}
     result.seconds["total"] = round(time.perf_counter() - started, 3)
-    result.peak_rss_mb = round(peak_rss_mb(), 1)
+    result.peak_rss_mb = round(max(peak_rss_mb(), control.peak_rss / MB), 1)
     (out / "run.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
     if config.report:
         from fusecube.report import write_report
 
-        result.products["report"] = str(write_report(result, config))
+        enter("report")
+        result.products["report"] = str(stages.run("report", write_report, result, config))
         (out / "run.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+    message = (f"run {run_id} finished: {len(regions)} blocks ({resumed} from before), "
+               f"peak RSS {result.peak_rss_mb:.0f} MB")
+    ledger.set_status(run_id, "done", message)
+    events.emit("run", "done", message, done=state["done"], total=state["total"])
     return result
+
+
+def resume_run(run_id: str, progress: Progress | None = None, *, ledger: str | None = None,
+               memory_limit: str | None = None, scheduler: str | None = None) -> RunResult:
+    """Continue run ``run_id`` with the configuration recorded in the ledger.
+
+    Args:
+        run_id: The run (a unique prefix is enough).
+        progress: Optional reporter, as for :func:`run`.
+        ledger: Ledger URL or path (default: ``$FUSECUBE_LEDGER`` or the user's ledger).
+        memory_limit: Override the recorded memory limit (the block grid stays as recorded).
+        scheduler: Run the remaining blocks on this Dask scheduler.
+
+    Returns:
+        The finished run's :class:`RunResult`.
+    """
+    stored = RunConfig.model_validate_json(Ledger(ledger).get_run(run_id).config)
+    config = stored.model_copy(update={"ledger": ledger, "memory_limit": memory_limit,
+                                       "scheduler": scheduler})
+    return run(config, progress, resume=run_id)

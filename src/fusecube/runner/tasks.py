@@ -1,0 +1,125 @@
+"""One block, start to end: read its window, run all stages, write its region.
+
+The same function runs in the runner's process and as a task on a Dask worker, so the
+two backends write the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xarray as xr
+
+from fusecube.config import RunConfig
+from fusecube.cube import PADDY_MASK, X, Y
+from fusecube.gates import PeriodScreen
+from fusecube.pipeline import StageTimer, process_block
+from fusecube.runner.control import block_delay, fault_point
+from fusecube.runner.memory import rss_bytes
+from fusecube.runner.store import merge_block, write_region
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """A block: its tile index and pixel window."""
+
+    index: tuple[int, int]
+    ys: slice
+    xs: slice
+
+
+@dataclass
+class BlockOutcome:
+    """What processing a block took."""
+
+    index: tuple[int, int]
+    seconds: float
+    rss: int
+    worker: str
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def read_block(cube: xr.Dataset, mask: xr.DataArray | None, ys: slice, xs: slice) -> xr.Dataset:
+    """The block's window of the cube (all time steps) in memory, with the run's paddy mask."""
+    block = cube.isel({Y: ys, X: xs}).load()
+    if mask is not None:
+        block[PADDY_MASK] = mask.isel({Y: ys, X: xs})
+    elif PADDY_MASK in block:
+        block = block.drop_vars(PADDY_MASK)
+    return block
+
+
+def sub_windows(ys: slice, xs: slice, split: int) -> list[tuple[slice, slice]]:
+    """``ys x xs`` cut into ``split x split`` windows (fewer where the block is too small)."""
+
+    def cuts(s: slice) -> list[slice]:
+        n = s.stop - s.start
+        parts = max(1, min(split, n))
+        edges = [s.start + (n * i) // parts for i in range(parts + 1)]
+        return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    return [(y, x) for y in cuts(ys) for x in cuts(xs)]
+
+
+def run_block(task: BlockTask, *, cube: xr.Dataset, mask: xr.DataArray | None,
+              config: RunConfig, screen: PeriodScreen, model, store: Path, split: int = 1,
+              before_write: Callable[[xr.Dataset], None] | None = None) -> BlockOutcome:
+    """Read, process and durably write one block (in ``split x split`` parts under pressure).
+
+    Args:
+        task: The block.
+        cube: The (lazy) input cube.
+        mask: The run's paddy mask over the whole grid, or None.
+        config: The run configuration.
+        screen: The period screen of the whole cube.
+        model: The fusion model, or None.
+        store: The partial output store; its template must exist unless ``before_write``
+            creates it.
+        split: Process the block in ``split x split`` windows, one after the other.
+        before_write: Called with the first processed window before it is written.
+
+    Returns:
+        Timings and memory of the block.
+    """
+    start = time.perf_counter()
+    timer = StageTimer()
+    delay = block_delay()
+    for ys, xs in sub_windows(task.ys, task.xs, split):
+        t0 = time.perf_counter()
+        block = read_block(cube, mask, ys, xs)
+        timer.seconds["read"] += time.perf_counter() - t0
+        series, seasons = process_block(block, config, screen, timer, model)
+        merged = merge_block(series, seasons)
+        del block, series, seasons
+        if delay:
+            time.sleep(delay / split**2)
+        if before_write is not None:
+            before_write(merged)
+            before_write = None
+        t0 = time.perf_counter()
+        write_region(merged, store, ys, xs)
+        timer.seconds["write"] += time.perf_counter() - t0
+        fault_point("window_written")
+    fault_point("block_written")
+    return BlockOutcome(index=task.index, seconds=time.perf_counter() - start, rss=rss_bytes(),
+                        worker=f"{socket.gethostname()}:{os.getpid()}",
+                        stage_seconds=dict(timer.seconds))
+
+
+def run_block_task(task: BlockTask, *, cube_path: str, mask: xr.DataArray | None,
+                   config: RunConfig, screen: PeriodScreen, model, store: str,
+                   split: int = 1) -> BlockOutcome:
+    """:func:`run_block` for a Dask worker: opens the cube itself, window by window."""
+    from fusecube.cube import read_cube
+
+    cube = read_cube(cube_path)
+    try:
+        return run_block(task, cube=cube, mask=mask, config=config, screen=screen, model=model,
+                         store=Path(store), split=split)
+    finally:
+        cube.close()
