@@ -76,7 +76,7 @@ def plot_valid_fraction(screen: PeriodScreen | dict, times: list[str], path: Pat
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share of pixels")
     ax.set_title("Valid observations per period (grey: no S2 observation)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return _save(fig, path)
 
 
@@ -85,7 +85,8 @@ def plot_availability(rows: dict[str, np.ndarray], times: list[str], path: Path)
     plt = _pyplot()
     panels = [(k, v) for k, v in (("S2 NDVI", rows.get("ndvi_rows")),
                                   ("S1 VH", rows.get("vh_rows"))) if v is not None]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False,
+                             layout="constrained")
     n = len(times)
     ticks = np.linspace(0, n - 1, min(n, 6)).astype(int)
     for ax, (title, grid) in zip(axes[0], panels, strict=True):
@@ -108,9 +109,9 @@ def plot_mask_overlay(ndvi_composite: np.ndarray, mask: np.ndarray | None, path:
     if mask is not None and np.asarray(mask).any():
         m = np.asarray(mask) > 0
         tint = np.zeros((*m.shape, 4))
-        tint[m] = (0.85, 0.1, 0.6, 0.25)
+        tint[m] = (0.85, 0.1, 0.6, 0.15)
         ax.imshow(tint, interpolation="nearest")
-        ax.contour(m.astype(float), levels=[0.5], colors="#ad1457", linewidths=0.6)
+        ax.contour(m.astype(float), levels=[0.5], colors="#ad1457", linewidths=1.0)
         ax.set_title(f"Mask over mean NDVI ({100 * m.mean():.1f} % of the area)")
     else:
         ax.set_title("Mean NDVI (no mask)")
@@ -126,7 +127,14 @@ def make_figures(report: QualityReport, arrays: dict[str, np.ndarray],
     figures = {"valid_fraction": plot_valid_fraction(
         report.screen, report.times, out_dir / "valid_fraction.png", threshold)}
     if "ndvi_rows" in arrays:
-        figures["availability"] = plot_availability(arrays, report.times,
+        rows = dict(arrays)
+        s = report.screen
+        for name, screened in (("ndvi_rows", [*s.zero_periods, *s.constant_periods.get("ndvi", [])]),
+                               ("vh_rows", s.constant_periods.get("vh", []))):
+            if screened and name in rows:  # screened periods are missing, show them so
+                rows[name] = np.array(rows[name], dtype=float)
+                rows[name][screened] = 0.0
+        figures["availability"] = plot_availability(rows, report.times,
                                                     out_dir / "availability.png")
     if "ndvi_composite" in arrays:
         m = None if mask is None else np.asarray(getattr(mask, "values", mask))
