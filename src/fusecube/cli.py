@@ -19,7 +19,8 @@ err = Console(stderr=True)
 out = Console()
 
 #: Modules adding command groups (each has ``register(app)``).
-COMMAND_MODULES: list[str] = ["fusecube.commands.runs", "fusecube.commands.patches"]
+COMMAND_MODULES: list[str] = ["fusecube.commands.runs", "fusecube.commands.patches",
+                              "fusecube.commands.check"]
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -172,7 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="fusecube")
     except FusecubeError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        from rich.markup import escape  # one line, never wrapped, brackets in paths kept
+
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False,
+                  soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")

@@ -415,7 +415,7 @@ def _ranges(thresholds: GateThresholds) -> dict[str, tuple[float, float]]:
 
 def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
                 thresholds: GateThresholds = GateThresholds(), strict: bool = False,
-                ) -> tuple[PeriodScreen, dict[str, np.ndarray]]:
+                mask_source: str = "paddy_mask") -> tuple[PeriodScreen, dict[str, np.ndarray]]:
     """Run every input gate on a (possibly lazy) cube in one pass over its pixels.
 
     Args:
@@ -424,6 +424,7 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
             present; None for no mask (the coverage gate is skipped).
         thresholds: Gate thresholds.
         strict: Raise :class:`GateFailed` at the first failing gate.
+        mask_source: Name of the mask in messages (its file).
 
     Returns:
         ``(screen, arrays)``: the screen (gate results in ``screen.gates``) and arrays for the
@@ -612,7 +613,7 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
     if isinstance(mask, str):
         mask = cube[PADDY_MASK] if PADDY_MASK in cube else None
     mask_values = None if mask is None else np.asarray(getattr(mask, "values", mask))
-    add(coverage_gate(mask_values, thresholds))
+    add(coverage_gate(mask_values, thresholds, mask_source))
     screen.gates = [r.to_dict() for r in results]
     arrays = {f"{name}_rows": stats[name]["row_valid"] for name in stats}
     arrays["ndvi_composite"] = stats[NDVI]["composite"]
@@ -915,7 +916,8 @@ def quality_report(cube: xr.Dataset, *, mask_spec: str = "cube", source: str = "
     if mask_spec == "cube" and PADDY_MASK not in cube:
         mask_spec = "none"  # a cube without its own mask is checked without one
     mask, mask_report = mask_with_report(mask_spec, cube)
-    screen, arrays = input_gates(cube, mask=mask, thresholds=thresholds, strict=strict)
+    screen, arrays = input_gates(cube, mask=mask, thresholds=thresholds, strict=strict,
+                                 mask_source=mask_spec)
     times = [np.datetime_as_string(t, unit="D") for t in cube[TIME].values]
     report = QualityReport(cube=source, strict=strict, times=times, screen=screen,
                            mask=mask_report.to_dict() if mask is not None else None)

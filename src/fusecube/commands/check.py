@@ -1,0 +1,67 @@
+"""``fusecube check CUBE [--mask PATH] [--strict]``: run the quality gates and print the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def _years(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    from fusecube.errors import ConfigError
+
+    try:
+        first, _, last = text.partition(":")
+        years = (int(first), int(last or first))
+    except ValueError as exc:
+        raise ConfigError(f"--years {text!r} must look like FIRST:LAST, e.g. 2023:2025.") from exc
+    if years[0] > years[1]:
+        raise ConfigError(f"--years {text!r}: the first year is after the last; use e.g. "
+                          f"{years[1]}:{years[0]}.")
+    return years
+
+
+def check_cmd(
+    cube: Annotated[Path, typer.Argument(help="Cube zarr store to check.")],
+    mask: Annotated[str, typer.Option(help="'cube', 'none' or a vector/raster mask file.")] = "cube",
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first failing gate.")
+                      ] = False,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", help="Folder for quality.json, quality.md, quality.html and the figures.")] = None,
+    years: Annotated[Optional[str], typer.Option(
+        help="Expected years FIRST:LAST of the series (default: the Sentinel era).")] = None,
+) -> None:
+    """Run every quality gate on CUBE (and its mask) and print the gate report."""
+    from fusecube.cli import out
+    from fusecube.cube import read_cube
+    from fusecube.gates import GateThresholds, quality_report
+
+    thresholds = GateThresholds(expected_years=_years(years))
+    ds = read_cube(cube, chunks={})
+    report, arrays, mask_values = quality_report(ds, mask_spec=mask, source=str(cube),
+                                                 thresholds=thresholds, strict=strict)
+    out.print(report.to_markdown(), markup=False, highlight=False, soft_wrap=True)
+    if report.mask:
+        m = report.mask
+        out.print(f"mask {m['source']}: {m['pixels']} pixels, {m['km2']:.2f} km², "
+                  f"{m['percent_of_aoi']:.2f} % of the area of interest"
+                  + (f" ({'; '.join(m['notes'])})" if m.get("notes") else ""),
+                  markup=False, highlight=False)
+    failed = report.failed
+    out.print(f"{len(report.gates)} gates, {len(failed)} failed"
+              + (f" ({', '.join(g.gate for g in failed)}): a run masks what they found and "
+                 "continues; --strict stops at the first." if failed else "."),
+              markup=False, highlight=False)
+    if out_dir is not None:
+        from fusecube.diagnostics import write_diagnostics
+
+        paths = write_diagnostics(report, arrays, mask_values, out_dir)
+        out.print(f"quality report: {paths['json']}", markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``check`` command to the CLI."""
+    app.command("check")(check_cmd)
