@@ -40,7 +40,7 @@ from fusecube.cube import (
     X,
     Y,
 )
-from fusecube.errors import CubeSchemaError, GateFailed
+from fusecube.errors import CubeSchemaError, GateFailed, InputFileError
 
 log = logging.getLogger(__name__)
 
@@ -445,6 +445,15 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
         if set(cube[name].dims) != set(DIMS):
             raise CubeSchemaError(f"Variable {name!r} has dims {cube[name].dims}; fusecube "
                                   f"expects {DIMS}.")
+    try:
+        geobox = cube.odc.geobox
+    except Exception as exc:  # odc raises various errors for odd coordinates
+        raise CubeSchemaError(f"Cube grid cannot be read as a GeoBox ({exc}); it needs regular "
+                              "y/x coordinates and a CRS.") from exc
+    if geobox is None or geobox.crs is None:
+        raise CubeSchemaError("Cube has no CRS, so masks and S1/S2 grids cannot be matched; "
+                              "attach one with ds.odc.assign_crs('EPSG:32749') (or the CRS of "
+                              "your data) and write the cube again.")
     results: list[GateResult] = []
 
     def add(result: GateResult) -> None:
@@ -466,7 +475,14 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
     for name in (NDVI, VH):
         lazy[name]["window"] = cube[name].transpose(*DIMS).isel(window)
     keys = [(name, key) for name in lazy for key in lazy[name]]
-    values = dask.compute(*[lazy[name][key].data for name, key in keys])
+    try:
+        values = dask.compute(*[lazy[name][key].data for name, key in keys])
+    except Exception as exc:  # zarr/codec errors of a truncated or corrupt store
+        source = cube.attrs.get("fusecube_source") or cube.encoding.get("source") or "the cube"
+        raise InputFileError(
+            f"Pixels of {source} cannot be decoded ({type(exc).__name__}: {exc}); a chunk is "
+            "truncated or corrupt: write the cube again."
+        ) from exc
     stats: dict[str, dict[str, np.ndarray]] = {name: {} for name in lazy}
     for (name, key), value in zip(keys, values, strict=True):
         stats[name][key] = np.asarray(value)
@@ -913,6 +929,8 @@ def quality_report(cube: xr.Dataset, *, mask_spec: str = "cube", source: str = "
     """
     from fusecube.masks import mask_with_report
 
+    if source:
+        cube = cube.assign_attrs(fusecube_source=source)  # named in decoding errors
     if mask_spec == "cube" and PADDY_MASK not in cube:
         mask_spec = "none"  # a cube without its own mask is checked without one
     mask, mask_report = mask_with_report(mask_spec, cube)
