@@ -111,5 +111,18 @@ def load_config(path: str | Path | None = None, **overrides) -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         where = f" in {path}" if path else ""
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}{_suggestion(e)}"
+                             for e in exc.errors())
         raise ConfigError(f"Invalid run configuration{where}: {problems}") from exc
+
+
+def _suggestion(error: dict) -> str:
+    """``" (did you mean 'gapfill'?)"`` for an unknown key close to a known one."""
+    import difflib
+
+    if error.get("type") != "extra_forbidden" or not error.get("loc"):
+        return ""
+    known = {name for model in (RunConfig, SmoothOptions, PhenologyOptions, SyntheticSource,
+                                CubeSource) for name in model.model_fields}
+    match = difflib.get_close_matches(str(error["loc"][-1]), sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
