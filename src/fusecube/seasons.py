@@ -242,9 +242,7 @@ def detect_seasons(
             sos = _crossing(yw, tw, zero, pk, y_left + rules.sos_fraction * (y_peak - y_left), True)
             eos = _crossing(yw, tw, pk, right_w, y_right + rules.eos_fraction * (y_peak - y_right),
                             False)
-        in_season = (tw >= sos[:, None]) & (tw <= eos[:, None]) & inside
-        above = np.where(in_season, np.maximum(yw - base[:, None], 0.0), 0.0)
-        integral = (0.5 * (above[:, 1:] + above[:, :-1]) * dt).sum(axis=1)
+        integral = _integral_above(yw, tw, sos, eos, base)
         length = eos - sos
         planting = _vertex(y, t, left)
         harvest = np.where(np.isfinite(senescence), t_senescence, np.nan)
@@ -265,6 +263,25 @@ def detect_seasons(
         for name, value in metrics.items():
             out[name][:, s] = np.where(plausible, value, np.nan)
     return _left_pack(out)
+
+
+def _integral_above(yw: np.ndarray, tw: np.ndarray, start: np.ndarray, end: np.ndarray,
+                    base: np.ndarray) -> np.ndarray:
+    """∫ max(y - base, 0) dt from ``start`` to ``end`` on the piecewise-linear curve.
+
+    Each segment is cut to its overlap with ``[start, end]`` (values interpolated at the cut),
+    so partial segments at SOS and EOS count exactly.
+    """
+    ta, tb = tw[:, :-1], tw[:, 1:]
+    ya, yb = yw[:, :-1], yw[:, 1:]
+    lo = np.clip(start[:, None], ta, tb)
+    hi = np.clip(end[:, None], ta, tb)
+    dt = tb - ta
+    safe = np.where(dt > 0, dt, 1.0)
+    y_lo = ya + (yb - ya) * (lo - ta) / safe
+    y_hi = ya + (yb - ya) * (hi - ta) / safe
+    above = np.maximum(y_lo - base[:, None], 0.0) + np.maximum(y_hi - base[:, None], 0.0)
+    return (0.5 * above * np.where(dt > 0, hi - lo, 0.0)).sum(axis=1)
 
 
 def _vertex(values: np.ndarray, times: np.ndarray, index: np.ndarray) -> np.ndarray:
