@@ -95,8 +95,7 @@ class PlainReporter:
                             f"RSS {fields.get('rss_mb', 0):.0f} MB")
         elif kind in ("start", "done") and level in ("run", "stage"):
             name = fields.get("stage") or fields.get("run", "")
-            self._write(f"{level} {name}: {kind}" + (f" ({fields['message']})"
-                                                      if fields.get("message") else ""))
+            self._write(fields.get("message") or f"{level} {name}: {kind}")
         elif fields.get("message"):
             self._write(str(fields["message"]))
 

@@ -45,11 +45,15 @@ def status(
     if not run_id:
         from rich.table import Table
 
-        table = Table("run", "state", "stage", "blocks", "RSS MB", "updated", "output")
+        table = Table()
+        table.add_column("run", no_wrap=True, min_width=22)
+        for name in ("state", "stage", "blocks", "RSS MB", "updated"):
+            table.add_column(name, no_wrap=True)
+        table.add_column("output")
         for r, row in zip(records, rows, strict=True):
             table.add_row(row["id"], row["state"], row["stage"],
                           f"{row['blocks_done']}/{row['blocks_total']}", f"{row['rss_mb']:.0f}",
-                          datetime.fromtimestamp(r.updated).strftime("%Y-%m-%d %H:%M:%S"), row["out"])
+                          datetime.fromtimestamp(r.updated).strftime("%m-%d %H:%M"), row["out"])
         out.print(table if rows else f"no runs in the ledger {book.url}")
         return
     row = rows[0]

@@ -165,14 +165,15 @@ class _Stages:
 
     def start(self, name: str, total: int | None = None) -> float:
         self.ledger.stage_started(self.run_id, name)
-        self.events.emit("stage", "start", stage=name, total=total)
+        self.events.emit("stage", "start", f"stage {name} started", stage=name, total=total)
         return time.perf_counter()
 
     def finish(self, name: str, started: float) -> None:
         seconds = time.perf_counter() - started
         self.ledger.stage_done(self.run_id, name, seconds)
         self.done.add(name)
-        self.events.emit("stage", "done", stage=name, seconds=round(seconds, 3))
+        self.events.emit("stage", "done", f"stage {name} done in {seconds:.1f} s", stage=name,
+                         seconds=round(seconds, 3))
 
     def run(self, name: str, func, *args, **kwargs):
         started = self.start(name)
@@ -376,7 +377,8 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
                 timer.seconds[name] += seconds
             worker_peak = max(worker_peak, outcome.rss)
             state["done"] += 1
-            events.emit("block", "done", stage="blocks", index=list(outcome.index),
+            events.emit("block", "done", f"block {outcome.index} written in {outcome.seconds:.1f} s",
+                        stage="blocks", index=list(outcome.index),
                         seconds=round(outcome.seconds, 3), rss_mb=round(outcome.rss / MB, 1),
                         worker=outcome.worker, done=state["done"], total=state["total"])
 
