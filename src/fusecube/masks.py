@@ -111,9 +111,15 @@ def coverage(report: MaskReport, mask: np.ndarray, geobox: GeoBox) -> MaskReport
     return report
 
 
+def crs_text(crs) -> str:
+    """``EPSG:32749`` when the CRS has an EPSG code, else its WKT."""
+    epsg = getattr(crs, "epsg", None)
+    return f"EPSG:{epsg}" if epsg else str(crs)
+
+
 def _aoi_text(geobox: GeoBox) -> str:
     b = geobox.extent.boundingbox
-    return f"({b.left:.6g}, {b.bottom:.6g}, {b.right:.6g}, {b.top:.6g}) in {geobox.crs}"
+    return f"({b.left:.6g}, {b.bottom:.6g}, {b.right:.6g}, {b.top:.6g}) in {crs_text(geobox.crs)}"
 
 
 # ----------------------------------------------------------------------------- vectors
