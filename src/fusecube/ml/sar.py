@@ -269,7 +269,8 @@ def _streaming_percentiles(
     width = np.where(high > low, (high - low) / bins, 1.0)
     for chunk in chunks:
         flat, ok = _flat(chunk, transform)
-        idx = np.clip(((flat - low[:, None]) / width[:, None]).astype(np.int64), 0, bins - 1)
+        scaled = np.where(ok, (flat - low[:, None]) / width[:, None], 0.0)
+        idx = np.clip(scaled, 0, bins - 1).astype(np.int64)
         idx += (np.arange(channels) * bins)[:, None]
         counts += np.bincount(idx[ok], minlength=channels * bins)
     cdf = np.cumsum(counts.reshape(channels, bins), axis=1)
