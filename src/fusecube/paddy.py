@@ -209,13 +209,20 @@ def spatial_split(labels: np.ndarray, *, tile: int, validation_fraction: float, 
     labelled = labels != UNKNOWN
     tiles = spatial_tiles(labels.shape, tile)
     candidates = np.unique(tiles[labelled])
-    rng = np.random.default_rng(seed)
-    n_val = max(1, int(round(validation_fraction * candidates.size)))
     if candidates.size < 2:
         raise MaskError(
             f"The labels cover only {candidates.size} tile(s) of {tile} px; spatially separated "
             "validation needs at least two. Give labels over a larger area or a smaller tile.")
-    val_tiles = rng.choice(candidates, size=min(n_val, candidates.size - 1), replace=False)
+    rng = np.random.default_rng(seed)
+    # stratified: draw from tiles with paddy and tiles without, so both classes get validated
+    with_paddy = np.unique(tiles[labels == 1])
+    groups = [with_paddy, np.setdiff1d(candidates, with_paddy)]
+    val_tiles = np.concatenate([
+        rng.choice(g, size=min(max(1, int(round(validation_fraction * g.size))), g.size - 1),
+                   replace=False) if g.size > 1 else np.empty(0, g.dtype)
+        for g in groups])
+    if val_tiles.size == 0:
+        val_tiles = rng.choice(candidates, size=1, replace=False)
     in_val = np.isin(tiles, val_tiles)
     validate = labelled & in_val
     near = ndimage.binary_dilation(in_val, iterations=buffer) if buffer > 0 else in_val
@@ -238,6 +245,20 @@ def binary_scores(predicted: np.ndarray, reference: np.ndarray) -> dict[str, flo
     return {"n": int(p.size), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
             "accuracy": (tp + tn) / max(p.size, 1), "precision": precision, "recall": recall,
             "f1": f1, "iou": iou}
+
+
+#: Features the classifier uses by default: those that describe the land cover whatever the local
+#: calendar. Timing and season-count features (``dip_interval_days``, ``ndvi_season_length``,
+#: ``ndvi_seasons_per_year``) are left out: labels from one district with three seasons a year
+#: would teach "a flood every 118 days" and reject two-season paddy elsewhere.
+SUPERVISED_FEATURES: tuple[str, ...] = tuple(
+    n for n in FEATURE_NAMES
+    if n not in ("dip_interval_days", "ndvi_season_length", "ndvi_seasons_per_year"))
+
+#: Physical monotonic constraints (+1: more means more rice-like), so a classifier trained on
+#: one kind of paddy extrapolates the right way (e.g. fewer floods a year than it saw).
+MONOTONIC: dict[str, int] = {"flood_dips_per_year": 1, "vh_rise_db": 1, "vh_range_db": 1,
+                             "ndvi_amplitude": 1}
 
 
 @dataclass
@@ -264,6 +285,10 @@ class PaddyClassifier:
     """Training pixels at most (a random subset beyond that keeps training fast)."""
     seed: int = 0
     """Random seed (tile draw, subsample, boosting)."""
+    features: tuple[str, ...] = SUPERVISED_FEATURES
+    """Feature names the model uses (see :data:`SUPERVISED_FEATURES`)."""
+    monotonic: dict[str, int] = field(default_factory=lambda: dict(MONOTONIC))
+    """Monotonic constraint per feature (+1 / -1); features not named are unconstrained."""
     n_threads: int | None = None
     """Threads for training and prediction (None: the OpenMP default, all cores). On a machine
     whose cores are shared with other work, 1 is often fastest."""
@@ -280,6 +305,15 @@ class PaddyClassifier:
             return contextlib.nullcontext()
         threadpoolctl = require("threadpoolctl", "ml")
         return threadpoolctl.threadpool_limits(limits=self.n_threads)
+
+    def _columns(self, features: xr.DataArray) -> np.ndarray:
+        """``(N, len(self.features))`` matrix of the model's features."""
+        names = [str(v) for v in features[FEATURE].values]
+        missing = [n for n in self.features if n not in names]
+        if missing:
+            raise MaskError(f"Features {missing} are not in the feature array ({names}); "
+                            "compute them with fusecube.paddy_features.paddy_features.")
+        return _flat(features.sel({FEATURE: list(self.features)}))
 
     def fit(self, features: xr.DataArray, labels: xr.DataArray) -> PaddyClassifier:
         """Train on labelled pixels of spatial training tiles; score the held-out tiles.
@@ -307,22 +341,25 @@ class PaddyClassifier:
         train, validate = spatial_split(lab, tile=self.tile,
                                         validation_fraction=self.validation_fraction,
                                         buffer=self.buffer, seed=self.seed)
-        flat = _flat(features)
+        flat = self._columns(features)
         idx = np.flatnonzero(train.ravel())
         rng = np.random.default_rng(self.seed)
         if idx.size > self.max_samples:
             idx = np.sort(rng.choice(idx, self.max_samples, replace=False))
         y_train = lab.ravel()[idx]
         if np.unique(y_train).size < 2:
-            raise MaskError("The training tiles hold only one class after the spatial split; "
-                            "give labels over a larger area.")
+            raise MaskError(
+                f"The training tiles hold only one class after the spatial split ({n_pos} paddy "
+                f"labels in all); give labels over a larger area or a smaller tile (now "
+                f"{self.tile} px).")
         model = ensemble.HistGradientBoostingClassifier(
             max_iter=self.max_iter, learning_rate=self.learning_rate,
-            max_leaf_nodes=self.max_leaf_nodes, early_stopping=False, random_state=self.seed)
+            max_leaf_nodes=self.max_leaf_nodes, early_stopping=False, random_state=self.seed,
+            monotonic_cst=[self.monotonic.get(n, 0) for n in self.features])
         with self._threads():
             model.fit(flat[idx], y_train)
         self.model_ = model
-        self.feature_names_ = tuple(str(v) for v in features[FEATURE].values)
+        self.feature_names_ = tuple(self.features)
         self.n_train_ = int(idx.size)
         vidx = np.flatnonzero(validate.ravel())
         with self._threads():
@@ -338,12 +375,8 @@ class PaddyClassifier:
         if self.model_ is None:
             raise MaskError("The paddy classifier is not trained; call fit(features, labels) "
                             "first.")
-        names = tuple(str(v) for v in features[FEATURE].values)
-        if names != self.feature_names_:
-            raise MaskError(f"Features {names} differ from the training features "
-                            f"{self.feature_names_}; compute them with the same fusecube version.")
         with self._threads():
-            prob = self.model_.predict_proba(_flat(features))[:, 1].astype(np.float32)
+            prob = self.model_.predict_proba(self._columns(features))[:, 1].astype(np.float32)
         return _as_map(prob, features, PADDY_PROBABILITY,
                        {"long_name": "Paddy probability (gradient boosting)", "units": "1",
                         "method": "supervised"})

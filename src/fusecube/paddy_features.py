@@ -279,17 +279,21 @@ def paddy_features(cube: xr.Dataset, *, config: FeatureConfig = FeatureConfig())
         log.info("paddy features: NDVI periods %s are all zero, treated as missing",
                  np.flatnonzero(bad).tolist())
     out = np.empty((len(FEATURE_NAMES), ny * nx), dtype=np.float32)
-    rows_per_batch = max(1, config.chunk_pixels // max(nx, 1))
-    for y0 in range(0, ny, rows_per_batch):
-        window = {Y: slice(y0, min(y0 + rows_per_batch, ny))}
-        part = cube[[VV, VH, source]].isel(window).transpose(*DIMS)
+    # read whole stripes of on-disk chunks once (a lazy cube), compute in pixel batches
+    chunks = cube[VV].chunksizes.get(Y) if cube[VV].chunks is not None else None
+    stripe_rows = int(max(chunks)) if chunks else max(1, config.chunk_pixels // max(nx, 1))
+    for y0 in range(0, ny, stripe_rows):
+        part = cube[[VV, VH, source]].isel({Y: slice(y0, min(y0 + stripe_rows, ny))})
+        part = part.transpose(*DIMS)
         flat = {name: np.asarray(part[name].values).reshape(n_t, -1).T for name in (VV, VH, source)}
-        nd = flat[source]
-        if source == NDVI:
-            nd = fill_ndvi(nd, times, lam=config.ndvi_lam, bad_periods=bad)
-        start = y0 * nx
-        out[:, start:start + flat[VV].shape[0]] = features_array(
-            flat[VV], flat[VH], nd, times, config).T
+        base = y0 * nx
+        for p0 in range(0, flat[VV].shape[0], config.chunk_pixels):
+            sl = slice(p0, min(p0 + config.chunk_pixels, flat[VV].shape[0]))
+            nd = flat[source][sl]
+            if source == NDVI:
+                nd = fill_ndvi(nd, times, lam=config.ndvi_lam, bad_periods=bad)
+            out[:, base + sl.start:base + sl.stop] = features_array(
+                flat[VV][sl], flat[VH][sl], nd, times, config).T
     return xr.DataArray(
         out.reshape(len(FEATURE_NAMES), ny, nx), dims=(FEATURE, Y, X),
         coords={FEATURE: list(FEATURE_NAMES), Y: cube[Y], X: cube[X]}, name="paddy_features",
