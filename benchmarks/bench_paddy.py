@@ -20,13 +20,14 @@ import numpy as np
 
 from fusecube.cube import read_cube
 from fusecube.paddy import (
+    DEFAULT_RULES,
     PaddyClassifier,
     PaddyConfig,
     binary_scores,
     detect_paddy,
     labels_from_vector,
 )
-from fusecube.paddy_features import paddy_features
+from fusecube.paddy_features import FEATURE_NAMES, paddy_features
 from fusecube.sources.synthetic import CLASS_NAMES, PADDY, SceneConfig, synthesize
 
 RESULTS = Path(__file__).parent / "results" / "paddy.json"
@@ -41,6 +42,26 @@ def scores(mask: np.ndarray, land_class: np.ndarray, region: np.ndarray) -> dict
     return out
 
 
+def scene_data(data: Path, width: int, height: int, seed: int, enl: float | None = None):
+    """Cube (loaded), land classes and folder of a synthetic scene, generated once."""
+    tag = f"{width}x{height}-seed{seed}" + (f"-enl{enl:g}" if enl is not None else "")
+    folder = data / tag
+    if not (folder / "truth.zarr").exists():
+        extra = {"enl": enl} if enl is not None else {}
+        synthesize(SceneConfig(width=width, height=height, seed=seed, **extra), folder)
+    cube = read_cube(folder / "cube.zarr").load()
+    land_class = read_cube(folder / "truth.zarr")["land_class"].values
+    return cube, land_class, folder
+
+
+def west_labels(folder: Path, cube):
+    """Labels from the scene's block polygons, known in the western half only."""
+    geobox = cube.odc.geobox
+    left, bottom, right, top = geobox.extent.boundingbox
+    mid = left + (cube.sizes["x"] // 2) * geobox.resolution.x
+    return labels_from_vector(folder / "blocks.gpkg", geobox, region=(left, bottom, mid, top))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="671x893")
@@ -48,14 +69,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/tmp/fusecube-bench-paddy"))
     parser.add_argument("--threads", type=int, default=1,
                         help="classifier threads (1 on a shared machine)")
+    parser.add_argument("--no-stress", dest="stress", action="store_false",
+                        help="skip the single-look speckle scene")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    scene = args.data / f"{width}x{height}-seed{args.seed}"
-    if not (scene / "truth.zarr").exists():
-        synthesize(SceneConfig(width=width, height=height, seed=args.seed), scene)
-    cube = read_cube(scene / "cube.zarr").load()
-    truth = read_cube(scene / "truth.zarr")
-    land_class = truth["land_class"].values
+    cube, land_class, scene = scene_data(args.data, width, height, args.seed)
     geobox = cube.odc.geobox
     seconds: dict[str, float] = {}
 
@@ -67,10 +85,8 @@ def main() -> None:
     rules = detect_paddy(cube, features=features, config=PaddyConfig(method="rules"))
     seconds["rules_detect"] = time.perf_counter() - t0
 
-    left, bottom, right, top = geobox.extent.boundingbox
-    mid = left + (width // 2) * geobox.resolution.x
     t0 = time.perf_counter()
-    labels = labels_from_vector(scene / "blocks.gpkg", geobox, region=(left, bottom, mid, top))
+    labels = west_labels(scene, cube)
     seconds["labels"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     clf = PaddyClassifier(n_threads=args.threads, seed=args.seed).fit(features, labels)
@@ -79,7 +95,12 @@ def main() -> None:
     sup = detect_paddy(cube, features=features, classifier=clf,
                        config=PaddyConfig(method="supervised"))
     seconds["supervised_predict"] = time.perf_counter() - t0
-
+    seconds["rules_total"] = seconds["features"] + seconds["rules_detect"]
+    # the same classifier given the calendar features too (timing, season counts)
+    clf_all = PaddyClassifier(n_threads=args.threads, seed=args.seed,
+                              features=FEATURE_NAMES).fit(features, labels)
+    sup_all = detect_paddy(cube, features=features, classifier=clf_all,
+                           config=PaddyConfig(method="supervised"))
     everywhere = np.ones(land_class.shape, bool)
     east = np.zeros(land_class.shape, bool)
     east[:, width // 2:] = True
@@ -94,6 +115,15 @@ def main() -> None:
                   "east_half": scores(rule_mask, land_class, east),
                   "whole_scene_before_mmu": scores(raw_rule, land_class, everywhere),
                   "paddy_km2": rules.attrs["paddy_km2"]},
+        "rules_ablation_whole_scene": {
+            f"without {rule.feature}": scores(detect_paddy(
+                cube, features=features,
+                config=PaddyConfig(rules=tuple(r for r in DEFAULT_RULES if r is not rule))
+            )["paddy_mask"].values > 0, land_class, everywhere)
+            for rule in DEFAULT_RULES},
+        "supervised_with_calendar_features": {
+            "east_half_unseen": scores(sup_all["paddy_mask"].values > 0, land_class, east),
+            "held_out_tiles_west": clf_all.validation_},
         "supervised": {"east_half_unseen": scores(sup_mask, land_class, east),
                        "held_out_tiles_west": clf.validation_,
                        "n_train": clf.n_train_,
@@ -102,19 +132,38 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "classifier_threads": args.threads},
     }
+    if args.stress:
+        # single-look speckle (ENL 1): the hardest radar the water-cloud scene can give
+        s_cube, s_class, s_folder = scene_data(args.data, width // 2, height // 2, args.seed,
+                                               enl=1.0)
+        s_feat = paddy_features(s_cube)
+        s_rules = detect_paddy(s_cube, features=s_feat)["paddy_mask"].values > 0
+        s_clf = PaddyClassifier(n_threads=args.threads, seed=args.seed).fit(
+            s_feat, west_labels(s_folder, s_cube))
+        s_sup = detect_paddy(s_cube, features=s_feat, classifier=s_clf,
+                             config=PaddyConfig(method="supervised"))["paddy_mask"].values > 0
+        s_east = np.zeros(s_class.shape, bool)
+        s_east[:, (width // 2) // 2:] = True
+        result["stress_enl1_half_size"] = {
+            "rules_whole_scene": scores(s_rules, s_class, np.ones(s_class.shape, bool)),
+            "supervised_east_half_unseen": scores(s_sup, s_class, s_east)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, default=float))
 
     rows = [("rules, whole scene", result["rules"]["whole_scene"]),
             ("rules, east half", result["rules"]["east_half"]),
-            ("supervised, east half (unseen)", result["supervised"]["east_half_unseen"])]
+            ("supervised, east half (unseen)", result["supervised"]["east_half_unseen"]),
+            ("supervised+calendar, east half",
+             result["supervised_with_calendar_features"]["east_half_unseen"]),
+            *[(f"rules {k}", v) for k, v in result["rules_ablation_whole_scene"].items()],
+            *[(f"ENL1 {k}", v) for k, v in result.get("stress_enl1_half_size", {}).items()]]
     print(f"paddy detection, synthetic {width}x{height} seed {args.seed}")
-    print(f"{'detector':32s} {'acc':>6s} {'F1':>6s} {'IoU':>6s}  FPR " + " ".join(
+    print(f"{'detector':40s} {'acc':>6s} {'F1':>6s} {'IoU':>6s}  FPR " + " ".join(
         f"{n[:8]:>8s}" for k, n in enumerate(CLASS_NAMES) if k != PADDY))
     for name, s in rows:
         fpr = " ".join(f"{s['false_positive_rate'].get(n, float('nan')):8.4f}"
                        for k, n in enumerate(CLASS_NAMES) if k != PADDY)
-        print(f"{name:32s} {s['accuracy']:6.4f} {s['f1']:6.4f} {s['iou']:6.4f}      {fpr}")
+        print(f"{name[:40]:40s} {s['accuracy']:6.4f} {s['f1']:6.4f} {s['iou']:6.4f}      {fpr}")
     v = clf.validation_
     print(f"supervised held-out tiles (west): F1 {v['f1']:.4f} IoU {v['iou']:.4f} n={v['n']}")
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
