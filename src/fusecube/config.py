@@ -105,7 +105,8 @@ def load_config(path: str | Path | None = None, **overrides) -> RunConfig:
             else:
                 data = yaml.safe_load(text) or {}
         except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"Config file {path} cannot be parsed: {exc}") from exc
+            detail = " ".join(str(exc).split())  # one line: parsers point with multi-line art
+            raise ConfigError(f"Config file {path} cannot be parsed: {detail}") from exc
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return RunConfig.model_validate(data)

@@ -223,9 +223,9 @@ def _atomic_dir(out_dir: Path, write) -> Path:
     from fusecube.cube import replace_path
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
         write(tmp)
         replace_path(tmp, out_dir)
