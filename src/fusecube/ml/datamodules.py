@@ -272,3 +272,7 @@ class CubeDataModule(_Loaders, lightning.LightningDataModule):
         """Validation samples in window order."""
         return self._loader(self.val_dataset, train=False)
 
+
+
+#: The patch DataModule under its role name (TorchGeo-style).
+PatchDataModule = SARDataModule
