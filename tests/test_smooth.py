@@ -225,3 +225,15 @@ def test_smooth_stage_without_fused_smooths_observations_through_gaps():
     np.testing.assert_allclose(out["ndvi_smooth"].values, 0.5, atol=1e-6)
     with pytest.raises(CubeSchemaError, match="needs"):
         smooth(xr.Dataset({"vv": (("time", "y", "x"), obs)}, coords={"time": times}))
+
+
+def test_smooth_stage_never_returns_impossible_ndvi():
+    # a steep rise then a long gap at the end: the Whittaker line would run past 1
+    times = pd.date_range("2024-01-01", periods=30, freq="12D").values
+    obs = np.full((30, 2, 3), np.nan)
+    obs[:8] = np.linspace(0.1, 0.9, 8)[:, None, None]
+    raw = whittaker(obs.reshape(30, -1).T, np.arange(30) * 12.0, lam=1.0)
+    assert raw.max() > 1.0  # the kernel itself extrapolates linearly
+    out = smooth(_cube(obs, times), variable="ndvi")["ndvi_smooth"].values
+    assert out.max() <= 1.0 and out.min() >= -1.0
+    np.testing.assert_allclose(out.reshape(30, -1).T, np.clip(raw, -1, 1), atol=1e-6)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Build the two peer virtualenvs (never runtime dependencies of fusecube).
+#   .venv-peers-fusets : numpy 1.23.5, FuseTS 2.0.1, vam.whittaker 2.0.2 built from source
+#   .venv-peers-timesat: numpy>=2, TIMESAT 4.4.1 (benchmark use only, never shipped), whittaker-eilers
+# Each step that fails leaves a marker so the driver can skip that peer with a clear message.
+set -u
+cd "$(dirname "$0")/../.."
+PYTHON=${PYTHON:-python3}
+
+build_fusets() {
+  local v=.venv-peers-fusets
+  [ -f $v/.ok ] && return 0
+  rm -rf $v && $PYTHON -m venv $v || return 1
+  $v/bin/pip install -q numpy==1.23.5 "cython<3" setuptools wheel || return 1
+  $v/bin/pip install -q --no-build-isolation vam.whittaker==2.0.2 || return 1
+  $v/bin/pip install -q --only-binary :all: numpy==1.23.5 xarray==2024.7.0 pandas==2.3.3 \
+      scipy==1.15.3 openeo || return 1
+  $v/bin/pip install -q --no-deps fusets==2.0.1 || return 1
+  $v/bin/python -c "import fusets, vam.whittaker" || return 1
+  touch $v/.ok
+}
+
+build_timesat() {
+  local v=.venv-peers-timesat
+  [ -f $v/.ok ] && return 0
+  rm -rf $v && $PYTHON -m venv $v || return 1
+  $v/bin/pip install -q "numpy>=2" whittaker-eilers==0.2.0 || return 1
+  $v/bin/pip install -q timesat==4.4.1 || echo "TIMESAT could not be installed: it will be skipped"
+  $v/bin/python -c "import whittaker_eilers" || return 1
+  touch $v/.ok
+}
+
+build_fusets || echo "peer venv .venv-peers-fusets could not be built: FuseTS will be skipped"
+build_timesat || echo "peer venv .venv-peers-timesat could not be built: TIMESAT/whittaker-eilers skipped"
+exit 0
