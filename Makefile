@@ -24,6 +24,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_pipeline.py
 
+# peers (FuseTS, TIMESAT, whittaker-eilers) in their own virtualenvs, never runtime dependencies
+bench-peers: $(STAMP)
+	OMP_NUM_THREADS=1 benchmarks/peers/setup_venvs.sh
+	OMP_NUM_THREADS=1 $(PY) benchmarks/peers/compare.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 

@@ -237,9 +237,11 @@ def main() -> None:
     parser.add_argument("--score-only", action="store_true", help="rescore the last run")
     args = parser.parse_args()
     if not args.score_only:
+        args.work.mkdir(parents=True, exist_ok=True)
+        (args.work / ".gitignore").write_text("*\n")  # benchmark scratch: never committed
         code = _run([sys.executable, str(HERE / "export_input.py"), "--work", str(args.work),
                      "--size", str(args.size), "--pixels", str(args.pixels)],
-                    args.work.parent / "peers-export.log" if args.work.exists() else Path(os.devnull))
+                    args.work / "export.log")
         if code != 0:
             raise SystemExit(f"export failed (exit {code}); rerun {HERE / 'export_input.py'} by hand")
         run_tools(args.work, args.lam)
