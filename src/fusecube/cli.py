@@ -20,7 +20,8 @@ out = Console()
 
 #: Modules adding command groups (each has ``register(app)``).
 COMMAND_MODULES: list[str] = ["fusecube.commands.runs", "fusecube.commands.patches",
-                              "fusecube.commands.check", "fusecube.commands.paddy"]
+                              "fusecube.commands.check", "fusecube.commands.paddy",
+                              "fusecube.commands.fuse"]
 
 
 def parse_size(size: str) -> tuple[int, int]:
