@@ -270,17 +270,12 @@ def write_diagnostics(report: QualityReport, arrays: dict[str, np.ndarray],
 # ----------------------------------------------------------------------------- runs
 def diagnostic_arrays(cube: xr.Dataset) -> dict[str, np.ndarray]:
     """Per-(period, row) availability of NDVI and VH and the mean NDVI, in one pass."""
-    import dask
+    from fusecube.cube import NDVI, VH
 
-    from fusecube.cube import DIMS, NDVI, VH
-
-    lazy = {"ndvi": variable_stats(cube[NDVI].transpose(*DIMS), -1.0, 1.0, composite=True),
-            "vh": variable_stats(cube[VH].transpose(*DIMS), 0.0, np.inf)}
-    ndvi_rows, vh_rows, composite = dask.compute(
-        lazy["ndvi"]["row_valid"].data, lazy["vh"]["row_valid"].data,
-        lazy["ndvi"]["composite"].data)
-    return {"ndvi_rows": np.asarray(ndvi_rows), "vh_rows": np.asarray(vh_rows),
-            "ndvi_composite": np.asarray(composite)}
+    stats = variable_stats({"ndvi": (cube[NDVI], -1.0, 1.0, True), "vh": (cube[VH], 0.0, np.inf,
+                                                                          False)})
+    return {"ndvi_rows": stats["ndvi"]["row_valid"], "vh_rows": stats["vh"]["row_valid"],
+            "ndvi_composite": stats["ndvi"]["composite"]}
 
 
 def write_run_quality(result, config) -> tuple[Path, str]:

@@ -286,26 +286,106 @@ def time_gates(cube: xr.Dataset, thresholds: GateThresholds = GateThresholds()) 
 
 
 # ----------------------------------------------------------------------------- data pass
-def variable_stats(var: xr.DataArray, low: float, high: float,
-               composite: bool = False) -> dict[str, xr.DataArray]:
-    """Lazy per-period statistics of one ``(time, y, x)`` variable."""
-    sentinels = np.asarray(SENTINEL_VALUES, dtype=var.dtype if var.dtype.kind == "f" else "f8")
-    finite = np.isfinite(var)
-    sentinel = var.isin(sentinels)
+def _block_stats(values: np.ndarray, low: float, high: float, composite: bool) -> dict:
+    """Statistics of one ``(time, y, x)`` numpy block, summable across blocks."""
+    n_t = values.shape[0]
+    finite = np.isfinite(values)
+    sentinel = np.zeros(values.shape, bool)
+    if values.dtype.kind == "f":
+        for value in SENTINEL_VALUES:
+            sentinel |= values == values.dtype.type(value)
     usable = finite & ~sentinel
-    in_range = usable & (var >= low) & (var <= high)
-    value = var.where(in_range)
+    in_range = usable & (values >= low) & (values <= high)
+    kept = np.where(in_range, values, np.nan).reshape(n_t, -1)
     stats = {
-        "row_valid": in_range.mean(X),  # (time, y): availability heatmap and valid fraction
-        "n_valid": in_range.sum((Y, X)),
-        "vmin": value.min((Y, X)), "vmax": value.max((Y, X)),
-        "n_inf": (~finite & var.notnull()).sum(), "n_sentinel": sentinel.sum(),
-        "n_out": (usable & ~in_range).sum(), "n_negative": (usable & (var < 0)).sum(),
-        "n_usable": usable.sum(),
+        "row_count": in_range.sum(axis=2),
+        "n_valid": in_range.reshape(n_t, -1).sum(axis=1),
+        "vmin": np.fmin.reduce(kept, axis=1), "vmax": np.fmax.reduce(kept, axis=1),
+        "n_inf": int(np.isinf(values).sum()), "n_sentinel": int(sentinel.sum()),
+        "n_out": int((usable & ~in_range).sum()), "n_negative": int((usable & (values < 0)).sum()),
+        "n_usable": int(usable.sum()),
     }
-    if composite:
-        stats["composite"] = value.where(value != 0).mean(TIME)  # zeros: broken composites
+    if composite:  # mean of the valid values, zeros left out (they are broken composites)
+        nonzero = in_range & (values != 0)
+        stats["composite_sum"] = np.where(nonzero, values, 0.0).sum(axis=0, dtype=np.float64)
+        stats["composite_n"] = nonzero.sum(axis=0)
     return stats
+
+
+def _stat_tasks(var: xr.DataArray, low: float, high: float, composite: bool) -> list:
+    """One delayed :func:`_block_stats` per spatial chunk (all times) with its offsets."""
+    import dask
+    import dask.array as da
+
+    data = var.data
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data), chunks=(-1, 256, 256))
+    data = data.rechunk({0: -1})  # whole series per block
+    y_edges = np.cumsum((0, *data.chunks[1]))
+    x_edges = np.cumsum((0, *data.chunks[2]))
+    tasks = []
+    for (_, iy, ix), block in zip(np.ndindex(*data.numblocks), data.to_delayed().ravel(),
+                                  strict=True):
+        stats = dask.delayed(_block_stats)(block, low, high, composite)
+        tasks.append(((y_edges[iy], y_edges[iy + 1], x_edges[ix], x_edges[ix + 1]), stats))
+    return tasks
+
+
+def _combine(tasks: list, results: list, shape: tuple[int, int, int], composite: bool) -> dict:
+    """Sum the block statistics of :func:`_stat_tasks` into whole-cube ones."""
+    n_t, ny, nx = shape
+    rows = np.zeros((n_t, ny))
+    out = {"n_valid": np.zeros(n_t, np.int64), "vmin": np.full(n_t, np.nan),
+           "vmax": np.full(n_t, np.nan)}
+    out.update({k: 0 for k in ("n_inf", "n_sentinel", "n_out", "n_negative", "n_usable")})
+    comp_sum, comp_n = np.zeros((ny, nx)), np.zeros((ny, nx))
+    for ((y0, y1, x0, x1), _), block in zip(tasks, results, strict=True):
+        rows[:, y0:y1] += block["row_count"]
+        out["n_valid"] += block["n_valid"]
+        out["vmin"] = np.fmin(out["vmin"], block["vmin"])
+        out["vmax"] = np.fmax(out["vmax"], block["vmax"])
+        for key in ("n_inf", "n_sentinel", "n_out", "n_negative", "n_usable"):
+            out[key] += block[key]
+        if composite:
+            comp_sum[y0:y1, x0:x1] = block["composite_sum"]
+            comp_n[y0:y1, x0:x1] = block["composite_n"]
+    out["row_valid"] = rows / max(nx, 1)
+    if composite:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["composite"] = np.where(comp_n > 0, comp_sum / np.maximum(comp_n, 1), np.nan)
+    return out
+
+
+def variable_stats(variables: dict[str, tuple[xr.DataArray, float, float, bool]],
+                   extra: dict[str, xr.DataArray] | None = None) -> dict[str, dict]:
+    """Per-period statistics of ``(time, y, x)`` variables in one parallel pass over the chunks.
+
+    Args:
+        variables: ``{name: (variable, low, high, composite)}``: values outside ``[low, high]``
+            are counted as out of range; ``composite`` adds the temporal mean (zeros left out).
+        extra: Further (small) arrays to compute in the same pass, returned under ``"extra"``.
+
+    Returns:
+        Per name: ``row_valid`` ``(time, y)`` valid share per row, ``n_valid``, ``vmin``,
+        ``vmax`` per period, counts ``n_inf``, ``n_sentinel``, ``n_out``, ``n_negative``,
+        ``n_usable`` and, if asked, ``composite`` ``(y, x)``.
+    """
+    import dask
+
+    tasks = {name: _stat_tasks(var.transpose(*DIMS), low, high, comp)
+             for name, (var, low, high, comp) in variables.items()}
+    flat = [stats for name in tasks for _, stats in tasks[name]]
+    extra = extra or {}
+    results = dask.compute(*flat, *[v.data for v in extra.values()])
+    out: dict[str, dict] = {}
+    start = 0
+    for name, (var, _, _, comp) in variables.items():
+        n = len(tasks[name])
+        shape = tuple(var.sizes[d] for d in DIMS)
+        out[name] = _combine(tasks[name], list(results[start:start + n]), shape, comp)
+        start += n
+    out["extra"] = {k: np.asarray(v) for k, v in zip(extra, results[start:], strict=True)}
+    return out
 
 
 def _standardise(series: np.ndarray) -> np.ndarray:
@@ -435,8 +515,6 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
         CubeSchemaError: A required variable is missing or has other dims.
         GateFailed: In strict mode, the first failing gate.
     """
-    import dask
-
     missing = [v for v in (VV, VH, NDVI) if v not in cube.data_vars]
     if missing:
         raise CubeSchemaError(f"Cube is missing variable(s) {missing}; it has "
@@ -466,26 +544,21 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
     for result in time_gates(cube, thresholds):
         add(result)
     ranges = _ranges(thresholds)
-    lazy = {name: variable_stats(cube[name].transpose(*DIMS), *ranges[name], composite=name == NDVI)
-            for name in ranges}
     ny, nx = cube.sizes[Y], cube.sizes[X]
     edge = thresholds.alignment_window
     window = {Y: slice(max((ny - edge) // 2, 0), max((ny - edge) // 2, 0) + edge),
               X: slice(max((nx - edge) // 2, 0), max((nx - edge) // 2, 0) + edge)}
-    for name in (NDVI, VH):
-        lazy[name]["window"] = cube[name].transpose(*DIMS).isel(window)
-    keys = [(name, key) for name in lazy for key in lazy[name]]
     try:
-        values = dask.compute(*[lazy[name][key].data for name, key in keys])
+        stats = variable_stats(
+            {name: (cube[name], *ranges[name], name == NDVI) for name in ranges},
+            extra={f"{name}_window": cube[name].transpose(*DIMS).isel(window)
+                   for name in (NDVI, VH)})
     except Exception as exc:  # zarr/codec errors of a truncated or corrupt store
         source = cube.attrs.get("fusecube_source") or cube.encoding.get("source") or "the cube"
         raise InputFileError(
             f"Pixels of {source} cannot be decoded ({type(exc).__name__}: {exc}); a chunk is "
             "truncated or corrupt: write the cube again."
         ) from exc
-    stats: dict[str, dict[str, np.ndarray]] = {name: {} for name in lazy}
-    for (name, key), value in zip(keys, values, strict=True):
-        stats[name][key] = np.asarray(value)
     times = cube[TIME].values
     n_pix = cube.sizes[Y] * cube.sizes[X]
     screen = PeriodScreen(ranges={k: list(v) for k, v in ranges.items()})
@@ -623,15 +696,15 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
         add(GateResult("s2_longest_gap", "input", "pass", value=gap_days,
                        threshold=thresholds.s2_max_gap_days,
                        message=f"longest run without NDVI: {run} period(s), {gap_days:.0f} days."))
-    ndvi_window = stats[NDVI]["window"].astype(np.float64)
+    ndvi_window = stats["extra"]["ndvi_window"].astype(np.float64)
     ndvi_window[sorted(bad_s2)] = np.nan
-    add(alignment_gate(ndvi_window, stats[VH]["window"], thresholds))
+    add(alignment_gate(ndvi_window, stats["extra"]["vh_window"], thresholds))
     if isinstance(mask, str):
         mask = cube[PADDY_MASK] if PADDY_MASK in cube else None
     mask_values = None if mask is None else np.asarray(getattr(mask, "values", mask))
     add(coverage_gate(mask_values, thresholds, mask_source))
     screen.gates = [r.to_dict() for r in results]
-    arrays = {f"{name}_rows": stats[name]["row_valid"] for name in stats}
+    arrays = {f"{name}_rows": stats[name]["row_valid"] for name in ranges}
     arrays["ndvi_composite"] = stats[NDVI]["composite"]
     return screen, arrays
 
