@@ -102,3 +102,15 @@ class LedgerError(FusecubeError, RuntimeError):
 
 class OutputWriteError(FusecubeError, OSError):
     """An output cannot be written (folder not writable, disk full); earlier outputs are kept."""
+
+
+class ApiError(FusecubeError, ValueError):
+    """An HTTP request to the fusecube API cannot be served (bad parameter, unknown run, too large).
+
+    Attributes:
+        status_code: The HTTP status the API answers with (400, 401, 404, 409, 413, 429, 503, ...).
+    """
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        self.status_code = status_code
+        super().__init__(message)
