@@ -250,3 +250,20 @@ def test_quality_report_json_html_and_atomic_write(cube, tmp_path, monkeypatch):
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
     assert after == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".quality")]
+
+
+def test_write_run_quality_uses_the_recorded_gates(small_scene, cube, tmp_path):
+    from types import SimpleNamespace
+
+    from fusecube.diagnostics import write_run_quality
+
+    screen = screen_periods(cube)
+    screen.stage_counts = {"smooth:ndvi_smooth_range": 0, "phenology:season_length": 3}
+    result = SimpleNamespace(out=tmp_path, cube=small_scene["cube"], screen=screen.__dict__)
+    path, fragment = write_run_quality(result, RunConfig(mask=str(small_scene["blocks"])))
+    data = json.loads(path.read_text())
+    status = {g["gate"]: g["status"] for g in data["gates"]}
+    assert status["season_length"] == "fail" and status["ndvi_smooth_range"] == "pass"
+    assert status["ndvi_zero_periods"] == "fail" and len(data["gates"]) == 21
+    assert data["mask"]["source"].endswith("blocks.gpkg")
+    assert fragment.startswith("<h2>Quality gates</h2>") and fragment.count("<img") == 3

@@ -281,23 +281,41 @@ def diagnostic_arrays(cube: xr.Dataset) -> dict[str, np.ndarray]:
 def write_run_quality(result, config) -> tuple[Path, str]:
     """Quality diagnostics of a finished run, for the run report.
 
-    Re-checks the run's input cube (one pass over it, strict off: the run already passed or
-    masked), adds the stage-gate counts the run recorded in ``result.screen``, writes
-    ``<out>/quality/`` (``quality.json``, ``quality.md``, figures) and returns the HTML section.
+    Takes the input-gate results the run recorded in ``result.screen`` (a
+    :class:`~fusecube.gates.PeriodScreen` as a dict) and its stage-gate counts, re-reads the
+    input cube once for the figures (availability per row, mean NDVI) and the mask for its
+    coverage, writes ``<out>/quality/`` (``quality.json``, ``quality.md``, ``quality.html``,
+    figures) and returns the HTML section.
 
     Args:
         result: The runner's ``RunResult`` (uses ``out``, ``cube``, ``screen``).
-        config: The ``RunConfig`` of the run (uses ``mask``).
+        config: The ``RunConfig`` of the run (uses ``mask``, ``strict``).
 
     Returns:
         ``(path of quality.json, HTML fragment for the report)``.
     """
-    from fusecube.cube import read_cube
+    from dataclasses import fields
+
+    from fusecube.cube import TIME, read_cube
+    from fusecube.masks import mask_with_report
 
     cube = read_cube(result.cube, chunks={})
-    report, arrays, mask = quality_report(cube, mask_spec=config.mask, source=str(result.cube))
-    report.stage_results = [g.to_dict() for g in stage_results(result.screen or {})]
+    recorded = dict(result.screen or {})
+    if recorded.get("gates"):
+        known = {f.name for f in fields(PeriodScreen)}
+        screen = PeriodScreen(**{k: v for k, v in recorded.items() if k in known})
+        mask, mask_report = mask_with_report(config.mask, cube)
+        times = [np.datetime_as_string(t, unit="D") for t in cube[TIME].values]
+        report = QualityReport(cube=str(result.cube), strict=config.strict, times=times,
+                               screen=screen,
+                               mask=mask_report.to_dict() if mask is not None else None)
+        arrays = diagnostic_arrays(cube)
+    else:  # a screen without gate results: run the gates now
+        report, arrays, mask = quality_report(cube, mask_spec=config.mask,
+                                              source=str(result.cube))
+        report.strict = config.strict
+    report.stage_results = [g.to_dict() for g in stage_results(recorded)]
     paths = write_diagnostics(report, arrays, mask, Path(result.out) / "quality")
-    return paths["json"], quality_html(report, {k: v for k, v in paths.items()
-                                                if k in ("valid_fraction", "availability",
-                                                         "mask_overlay")})
+    figures = {k: v for k, v in paths.items() if k in ("valid_fraction", "availability",
+                                                       "mask_overlay")}
+    return paths["json"], quality_html(report, figures)
