@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -129,8 +130,10 @@ def main() -> None:
                        "n_train": clf.n_train_,
                        "paddy_km2": sup.attrs["paddy_km2"]},
         "seconds": seconds,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "classifier_threads": args.threads},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "load_average_1_5_15min_at_end": list(os.getloadavg()),
+                    "classifier_threads": args.threads,
+                    "note": "seconds depend on what else runs on the machine: see the load"},
     }
     if args.stress:
         # single-look speckle (ENL 1): the hardest radar the water-cloud scene can give
@@ -169,6 +172,7 @@ def main() -> None:
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
     print(f"paddy km²: truth {result['scene']['paddy_km2_true']:.2f}, rules "
           f"{result['rules']['paddy_km2']:.2f}, supervised {result['supervised']['paddy_km2']:.2f}")
+    print(f"load average (1, 5, 15 min): {os.getloadavg()} on {os.cpu_count()} CPUs")
     print(f"written {RESULTS}")
 
 
