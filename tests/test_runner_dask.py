@@ -40,3 +40,19 @@ def test_local_cluster_equals_single_process(small_scene, tmp_path):
     workers = {e["data"].get("worker") for e in ledger.events(dask.run_id, last=100)
                if e["level"] == "block"}
     assert len(workers) >= 2  # the first block in the runner, the others on the cluster
+
+
+def test_tcp_scheduler_address(small_scene, tmp_path):
+    """A scheduler given by address (here a threaded cluster started by the test)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                      dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        config = RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path / "out",
+                           ledger=str(tmp_path / "l.sqlite"), report=False, block_size=32,
+                           scheduler=cluster.scheduler_address)
+        result = run(config)
+    single = run(config.model_copy(update={"scheduler": None, "out": tmp_path / "single"}))
+    assert result.n_blocks == 4
+    assert store_bytes(result.result) == store_bytes(single.result)
