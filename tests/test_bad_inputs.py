@@ -32,6 +32,7 @@ from fusecube.errors import (
     CubeSchemaError,
     FusecubeError,
     GateFailed,
+    GridError,
     InputFileError,
     MaskError,
     OutputWriteError,
@@ -249,6 +250,17 @@ CASES = [
          lambda e: strict(str(e.scene["cube"]), "--years", "2019:2020"), GateFailed,
          "2019-2020"),
     Case("irregular_time_step", _irregular, GateFailed, "time_regular"),
+    # --- areas of interest (fusecube check --aoi)
+    Case("aoi_outside_the_data",
+         lambda e: check(str(e.scene["cube"]), "--aoi", "120.0,-5.3,120.2,-5.1"), GridError,
+         "AOI does not overlap"),
+    Case("aoi_empty", lambda e: check(str(e.scene["cube"]), "--aoi", "110.6,-6.9,110.6,-6.9"),
+         GridError, "(110.6, -6.9, 110.6, -6.9) is empty"),
+    Case("aoi_in_wrong_crs",
+         lambda e: check(str(e.scene["cube"]), "--aoi", "456800,9237200,459200,9239600"),
+         GridError, "look like projected coordinates"),
+    Case("aoi_not_a_bbox", lambda e: check(str(e.scene["cube"]), "--aoi", "1,2,3"), GridError,
+         "'1,2,3'"),
     # --- masks
     Case("mask_missing", lambda e: check(str(e.scene["cube"]), "--mask", str(e.tmp / "no.gpkg")),
          InputFileError, "no.gpkg"),
@@ -393,3 +405,17 @@ def test_check_writes_diagnostics_on_a_good_cube(base, tmp_path, capsys):
         "quality.json", "quality.md", "quality.html", "valid_fraction.png", "availability.png",
         "mask_overlay.png"}
     assert "blocks.gpkg:" in printed and "km²" in printed
+
+
+def test_check_aoi_crops_the_cube_on_its_own_pixels(base):
+    scene, cube = base
+    from fusecube.commands.check import crop_to_aoi
+    from fusecube.cube import read_cube as open_cube
+
+    full = open_cube(scene["cube"])
+    west, south, east, north = full.odc.geobox.extent.to_crs("EPSG:4326").boundingbox
+    half = f"{west},{south},{(west + east) / 2},{north}"
+    part = crop_to_aoi(full, half)
+    assert part.sizes["y"] == full.sizes["y"]
+    assert abs(part.sizes["x"] - full.sizes["x"] / 2) <= 2  # the bbox edge falls within a pixel
+    np.testing.assert_array_equal(part["x"].values, full["x"].values[: part.sizes["x"]])

@@ -1,4 +1,4 @@
-"""``fusecube check CUBE [--mask PATH] [--strict]``: run the quality gates and print the report."""
+"""``fusecube check CUBE [--mask PATH] [--strict] [--aoi BBOX]``: run the gates, print the report."""
 
 from __future__ import annotations
 
@@ -24,6 +24,23 @@ def _years(text: str | None) -> tuple[int, int] | None:
     return years
 
 
+def crop_to_aoi(ds, aoi: str):
+    """The part of a cube inside an AOI (bbox or vector file), on the cube's own pixels."""
+    from fusecube.cube import X, Y
+    from fusecube.errors import CubeSchemaError
+    from fusecube.grid import resolve_geobox
+
+    base = ds.odc.geobox
+    if base is None or base.crs is None:
+        raise CubeSchemaError("Cube has no CRS, so --aoi cannot be placed on it; attach one "
+                              "with ds.odc.assign_crs(...).")
+    crop = resolve_geobox(aoi, like=base)
+    col0 = round((crop.affine.c - base.affine.c) / base.affine.a)
+    row0 = round((crop.affine.f - base.affine.f) / base.affine.e)
+    ny, nx = crop.shape
+    return ds.isel({Y: slice(row0, row0 + ny), X: slice(col0, col0 + nx)})
+
+
 def check_cmd(
     cube: Annotated[Path, typer.Argument(help="Cube zarr store to check.")],
     mask: Annotated[str, typer.Option(help="'cube', 'none' or a vector/raster mask file.")] = "cube",
@@ -33,6 +50,9 @@ def check_cmd(
         "--out", help="Folder for quality.json, quality.md, quality.html and the figures.")] = None,
     years: Annotated[Optional[str], typer.Option(
         help="Expected years FIRST:LAST of the series (default: the Sentinel era).")] = None,
+    aoi: Annotated[Optional[str], typer.Option(
+        help="Check only this area: bbox minx,miny,maxx,maxy (lon/lat) or a vector file.")
+                   ] = None,
 ) -> None:
     """Run every quality gate on CUBE (and its mask) and print the gate report."""
     from fusecube.cli import out
@@ -41,6 +61,8 @@ def check_cmd(
 
     thresholds = GateThresholds(expected_years=_years(years))
     ds = read_cube(cube, chunks={})
+    if aoi is not None:
+        ds = crop_to_aoi(ds, aoi)
     report, arrays, mask_values = quality_report(ds, mask_spec=mask, source=str(cube),
                                                  thresholds=thresholds, strict=strict)
     out.print(report.to_markdown(), markup=False, highlight=False, soft_wrap=True)
