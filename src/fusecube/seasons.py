@@ -198,99 +198,133 @@ def detect_seasons(
     ev_idx, ev_kind, count = turning_points(y, rules.min_amplitude)
     first_peak = np.where(ev_kind[:, 0] == TROUGH, 1, 2)
     n_slots = max(int(((count - first_peak) // 2).max(initial=0)), 0)
-    rows = np.arange(n)
     out = {name: np.full((n, n_slots), np.nan) for name in SEASON_METRICS}
-    for s in range(n_slots):
-        p = first_peak + 2 * s
-        ok = p + 1 < count
-        if not ok.any():
-            continue
-        pc = np.minimum(p, ev_idx.shape[1] - 2)
-        left, peak, right = (np.where(ok, ev_idx[rows, pc + k], 0) for k in (-1, 0, 1))
-        # gather the window left trough .. right trough: all later work is (N, W), W << T
-        span = np.where(ok, right - left, 0)
-        n_w = int(span.max()) + 1
-        widx = np.arange(n_w)[None, :]
-        gidx = np.minimum(left[:, None] + widx, n_t - 1)
-        inside = widx <= span[:, None]
-        yw = np.take_along_axis(y, gidx, axis=1)
-        tw = t[gidx]
-        pk, r0 = peak - left, span
-        y_left, y_peak = yw[:, 0], yw[rows, pk]
-        # the right base is where the decline flattens (post-harvest stubble), not the next
-        # flooded trough months later, so a long fallow does not stretch the season
-        halfway = y_peak - 0.5 * (y_peak - yw[rows, r0])
-        after = (widx >= pk[:, None]) & inside
-        t_half = tw[rows, np.argmax(after & (yw <= halfway[:, None]), axis=1)]
-        tail = after & (tw <= t_half[:, None] + rules.tail_days)
-        right_w = np.argmin(np.where(tail, yw, np.inf), axis=1)
-        y_right = yw[rows, right_w]
-        base = 0.5 * (y_left + y_right)
-        amp = y_peak - base
-        dt = np.diff(tw, axis=1)
-        seg_ok = dt > 0
-        slope = np.where(seg_ok, np.diff(yw, axis=1) / np.where(seg_ok, dt, 1.0), 0.0)
-        mid = 0.5 * (tw[:, 1:] + tw[:, :-1])
-        up = (widx[:, :-1] < pk[:, None]) & seg_ok
-        down = (widx[:, :-1] >= pk[:, None]) & (widx[:, :-1] < right_w[:, None]) & seg_ok
-        greenup, t_greenup = _steepest(slope, mid, up)
-        senescence, t_senescence = _steepest(-slope, mid, down)
-        if rules.method == "derivative":
-            sos, eos = t_greenup, t_senescence
-        else:
-            zero = np.zeros(n, dtype=np.int64)
-            sos = _crossing(yw, tw, zero, pk, y_left + rules.sos_fraction * (y_peak - y_left), True)
-            eos = _crossing(yw, tw, pk, right_w, y_right + rules.eos_fraction * (y_peak - y_right),
-                            False)
-        integral = _integral_above(yw, tw, sos, eos, base)
-        length = eos - sos
-        planting = _vertex(y, t, left)
-        harvest = np.where(np.isfinite(senescence), t_senescence, np.nan)
-        t_peak = t[peak]
-        plausible = (
-            ok & (length >= rules.min_length) & (length <= rules.max_length)
-            & (y_peak >= rules.min_peak) & (y_peak <= 1.0) & (base >= -1.0)
-            & (amp >= rules.min_amplitude) & np.isfinite(sos) & np.isfinite(eos)
-            & (sos < t_peak) & (t_peak < eos) & (greenup > 0) & (senescence > 0)
-        )
-        metrics = {
-            "planting": np.where(planting <= sos, planting, np.nan),
-            "sos": sos, "pos": t_peak, "eos": eos,
-            "harvest": np.where(harvest >= t_peak, harvest, np.nan),
-            "length": length, "base_value": base, "peak_value": y_peak, "amplitude": amp,
-            "integral": integral, "greenup_rate": greenup, "senescence_rate": senescence,
-        }
-        for name, value in metrics.items():
-            out[name][:, s] = np.where(plausible, value, np.nan)
+    # every (pixel, slot) with a complete trough-peak-trough, all handled in one pass
+    peak_event = first_peak[:, None] + 2 * np.arange(n_slots)[None, :]
+    pix, slot = np.nonzero(peak_event + 1 < count[:, None])
+    if pix.size:
+        event = peak_event[pix, slot]
+        left, peak, right = (ev_idx[pix, event + k].astype(np.int64) for k in (-1, 0, 1))
+        # windows are as wide as their longest member: group seasons of similar span so a
+        # few long fallows do not widen every window
+        span = right - left
+        edges = np.unique(np.quantile(span, [0.0, 0.5, 0.9, 1.0]).astype(np.int64))
+        group = np.searchsorted(edges[1:-1], span, side="left")
+        for g in np.unique(group):
+            sel = np.flatnonzero(group == g)
+            metrics, plausible = _season_metrics(y, t, pix[sel], left[sel], peak[sel],
+                                                 right[sel], rules)
+            keep = sel[plausible]
+            for name, value in metrics.items():
+                out[name][pix[keep], slot[keep]] = value[plausible]
     return _left_pack(out)
+
+
+def _season_metrics(
+    y: np.ndarray, t: np.ndarray, pix: np.ndarray, left: np.ndarray, peak: np.ndarray,
+    right: np.ndarray, rules: SeasonRules,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Metrics of M candidate seasons (pixel ``pix``, trough/peak/trough time indices).
+
+    Returns:
+        ``(metrics, plausible)``: ``(M,)`` arrays per name of :data:`SEASON_METRICS`, and
+        which candidates pass the rules.
+    """
+    n_t = y.shape[1]
+    m = pix.size
+    rows = np.arange(m)
+    # gather the window left trough .. right trough: all later work is (M, W), W << T
+    span = right - left
+    n_w = int(span.max()) + 1
+    widx = np.arange(n_w)[None, :]
+    gidx = np.minimum(left[:, None] + widx, n_t - 1)
+    inside = widx <= span[:, None]
+    yw = y[pix[:, None], gidx]
+    tw = t[gidx]
+    pk = peak - left
+    y_left, y_peak = yw[:, 0], yw[rows, pk]
+    # the right base is where the decline flattens (post-harvest stubble), not the next
+    # flooded trough months later, so a long fallow does not stretch the season
+    halfway = y_peak - 0.5 * (y_peak - yw[rows, span])
+    after = (widx >= pk[:, None]) & inside
+    t_half = tw[rows, np.argmax(after & (yw <= halfway[:, None]), axis=1)]
+    tail = after & (tw <= t_half[:, None] + rules.tail_days)
+    right_w = np.argmin(np.where(tail, yw, np.inf), axis=1)
+    y_right = yw[rows, right_w]
+    base = 0.5 * (y_left + y_right)
+    amp = y_peak - base
+    dt = np.diff(tw, axis=1)
+    seg_ok = dt > 0
+    slope = np.diff(yw, axis=1) / np.where(seg_ok, dt, np.inf)  # 0 on padding segments
+    mid = 0.5 * (tw[:, 1:] + tw[:, :-1])
+    up = (widx[:, :-1] < pk[:, None]) & seg_ok
+    down = (widx[:, :-1] >= pk[:, None]) & (widx[:, :-1] < right_w[:, None]) & seg_ok
+    greenup, t_greenup = _steepest(slope, mid, up)
+    senescence, t_senescence = _steepest(-slope, mid, down)
+    if rules.method == "derivative":
+        sos, eos = t_greenup, t_senescence
+    else:
+        zero = np.zeros(m, dtype=np.int64)
+        sos = _crossing(yw, tw, zero, pk, y_left + rules.sos_fraction * (y_peak - y_left), True)
+        eos = _crossing(yw, tw, pk, right_w, y_right + rules.eos_fraction * (y_peak - y_right),
+                        False)
+    integral = _integral_above(yw, tw, sos, eos, base)
+    length = eos - sos
+    planting = _vertex(y, t, left, pix)
+    harvest = np.where(np.isfinite(senescence), t_senescence, np.nan)
+    t_peak = t[peak]
+    plausible = (
+        (length >= rules.min_length) & (length <= rules.max_length)
+        & (y_peak >= rules.min_peak) & (y_peak <= 1.0) & (base >= -1.0)
+        & (amp >= rules.min_amplitude) & np.isfinite(sos) & np.isfinite(eos)
+        & (sos < t_peak) & (t_peak < eos) & (greenup > 0) & (senescence > 0)
+    )
+    metrics = {
+        "planting": np.where(planting <= sos, planting, np.nan),
+        "sos": sos, "pos": t_peak, "eos": eos,
+        "harvest": np.where(harvest >= t_peak, harvest, np.nan),
+        "length": length, "base_value": base, "peak_value": y_peak, "amplitude": amp,
+        "integral": integral, "greenup_rate": greenup, "senescence_rate": senescence,
+    }
+    return metrics, plausible
 
 
 def _integral_above(yw: np.ndarray, tw: np.ndarray, start: np.ndarray, end: np.ndarray,
                     base: np.ndarray) -> np.ndarray:
     """∫ max(y - base, 0) dt from ``start`` to ``end`` on the piecewise-linear curve.
 
-    Each segment is cut to its overlap with ``[start, end]`` (values interpolated at the cut),
-    so partial segments at SOS and EOS count exactly.
+    A cumulative trapezoid along the window, read at ``start`` and ``end`` with the partial
+    segment interpolated, so the partial segments at SOS and EOS count exactly.
     """
-    ta, tb = tw[:, :-1], tw[:, 1:]
-    ya, yb = yw[:, :-1], yw[:, 1:]
-    lo = np.clip(start[:, None], ta, tb)
-    hi = np.clip(end[:, None], ta, tb)
-    dt = tb - ta
-    safe = np.where(dt > 0, dt, 1.0)
-    y_lo = ya + (yb - ya) * (lo - ta) / safe
-    y_hi = ya + (yb - ya) * (hi - ta) / safe
-    above = np.maximum(y_lo - base[:, None], 0.0) + np.maximum(y_hi - base[:, None], 0.0)
-    return (0.5 * above * np.where(dt > 0, hi - lo, 0.0)).sum(axis=1)
+    m, n_w = yw.shape
+    rows = np.arange(m)
+    above = np.maximum(yw - base[:, None], 0.0)
+    dt = np.diff(tw, axis=1)
+    cumulative = np.zeros((m, n_w))
+    np.cumsum(0.5 * (above[:, 1:] + above[:, :-1]) * dt, axis=1, out=cumulative[:, 1:])
+
+    def area_to(x: np.ndarray) -> np.ndarray:
+        k = np.clip((tw <= x[:, None]).sum(axis=1) - 1, 0, n_w - 2)
+        t0, g0, g1, step = tw[rows, k], above[rows, k], above[rows, k + 1], dt[rows, k]
+        part = np.clip(x - t0, 0.0, None)
+        g_x = g0 + (g1 - g0) * part / np.where(step > 0, step, np.inf)
+        return cumulative[rows, k] + 0.5 * (g0 + g_x) * part
+
+    if n_w < 2:
+        return np.zeros(m)
+    with np.errstate(invalid="ignore"):  # NaN start/end: the season is dropped anyway
+        return area_to(end) - area_to(start)
 
 
-def _vertex(values: np.ndarray, times: np.ndarray, index: np.ndarray) -> np.ndarray:
+def _vertex(values: np.ndarray, times: np.ndarray, index: np.ndarray,
+            rows: np.ndarray | None = None) -> np.ndarray:
     """Time of the extreme near ``index`` refined by a parabola through its two neighbours.
 
     For rice the trough before green-up is the flooded field: its time marks transplanting.
+    ``rows`` picks the series of each index (default: one index per row of ``values``).
     """
-    n, n_t = values.shape
-    rows = np.arange(n)
+    n_t = values.shape[1]
+    rows = np.arange(values.shape[0]) if rows is None else rows
     i = np.clip(index, 1, n_t - 2)
     y0, y1, y2 = values[rows, i - 1], values[rows, i], values[rows, i + 1]
     curvature = y0 - 2 * y1 + y2
