@@ -1,0 +1,151 @@
+"""Retries with exponential backoff and jitter, and the per-item failure record."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Messages that mean retrying cannot help (missing or forbidden object).
+PERMANENT_MARKERS = ("HTTP response code: 404", "HTTP response code: 403", "404 Not Found",
+                     "not recognized as a supported file format", "No such file")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry a read."""
+
+    attempts: int = 5
+    """Total tries, the first included."""
+    backoff_s: float = 0.5
+    """Delay before the second try; doubles each time."""
+    max_backoff_s: float = 30.0
+    """Longest delay between tries."""
+    jitter: float = 0.5
+    """Each delay is multiplied by a random factor in ``1 ± jitter``."""
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed try number ``attempt`` (1-based)."""
+        base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        return base * (1 + self.jitter * (2 * rng.random() - 1))
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """One item/asset that could not be read after all retries."""
+
+    item_id: str
+    """STAC item id or file name."""
+    asset: str
+    """Asset (band) name."""
+    error: str
+    """Last error message."""
+    attempts: int
+    """Tries made."""
+    collection: str = ""
+    """Collection id."""
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+class RetriesExhausted(Exception):
+    """Raised by :func:`with_retries` with the number of tries made and the last error."""
+
+    def __init__(self, attempts: int, last: BaseException) -> None:
+        self.attempts = attempts
+        self.last = last
+        super().__init__(f"{type(last).__name__}: {last} (after {attempts} tries)")
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when retrying cannot help (404, 403, not a raster)."""
+    text = str(exc)
+    return any(marker in text for marker in PERMANENT_MARKERS)
+
+
+def with_retries(fn: Callable[[], T], what: str, policy: RetryPolicy, *,
+                 rng: random.Random | None = None,
+                 retry_on: tuple[type[BaseException], ...] = (Exception,),
+                 sleep: Callable[[float], None] = time.sleep) -> tuple[T, int]:
+    """Call ``fn`` until it succeeds, sleeping with exponential backoff and jitter between tries.
+
+    Args:
+        fn: The read to try.
+        what: Description for the log.
+        policy: Tries and delays.
+        rng: Random source for the jitter.
+        retry_on: Exception types worth a retry; others propagate at once.
+        sleep: Sleep function (tests may record the delays instead).
+
+    Returns:
+        ``fn()``'s result and the number of tries it took.
+
+    Raises:
+        RetriesExhausted: every try failed, or the failure was permanent.
+    """
+    rng = rng or random.Random()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return fn(), attempt
+        except retry_on as exc:
+            if attempt == policy.attempts or is_permanent(exc):
+                raise RetriesExhausted(attempt, exc) from exc
+            delay = policy.delay(attempt, rng)
+            log.info("%s failed (try %d/%d: %s); retrying in %.2f s", what, attempt,
+                     policy.attempts, exc, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_CLEAR_CACHE = None
+
+
+def clear_http_cache(url: str) -> bool:
+    """Forget what GDAL's ``/vsicurl/`` cached about ``url`` (including "does not exist").
+
+    GDAL remembers a failed open (e.g. after an HTTP 500) as a missing file, so a retry would
+    fail without asking the server again. Rasterio does not expose
+    ``VSICurlPartialClearCache``; it is called from the GDAL library rasterio loaded.
+
+    Returns:
+        Whether the cache could be cleared.
+    """
+    global _CLEAR_CACHE
+    if _CLEAR_CACHE is None:
+        _CLEAR_CACHE = _find_clear_cache() or False
+    if not _CLEAR_CACHE:
+        return False
+    _CLEAR_CACHE(("/vsicurl/" + url).encode())
+    return True
+
+
+def _find_clear_cache():
+    import ctypes
+    import ctypes.util
+    import glob
+    import os
+
+    import rasterio
+
+    candidates = sorted(glob.glob(os.path.join(os.path.dirname(rasterio.__file__) + ".libs",
+                                               "libgdal*")))
+    system = ctypes.util.find_library("gdal")
+    for path in [*candidates, *([system] if system else [])]:
+        try:
+            func = ctypes.CDLL(path).VSICurlPartialClearCache
+        except (OSError, AttributeError):
+            continue
+        func.argtypes = [ctypes.c_char_p]
+        func.restype = None
+        return func
+    log.warning("GDAL's VSICurlPartialClearCache not found; retries after a failed open may "
+                "not reach the server again")
+    return None
