@@ -140,6 +140,9 @@ class RichReporter:
             self.bars.update(task, completed=total, total=total)
             if self.run_task is not None:
                 self.bars.advance(self.run_task)
+            if fields["stage"] == "blocks" and self.block_task is not None:
+                self.bars.remove_task(self.block_task)
+                self.block_task = None
         elif level == "block" and kind == "done":
             self(fields.get("stage", "blocks"), fields["done"], fields["total"])
         elif level == "block" and kind == "start":

@@ -266,7 +266,8 @@ def run(config: RunConfig, progress: Progress | None = None, *,
     verb = "resumed" if record is not None else "started"
     events.emit("run", "start", f"run {run_id} {verb}: output {out}, memory limit "
                 f"{memory_limit / MB:.0f} MB, ledger {ledger.url}",
-                n_stages=len(STAGES) - (config.gapfill != "fusion"), resumed=record is not None)
+                n_stages=len(STAGES) - (config.gapfill != "fusion") - 2 * (not config.report),
+                resumed=record is not None)
     try:
         with control.installed():
             try:
