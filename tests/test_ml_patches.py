@@ -192,3 +192,19 @@ def test_cli_export_and_verify(scene, tmp_path, capsys):
     np.save(out / "shard_00000.npy", np.zeros((1, 2, 16, 16), np.float32))
     assert _cli(["patches", "verify", str(out)]) != 0
     assert "[count]" in capsys.readouterr().err
+
+
+def test_split_of_an_exported_set_does_not_leak(scene, tmp_path):
+    from fusecube.ml.samplers import spatial_block_split
+
+    ps = export_patches(scene["cube"], tmp_path / "p",
+                        PatchExportConfig(size=16, stride=4, variables=("vh",)))
+    src, row, col = ps.column("source"), ps.column("row"), ps.column("col")
+    split = spatial_block_split(src, row, col, 16, block_size=24, buffer=2, seed=0)
+    assert split.train.size and split.val.size
+    dr = np.abs(row[split.train][:, None] - row[split.val][None, :]) - 16
+    dc = np.abs(col[split.train][:, None] - col[split.val][None, :]) - 16
+    assert np.maximum(dr, dc).min() >= 2  # no train window within 2 px of a val window
+    loc_train = set(zip(row[split.train].tolist(), col[split.train].tolist(), strict=True))
+    loc_val = set(zip(row[split.val].tolist(), col[split.val].tolist(), strict=True))
+    assert not loc_train & loc_val  # no location on both sides, at any date

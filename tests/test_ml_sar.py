@@ -94,8 +94,8 @@ def test_percentile_streaming_over_shards_within_histogram_resolution():
         width = (vals[-1] - vals[0]) / PERCENTILE_BINS
         for q, got in ((1, bounds.low[c]), (99, bounds.high[c])):
             k = int(np.floor((vals.size - 1) * q / 100))
-            # between the neighbouring order statistics, give or take one histogram bin
-            assert vals[k - 1] - width <= got <= vals[k + 1] + width
+            # between the neighbouring order statistics, give or take two histogram bins
+            assert vals[k - 1] - 2 * width <= got <= vals[k + 1] + 2 * width
 
 
 def test_sigma_streaming_equals_numpy():
