@@ -293,6 +293,9 @@ CASES = [
     # --- runs and outputs
     Case("run_strict_on_zero_period", _run_strict, GateFailed, "ndvi_zero_periods"),
     Case("run_on_corrupt_cube", _run_corrupt, InputFileError, "corrupt.zarr"),
+    Case("run_strict_flag_on_zero_period",
+         lambda e: [*_config(e, f"source: {{kind: cube, path: '{e.scene['cube']}'}}\n"
+                                "report: false\n"), "--strict"], GateFailed, "2025-04-06"),
     Case("output_dir_unwritable", _unwritable, OutputWriteError, "a_file"),
 ]
 

@@ -115,12 +115,15 @@ def run_cmd(
     ledger: LedgerOpt = None,
     resume: ResumeOpt = False,
     log_json: Annotated[bool, typer.Option("--log-json", help="Progress as JSON lines.")] = False,
+    strict: Annotated[Optional[bool], typer.Option(
+        "--strict/--no-strict", help="Stop at the first failing quality gate.")] = None,
 ) -> None:
     """Run the pipeline described by CONFIG (block by block, recorded in the run ledger)."""
     from fusecube.config import load_config
 
     _run(load_config(config, out=out_dir, mask=mask, gapfill=gapfill, block_size=block_size,
-                     memory_limit=memory_limit, scheduler=scheduler, ledger=ledger),
+                     memory_limit=memory_limit, scheduler=scheduler, ledger=ledger,
+                     strict=strict),
          log_json, resume=resume)
 
 
