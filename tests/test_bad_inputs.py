@@ -295,7 +295,7 @@ CASES = [
     Case("run_on_corrupt_cube", _run_corrupt, InputFileError, "corrupt.zarr"),
     Case("run_strict_flag_on_zero_period",
          lambda e: [*_config(e, f"source: {{kind: cube, path: '{e.scene['cube']}'}}\n"
-                                "report: false\n"), "--strict"], GateFailed, "2025-04-06"),
+                                "report: false\n"), "--strict"], GateFailed, "NDVI period(s)"),
     Case("output_dir_unwritable", _unwritable, OutputWriteError, "a_file"),
 ]
 
