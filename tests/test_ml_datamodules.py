@@ -120,3 +120,21 @@ def test_cube_datamodule_batches_and_cached_statistics(scene, tmp_path, monkeypa
     other = CubeDataModule([scene["cube"]], **{**kw, "seed": 2})  # other split: new statistics
     with pytest.raises(AssertionError, match="recomputed"):
         other.setup()
+
+
+def test_sar_datamodule_on_patches_exported_from_the_scene(scene, tmp_path):
+    from fusecube.ml.patches import PatchExportConfig, export_patches
+
+    ps = export_patches(scene["cube"], tmp_path / "p",
+                        PatchExportConfig(size=16, stride=8, variables=("vh",)))
+    dm = SARDataModule(ps.root, batch_size=8, block_size=24, buffer=4, seed=0, num_workers=2,
+                       pin_memory=False)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert tuple(batch["image"].shape) == (8, 1, 16, 16) and batch["image"].dtype == torch.float32
+    assert dm.preprocessing_params["db"] is True  # the shards hold linear vh
+    row, col = ps.column("row"), ps.column("col")
+    tr, va = batch["index"].numpy(), dm.split.val
+    gap = np.maximum(np.abs(row[tr][:, None] - row[va][None]) - 16,
+                     np.abs(col[tr][:, None] - col[va][None]) - 16)
+    assert gap.min() >= 4

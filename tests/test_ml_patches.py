@@ -208,3 +208,14 @@ def test_split_of_an_exported_set_does_not_leak(scene, tmp_path):
     loc_train = set(zip(row[split.train].tolist(), col[split.train].tolist(), strict=True))
     loc_val = set(zip(row[split.val].tolist(), col[split.val].tolist(), strict=True))
     assert not loc_train & loc_val  # no location on both sides, at any date
+
+
+def test_export_side_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, fusecube, fusecube.ml.patches, fusecube.ml.sar, fusecube.ml.samplers, "
+            "fusecube.ml.transforms, fusecube.commands.patches; "
+            "print('torch' in sys.modules, 'lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
