@@ -85,11 +85,14 @@ def _moving_mean(values: np.ndarray, window: int) -> np.ndarray:
     if window <= 1:
         return values
     n_t = values.shape[1]
-    csum = np.concatenate([np.zeros((values.shape[0], 1), values.dtype), np.cumsum(values, 1)], 1)
     half = window // 2
-    lo = np.clip(np.arange(n_t) - half, 0, n_t)
-    hi = np.clip(np.arange(n_t) + window - half, 0, n_t)
-    return (csum[:, hi] - csum[:, lo]) / (hi - lo)[None, :]
+    total = np.zeros_like(values)
+    count = np.zeros(n_t, dtype=values.dtype)
+    for shift in range(-half, window - half):  # a few shifted slices: cheaper than cumsum
+        lo, hi = max(0, -shift), min(n_t, n_t - shift)
+        total[:, lo:hi] += values[:, lo + shift:hi + shift]
+        count[lo:hi] += 1
+    return total / count[None, :]
 
 
 def row_quantiles(values: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
@@ -133,7 +136,7 @@ def ndvi_seasons(values: np.ndarray, times: np.ndarray,
         ``(count (N,), median length (N,))``; length NaN without a season.
     """
     rules = rules or SeasonRules()
-    y = np.asarray(values, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float32)
     t = np.asarray(times, dtype=np.float64)
     ev_idx, ev_kind, count = turning_points(y, rules.min_amplitude)
     n, m = ev_idx.shape
@@ -193,7 +196,7 @@ def features_array(vv: np.ndarray, vh: np.ndarray, ndvi_filled: np.ndarray, time
     for k in range(1, min(config.rise_periods, n_t - 1) + 1):
         ahead[:, :-k] = np.maximum(ahead[:, :-k], vh_db[:, k:])
     rise = np.where(np.isfinite(ahead), ahead - vh_db, -np.inf).max(axis=1)
-    nd = np.asarray(ndvi_filled, dtype=np.float64)
+    nd = np.asarray(ndvi_filled, dtype=np.float32)
     observed = np.isfinite(nd).all(axis=1)
     q_nd = row_quantiles(np.where(observed[:, None], nd, np.nan), (0.05, 0.95))
     n_seasons, length = ndvi_seasons(np.where(observed[:, None], nd, 0.0), t, config.season_rules)
