@@ -37,7 +37,7 @@ def export_cmd(
     if fill not in ("median", "constant", "nan"):
         raise PatchError(f"--fill {fill!r} is not one of median, constant, nan.")
     config = PatchExportConfig(
-        size=size, stride=stride, variables=tuple(v.strip() for v in variables.split(",") if v),
+        size=size, stride=stride, variables=tuple(v.strip() for v in variables.split(",") if v.strip()),
         db=db, max_invalid_fraction=max_invalid, fill=fill, fill_value=fill_value,  # type: ignore[arg-type]
         shard_size=shard_size,
     )

@@ -35,6 +35,7 @@ from fusecube.ml.patches import (  # noqa: F401  (verify_patch_files re-exported
     verify_patch_files,
 )
 from fusecube.ml.samplers import CubeWindows
+from fusecube.ml.transforms import Transform
 
 torch = require("torch", "ml")
 from torch.utils.data import Dataset  # noqa: E402
@@ -69,7 +70,7 @@ class SARPatchDataset(_PatchSamples):
     """
 
     def __init__(self, images: np.ndarray, *, patch_ids: Sequence[int] | None = None,
-                 transform=None, seed: int = 0) -> None:
+                 transform: Transform | None = None, seed: int = 0) -> None:
         images = np.asarray(images)
         if images.ndim != 4:
             raise PatchError(
@@ -82,7 +83,7 @@ class SARPatchDataset(_PatchSamples):
 
     @classmethod
     def from_patch_set(cls, patches: PatchSet | str | os.PathLike, *,
-                       indices: Sequence[int] | None = None, transform=None,
+                       indices: Sequence[int] | None = None, transform: Transform | None = None,
                        seed: int = 0) -> SARPatchDataset:
         """Load the patches at ``indices`` (default all) of a patch set into memory."""
         patch_set = as_patch_set(patches)
@@ -122,7 +123,8 @@ class LazyPatchDataset(_PatchSamples):
 
     def __init__(self, patches: PatchSet | str | os.PathLike, *,
                  indices: Sequence[int] | None = None, shuffle_seed: int | None = None,
-                 transform=None, seed: int = 0, max_open_shards: int = 4) -> None:
+                 transform: Transform | None = None, seed: int = 0,
+                 max_open_shards: int = 4) -> None:
         self.patch_set = as_patch_set(patches)
         counts = self.patch_set.shard_counts
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -200,7 +202,8 @@ class CubeDataset(Dataset):
     def __init__(self, cubes: Sequence[str | os.PathLike], windows: CubeWindows, *,
                  variables: Sequence[str] = ("vv", "vh"),
                  targets: Sequence[str | os.PathLike] | None = None,
-                 target_variables: Sequence[str] = (), transform=None, seed: int = 0) -> None:
+                 target_variables: Sequence[str] = (), transform: Transform | None = None,
+                 seed: int = 0) -> None:
         self.cubes = [Path(p) for p in cubes]
         self.targets = None if targets is None else [Path(p) for p in targets]
         if self.targets is not None and len(self.targets) != len(self.cubes):

@@ -8,7 +8,7 @@ augmented sample is reproducible whatever the worker that produced it. Numpy onl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,12 +16,14 @@ import numpy as np
 from fusecube.ml.sar import SARPreprocessing
 
 Sample = dict[str, np.ndarray]
+#: A transform: ``(sample, rng) -> sample``.
+Transform = Callable[[Sample, np.random.Generator], Sample]
 
 
 class Compose:
     """Apply transforms in order."""
 
-    def __init__(self, transforms: Sequence) -> None:
+    def __init__(self, transforms: Sequence[Transform]) -> None:
         self.transforms = list(transforms)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
