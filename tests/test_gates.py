@@ -213,7 +213,7 @@ def test_smooth_range_gate(clean):
 def test_process_block_records_stage_gates_and_strict(cube, clean):
     screen = screen_periods(cube)
     series, seasons = process_block(cube, RunConfig(), screen, StageTimer())
-    assert {"gapfill:ndvi_fused_range", "smooth:ndvi_smooth_range",
+    assert {"gapfill:ndvi_fused_range", "gapfill:ndvi_fused_complete", "smooth:ndvi_smooth_range",
             "phenology:season_length"} <= set(screen.stage_counts)
     assert all(v == 0 for v in screen.stage_counts.values())  # the pipeline output is sane
     assert {r.gate for r in stage_results(screen)} >= {"season_length", "ndvi_smooth_range"}
@@ -267,3 +267,27 @@ def test_write_run_quality_uses_the_recorded_gates(small_scene, cube, tmp_path):
     assert status["ndvi_zero_periods"] == "fail" and len(data["gates"]) == 21
     assert data["mask"]["source"].endswith("blocks.gpkg")
     assert fragment.startswith("<h2>Quality gates</h2>") and fragment.count("<img") == 3
+
+
+def test_gapfill_completeness_gate(clean):
+    block = clean.isel(y=slice(0, 10), x=slice(0, 10)).copy(deep=True)
+    block["ndvi_fused"] = xr.full_like(block[NDVI], 0.4)
+    block[PADDY_MASK][:] = 1
+    out, results = stage_gates("gapfill", block)
+    assert [r.status for r in results] == ["pass", "pass"]
+    block["ndvi_fused"][:, 3, 4] = np.nan  # 1 of 100 paddy pixels never filled: reported
+    screen = PeriodScreen()
+    _, results = stage_gates("gapfill", block, screen=screen)
+    complete = results[1]
+    assert complete.status == "warn" and complete.pixels == 1 and "x=" in complete.message
+    block["ndvi_fused"][:, 5, :] = np.nan  # 11 % of the paddy: a failure
+    _, results = stage_gates("gapfill", block, screen=screen)
+    assert results[1].status == "fail" and results[1].pixels == 11
+    with pytest.raises(GateFailed, match="ndvi_fused_complete"):
+        stage_gates("gapfill", block, strict=True)
+    block[PADDY_MASK][5, :] = 0  # outside the paddy, gaps do not count
+    _, results = stage_gates("gapfill", block)
+    assert results[1].pixels == 1
+    reported = {r.gate: (r.status, r.pixels) for r in stage_results(screen)}
+    assert reported["ndvi_fused_complete"] == ("fail", 12)
+    assert reported["ndvi_fused_range"] == ("pass", 0)

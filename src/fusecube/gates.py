@@ -88,6 +88,8 @@ class GateThresholds:
     """Shortest plausible season (SOS to EOS, days)."""
     max_season_days: float = 200.0
     """Longest plausible season (SOS to EOS, days)."""
+    max_unfilled_fraction: float = 0.01
+    """Largest share of (paddy) pixels a gap-fill may leave with missing values."""
 
 
 @dataclass
@@ -148,7 +150,10 @@ class PeriodScreen:
     gates: list[dict] = field(default_factory=list)
     """Every input gate result (:meth:`GateResult.to_dict`)."""
     stage_counts: dict[str, int] = field(default_factory=dict)
-    """Per stage gate, values masked after a stage, summed over the blocks of this process."""
+    """Per stage gate (``stage:gate``), values flagged after a stage, summed over the blocks of
+    this process."""
+    stage_status: dict[str, str] = field(default_factory=dict)
+    """Per stage gate, the worst status seen over the blocks (pass < warn < fail)."""
     ranges: dict[str, list[float]] = field(default_factory=dict)
     """Per variable, the valid ``[low, high]`` range used to mask values."""
 
@@ -796,6 +801,37 @@ def _range_gate(ds: xr.Dataset, name: str, stage: Stage, low: float, high: float
         action="set to NaN")
 
 
+def _complete_gate(ds: xr.Dataset, name: str, stage: Stage,
+                   thresholds: GateThresholds) -> GateResult:
+    """Pixels (paddy only when a mask is present) whose series still has gaps after a stage."""
+    if name not in ds:
+        return GateResult(f"{name}_complete", stage, "skip", message=f"no {name} after {stage}.")
+    gaps = np.isnan(ds[name].transpose(TIME, Y, X).values).any(axis=0)
+    where = "pixels"
+    if PADDY_MASK in ds:
+        inside = np.asarray(ds[PADDY_MASK].values) > 0
+        gaps &= inside
+        n_pixels, where = int(inside.sum()), "paddy pixels"
+    else:
+        n_pixels = gaps.size
+    n_gaps = int(gaps.sum())
+    share = n_gaps / max(n_pixels, 1)
+    if not n_gaps:
+        return GateResult(f"{name}_complete", stage, "pass", value=0.0,
+                          threshold=thresholds.max_unfilled_fraction,
+                          message=f"every series of {name} is complete after {stage}.")
+    first = _pixel_text(ds[name].isel({TIME: 0}), gaps)
+    status: GateStatus = "fail" if share > thresholds.max_unfilled_fraction else "warn"
+    return GateResult(
+        f"{name}_complete", stage, status, value=share,
+        threshold=thresholds.max_unfilled_fraction, pixels=n_gaps,
+        message=f"{n_gaps} {where} ({100 * share:.2f} %) still have missing {name} after "
+                f"{stage}{first}; they get no phenology.",
+        fix="these pixels have (almost) no NDVI observation: check the cloud masking, or use "
+            "gapfill=fusion, which fills from S1.",
+        action="reported: no seasons for those pixels")
+
+
 def _season_gates(seasons: xr.Dataset, times: np.ndarray, thresholds: GateThresholds,
                   period_days: float) -> tuple[xr.Dataset, list[GateResult]]:
     """Season lengths plausible, dates ordered and inside the series, NDVI values in range."""
@@ -890,7 +926,7 @@ def stage_gates(stage: Stage, ds: xr.Dataset, *, thresholds: GateThresholds = Ga
     low, high = thresholds.ndvi_range
     if stage == "gapfill":
         ds, result = _range_gate(ds, NDVI_FUSED, stage, low, high)
-        results = [result]
+        results = [result, _complete_gate(ds, NDVI_FUSED, stage, thresholds)]
     elif stage == "smooth":
         ds, result = _range_gate(ds, NDVI_SMOOTH, stage, low, high)
         results = [result]
@@ -908,22 +944,30 @@ def stage_gates(stage: Stage, ds: xr.Dataset, *, thresholds: GateThresholds = Ga
         if screen is not None and result.status != "skip":
             key = f"{stage}:{result.gate}"  # every gate that ran, so passes are reported too
             screen.stage_counts[key] = screen.stage_counts.get(key, 0) + result.pixels
+            worst = screen.stage_status.get(key, "pass")
+            if _SEVERITY[result.status] > _SEVERITY[worst]:
+                worst = result.status
+            screen.stage_status[key] = worst
     return ds, results
+
+
+_SEVERITY = {"skip": 0, "pass": 1, "warn": 2, "fail": 3}
 
 
 def stage_results(screen: PeriodScreen | dict) -> list[GateResult]:
     """Gate results of the stage gates of a run, from the counts they left in the screen."""
-    counts = screen.stage_counts if isinstance(screen, PeriodScreen) else screen.get(
-        "stage_counts", {})
+    data = screen.__dict__ if isinstance(screen, PeriodScreen) else screen
+    counts, worst = data.get("stage_counts", {}), data.get("stage_status", {})
     out = []
     for key, n_bad in counts.items():
         stage, gate = key.split(":", 1)
+        status = worst.get(key, "fail" if n_bad else "pass")
         out.append(GateResult(
-            gate, stage, "fail" if n_bad else "pass", value=float(n_bad), threshold=0.0,
-            pixels=int(n_bad),
-            message=(f"{n_bad} values/seasons failed after {stage} over all blocks" if n_bad
-                     else f"every block passed after {stage}"),
-            action="masked (NaN) / seasons removed" if n_bad else ""))
+            gate, stage, status, value=float(n_bad), threshold=0.0, pixels=int(n_bad),
+            message=(f"{n_bad} values, pixels or seasons flagged after {stage} over all blocks"
+                     if n_bad else f"every block passed after {stage}."),
+            action=("masked (NaN), seasons removed or reported, see the gate table in "
+                    "docs/quality.md" if n_bad else "")))
     return out
 
 
