@@ -21,7 +21,8 @@ out = Console()
 #: Modules adding command groups (each has ``register(app)``).
 COMMAND_MODULES: list[str] = ["fusecube.commands.runs", "fusecube.commands.patches",
                               "fusecube.commands.check", "fusecube.commands.paddy",
-                              "fusecube.commands.fuse", "fusecube.commands.serve"]
+                              "fusecube.commands.fuse", "fusecube.commands.serve",
+                              "fusecube.commands.sources"]
 
 
 def parse_size(size: str) -> tuple[int, int]:
