@@ -224,6 +224,7 @@ def markdown(results: dict) -> str:
     lines += ["TIMESAT smooths and extracts seasons in one call: its time is in the total column. "
               "FuseTS reports one season per series (days of year, placed as described in "
               "benchmarks/peers/compare.py). whittaker-eilers smooths only. "
+              "Times are the best of PEERS_REPEAT (3) runs, one thread per tool. "
               f"Load average during the run: {results['environment']['load_average']}.", ""]
     return "\n".join(lines)
 

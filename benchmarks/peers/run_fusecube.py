@@ -7,6 +7,7 @@ Writes ``<work>/fusecube.npz`` / ``fusecube.json`` (fixed λ, the defaults) and
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -18,6 +19,8 @@ from fusecube.kernels_whittaker import linear_fill
 from fusecube.phenology import PhenologyConfig
 from fusecube.seasons import detect_seasons
 from fusecube.smooth import SmoothConfig, smooth_array
+
+REPEAT = int(os.environ.get("PEERS_REPEAT", "3"))
 
 
 def seasons_in_chunks(curves: np.ndarray, days: np.ndarray, config: PhenologyConfig):
@@ -40,21 +43,24 @@ def run(work: Path, name: str, config: SmoothConfig) -> None:
     for kind in ("cloudy", "fused"):
         values, quality = data[kind], data[f"{kind}_weight"]
         smooth_array(values[:64], quality[:64], days, config)  # warm-up (imports, caches)
-        start = time.perf_counter()
-        # as the pipeline runs without a fusion model: linear gap-fill, then the smoothing
-        # stage weighs observations by quality and filled values by gap_weight
-        observed = np.isfinite(values)
-        filled = linear_fill(values, days) if not observed.all() else values
-        weights = np.where(observed, quality, config.gap_weight)
-        smoothed = smooth_array(filled, weights, days, config, observed=observed)
-        smooth_s = time.perf_counter() - start
-        start = time.perf_counter()
-        metrics = seasons_in_chunks(smoothed, days, pheno)
-        pheno_s = time.perf_counter() - start
+        smooth_s = pheno_s = np.inf
+        for _ in range(REPEAT):  # best of REPEAT: the machine is shared
+            start = time.perf_counter()
+            # as the pipeline runs without a fusion model: linear gap-fill, then the smoothing
+            # stage weighs observations by quality and filled values by gap_weight
+            observed = np.isfinite(values)
+            filled = linear_fill(values, days) if not observed.all() else values
+            weights = np.where(observed, quality, config.gap_weight)
+            smoothed = smooth_array(filled, weights, days, config, observed=observed)
+            smooth_s = min(smooth_s, time.perf_counter() - start)
+            start = time.perf_counter()
+            metrics = seasons_in_chunks(smoothed, days, pheno)
+            pheno_s = min(pheno_s, time.perf_counter() - start)
         out[f"{kind}__smoothed"] = smoothed
         for key in ("sos", "pos", "eos", "peak_value", "length"):
             out[f"{kind}__{key}"] = metrics[key]
-        report[kind] = {"pixels": len(values), "smooth_s": smooth_s, "pheno_s": pheno_s}
+        report[kind] = {"pixels": len(values), "smooth_s": smooth_s, "pheno_s": pheno_s,
+                        "repeat": REPEAT}
     np.savez_compressed(work / f"{name}.npz", **out)
     (work / f"{name}.json").write_text(json.dumps(report, indent=2))
 

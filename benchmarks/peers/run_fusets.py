@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import time
 import warnings
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 LAMBDA = 10000.0  # FuseTS default (its whittaker works on a daily grid)
+REPEAT = int(os.environ.get("PEERS_REPEAT", "3"))
 
 
 def main(work: Path) -> None:
@@ -40,17 +42,19 @@ def main(work: Path) -> None:
         n, n_t = values.shape
         da = xr.DataArray(values.T.reshape(n_t, 1, n).astype(np.float32), dims=("t", "y", "x"),
                           coords={"t": times})
-        start = time.perf_counter()
-        smoothed = fusets.whittaker(da, smoothing_lambda=LAMBDA, time_dimension="t")
-        smooth_s = time.perf_counter() - start
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):  # FuseTS prints progress lines
-            metrics = phenology(smoothed.rename(t="time"))
-        pheno_s = time.perf_counter() - start
+        smooth_s = pheno_s = np.inf
+        for _ in range(REPEAT):  # best of REPEAT: the machine is shared
+            start = time.perf_counter()
+            smoothed = fusets.whittaker(da, smoothing_lambda=LAMBDA, time_dimension="t")
+            smooth_s = min(smooth_s, time.perf_counter() - start)
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):  # FuseTS prints progress lines
+                metrics = phenology(smoothed.rename(t="time"))
+            pheno_s = min(pheno_s, time.perf_counter() - start)
         out[f"{kind}__smoothed"] = np.asarray(smoothed.values).reshape(n_t, n).T
         for name in ("sos_times", "pos_times", "eos_times", "pos_values", "los_values"):
             out[f"{kind}__{name}"] = np.asarray(metrics[name].values, dtype=np.float64).reshape(-1)
-        report[kind] = {"pixels": n, "smooth_s": smooth_s, "pheno_s": pheno_s}
+        report[kind] = {"pixels": n, "smooth_s": smooth_s, "pheno_s": pheno_s, "repeat": REPEAT}
     np.savez_compressed(work / "fusets.npz", **out)
     (work / "fusets.json").write_text(json.dumps(report, indent=2))
 

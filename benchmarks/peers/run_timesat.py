@@ -9,6 +9,7 @@ imported is skipped with its reason in its JSON.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 # seasons a year, TIMESAT's most)
 TS_FITMETHOD, TS_SMOOTH, TS_CUTOFF, TS_SEAPAR = 2, 1000.0, 0.2, 0.0
 NODATA = -9999.0
+REPEAT = int(os.environ.get("PEERS_REPEAT", "3"))
 # HRVPP parameter order, 13 per season, 2 seasons per year
 SOSD, LENGTH, EOSD, MAXD, MAXV = 0, 6, 3, 8, 9
 
@@ -37,6 +39,18 @@ def _yyyydoy_to_days(value: np.ndarray) -> np.ndarray:
     jan1 = (np.array([f"{y}-01-01" for y in year.ravel()], dtype="datetime64[D]")
             .astype(np.int64).reshape(year.shape))
     return np.where(ok & (doy >= 1), jan1 + doy - 1.0, np.nan)
+
+
+def _tsfprocess(timesat, nyr, vi, qa, tv, n, cutoff):
+    """One TIMESAT call: smoothing (fitmethod) and phenology for all pixels."""
+    vpp, _, _, yfit, _, _, _ = timesat.tsfprocess(
+        nyr, vi, qa, tv, np.ones((n, 1), np.int32), 1, _full(1, np.int32),
+        np.arange(1, nyr * 365 + 1, dtype=np.int32), 366, np.array([0.0, 1.0]), 0,
+        _full(TS_FITMETHOD, np.int32), _full(TS_SMOOTH, float), NODATA, 45, 0,
+        _full(1, np.int32), _full(1.0, float), _full(1, np.int32), cutoff, _full(0.0, float),
+        _full(0, np.int32), 1, _full(1, np.int32), _full(TS_SEAPAR, float),
+        _full(1, np.int32), _full(0, np.int32), _full(0.5, float), 1)
+    return vpp, yfit
 
 
 def run_timesat(data, work: Path) -> None:
@@ -65,15 +79,11 @@ def run_timesat(data, work: Path) -> None:
                                dtype=np.float32)
         cutoff = np.zeros((255, 2), order="F")
         cutoff[:] = TS_CUTOFF
-        start = time.perf_counter()
-        vpp, _, _, yfit, _, _, _ = timesat.tsfprocess(
-            nyr, vi, qa, tv, np.ones((n, 1), np.int32), 1, _full(1, np.int32),
-            np.arange(1, nyr * 365 + 1, dtype=np.int32), 366, np.array([0.0, 1.0]), 0,
-            _full(TS_FITMETHOD, np.int32), _full(TS_SMOOTH, float), NODATA, 45, 0,
-            _full(1, np.int32), _full(1.0, float), _full(1, np.int32), cutoff, _full(0.0, float),
-            _full(0, np.int32), 1, _full(1, np.int32), _full(TS_SEAPAR, float),
-            _full(1, np.int32), _full(0, np.int32), _full(0.5, float), 1)
-        seconds = time.perf_counter() - start
+        seconds = np.inf
+        for _ in range(REPEAT):  # best of REPEAT: the machine is shared
+            start = time.perf_counter()
+            vpp, yfit = _tsfprocess(timesat, nyr, vi, qa, tv, n, cutoff)
+            seconds = min(seconds, time.perf_counter() - start)
         seasons = np.asarray(vpp).reshape(n, nyr * 2, 13).astype(np.float64)
         valid = seasons[:, :, MAXD] > 1_000_000
         out[f"{kind}__smoothed"] = np.asarray(yfit).reshape(n, -1)[:, day_index]
@@ -82,7 +92,7 @@ def run_timesat(data, work: Path) -> None:
             v = _yyyydoy_to_days(seasons[:, :, col]) if is_date else seasons[:, :, col]
             out[f"{kind}__{name}"] = np.where(valid, v, np.nan)
         # one call does smoothing and phenology: the time counts for both, as one figure
-        report[kind] = {"pixels": n, "smooth_and_pheno_s": seconds}
+        report[kind] = {"pixels": n, "smooth_and_pheno_s": seconds, "repeat": REPEAT}
     np.savez_compressed(work / "timesat.npz", **out)
     report["settings"] = {"fitmethod": TS_FITMETHOD, "smooth": TS_SMOOTH, "cutoff": TS_CUTOFF,
                           "seapar": TS_SEAPAR}
@@ -104,12 +114,15 @@ def run_whittaker_eilers(data, work: Path, lam: float) -> None:
         y = np.where(np.isfinite(values), values, 0.0)
         w = np.where(np.isfinite(values), weights, 0.0)
         smoothed = np.empty((n, n_t))
-        start = time.perf_counter()
-        smoother = WhittakerSmoother(lmbda=lam, order=2, data_length=n_t)  # reused per pixel
-        for i in range(n):  # its API is one series at a time
-            smoother.update_weights(w[i].tolist())
-            smoothed[i] = smoother.smooth(y[i].tolist())
-        report[kind] = {"pixels": n, "smooth_s": time.perf_counter() - start}
+        seconds = np.inf
+        for _ in range(REPEAT):  # best of REPEAT: the machine is shared
+            start = time.perf_counter()
+            smoother = WhittakerSmoother(lmbda=lam, order=2, data_length=n_t)  # reused per pixel
+            for i in range(n):  # its API is one series at a time
+                smoother.update_weights(w[i].tolist())
+                smoothed[i] = smoother.smooth(y[i].tolist())
+            seconds = min(seconds, time.perf_counter() - start)
+        report[kind] = {"pixels": n, "smooth_s": seconds, "repeat": REPEAT}
         out[f"{kind}__smoothed"] = smoothed
     report["lambda"] = lam
     np.savez_compressed(work / "whittaker_eilers.npz", **out)
