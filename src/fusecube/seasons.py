@@ -1,8 +1,9 @@
 """Season detection kernel: turning points with an amplitude threshold, then SOS/POS/EOS.
 
-Pure numpy over ``(n_pixels, n_times)`` arrays; the loops run over time steps or season
-slots, never over pixels. Per season slot the work is done on a window gathered from the
-left trough to the right trough (a dozen steps instead of the whole series). The same
+Pure numpy over ``(n_pixels, n_times)`` arrays; the loops run over time steps or groups of
+candidate seasons, never over pixels. Every candidate season (any pixel, any slot) is
+measured on a window gathered from its left trough to its right trough (a dozen steps
+instead of the whole series), all candidates of similar span at once. The same
 kernel defines the synthetic scene's true seasons (on the noise-free 2-day curve), so truth
 and detection share one definition.
 
