@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -291,3 +292,23 @@ def test_gapfill_completeness_gate(clean):
     reported = {r.gate: (r.status, r.pixels) for r in stage_results(screen)}
     assert reported["ndvi_fused_complete"] == ("fail", 12)
     assert reported["ndvi_fused_range"] == ("pass", 0)
+
+
+def test_block_statistics_match_numpy_on_any_chunking(clean, monkeypatch):
+    from fusecube.gates import variable_stats
+
+    monkeypatch.setattr("fusecube.gates.COMPOSITE_EDGE", 10)  # 48 px → every 5th pixel
+    ndvi = clean[NDVI].chunk({"time": -1, "y": 16, "x": 16})  # block edges not multiples of 5
+    stats = variable_stats({"ndvi": (ndvi, -1.0, 1.0, True)})["ndvi"]
+    values = clean[NDVI].values
+    valid = np.isfinite(values)
+    assert stats["composite_step"] == 5
+    sub = np.where(valid & (values != 0), values, np.nan)[:, ::5, ::5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices (clouded periods)
+        expected = np.nanmean(sub, axis=0)
+        vmin = np.nanmin(values, axis=(1, 2))
+    np.testing.assert_allclose(stats["composite"], expected, rtol=1e-6)
+    np.testing.assert_allclose(stats["row_valid"], valid.mean(axis=2))
+    np.testing.assert_array_equal(stats["n_valid"], valid.sum(axis=(1, 2)))
+    np.testing.assert_allclose(stats["vmin"], vmin, equal_nan=True)

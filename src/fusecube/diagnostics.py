@@ -137,7 +137,8 @@ def make_figures(report: QualityReport, arrays: dict[str, np.ndarray],
         figures["availability"] = plot_availability(rows, report.times,
                                                     out_dir / "availability.png")
     if "ndvi_composite" in arrays:
-        m = None if mask is None else np.asarray(getattr(mask, "values", mask))
+        step = int(arrays.get("composite_step", 1))
+        m = None if mask is None else np.asarray(getattr(mask, "values", mask))[::step, ::step]
         figures["mask_overlay"] = plot_mask_overlay(arrays["ndvi_composite"], m,
                                                     out_dir / "mask_overlay.png")
     return figures
@@ -275,7 +276,8 @@ def diagnostic_arrays(cube: xr.Dataset) -> dict[str, np.ndarray]:
     stats = variable_stats({"ndvi": (cube[NDVI], -1.0, 1.0, True), "vh": (cube[VH], 0.0, np.inf,
                                                                           False)})
     return {"ndvi_rows": stats["ndvi"]["row_valid"], "vh_rows": stats["vh"]["row_valid"],
-            "ndvi_composite": stats["ndvi"]["composite"]}
+            "ndvi_composite": stats["ndvi"]["composite"],
+            "composite_step": np.asarray(stats["ndvi"]["composite_step"])}
 
 
 def write_run_quality(result, config) -> tuple[Path, str]:
