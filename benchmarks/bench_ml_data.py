@@ -1,6 +1,8 @@
 """ML data benchmark: patch export throughput, epoch throughput, peak RSS over a big shard set.
 
-1. Export: synthesise a scene (not timed), export 256 px patches (vv, vh, stride 128).
+1. Export: synthesise a scene (not timed), export 256 px patches (vv, vh, stride 128); 4-D
+   samples/s of the CubeDataModule on that scene; peak RSS of exporting a cube of about 1 GB
+   (62 x 2048 x 2048 vh) with read budgets of 256 and 32 MB, in a fresh process each.
 2. Epoch throughput (patches/s) of 256 x 256 single-channel patches with the DataModule's
    training transform (dB, clip, [0, 1], flips/rotations), batch 8: lazy memory-mapped vs in
    memory, DataLoader with 0 and 2 workers.
@@ -123,11 +125,11 @@ def _iterate_child(root: str, workers: int, epochs: int) -> None:
     print(json.dumps({"patches": n, "seconds": time.perf_counter() - t0}))
 
 
-def peak_rss(root: Path, workers: int, epochs: int) -> dict:
+def sample_memory(cmd: list[str]) -> tuple[dict, dict]:
+    """Run ``cmd`` (printing a JSON line last); peak RSS main / all processes and PSS, in MB."""
     import psutil
 
-    proc = subprocess.Popen([sys.executable, __file__, "--child", str(root), str(workers),
-                             str(epochs)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     ps = psutil.Process(proc.pid)
     peak_main = peak_total = peak_pss = 0.0
     while proc.poll() is None:
@@ -142,17 +144,87 @@ def peak_rss(root: Path, workers: int, epochs: int) -> dict:
         peak_total = max(peak_total, sum(rss))
         peak_pss = max(peak_pss, pss)
         time.sleep(0.05)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd} failed with exit code {proc.returncode}")
     out = json.loads(proc.stdout.read().strip().splitlines()[-1])
+    return out, {"peak_rss_mb": round(peak_total, 0), "peak_rss_main_mb": round(peak_main, 0),
+                 "peak_pss_all_mb": round(peak_pss, 0)}
+
+
+def peak_rss(root: Path, workers: int, epochs: int) -> dict:
+    out, mem = sample_memory([sys.executable, __file__, "--child", str(root), str(workers),
+                              str(epochs)])
     return {"workers": workers, "epochs": epochs, "patches": out["patches"],
             "seconds": round(out["seconds"], 1),
-            "patches_per_s": round(out["patches"] / out["seconds"], 1),
-            "peak_rss_mb": round(peak_total, 0), "peak_rss_main_mb": round(peak_main, 0),
-            "peak_pss_all_mb": round(peak_pss, 0)}
+            "patches_per_s": round(out["patches"] / out["seconds"], 1), **mem}
+
+
+def write_big_cube(path: Path, side: int, periods: int) -> float:
+    """A ``periods x side x side`` vh cube (random speckle) written chunk by chunk; its MB."""
+    import dask.array as da
+    import xarray as xr
+    from odc.geo.geobox import GeoBox
+
+    from fusecube.cube import DIMS, with_geobox, write_cube
+    from fusecube.periods import period_centres
+
+    rs = da.random.RandomState(0)
+    vh = rs.gamma(4.5, 0.02 / 4.5, size=(periods, side, side),
+                  chunks=(periods, 256, 256)).astype(np.float32)
+    ds = xr.Dataset({"vh": (DIMS, vh)}, coords={"time": period_centres("2023-11-01", periods, 12)})
+    gbox = GeoBox.from_bbox((400000, 9100000, 400000 + 50 * side, 9100000 + 50 * side),
+                            "EPSG:32749", resolution=50)
+    write_cube(with_geobox(ds, gbox), path)
+    return periods * side * side * 4 / 2**20
+
+
+def _export_child(cube: str, out: str, budget_mb: float) -> None:
+    """Run in a fresh process: export 256 px vh patches with a read budget, print counts."""
+    from fusecube.ml.patches import PatchExportConfig, export_patches
+
+    t0 = time.perf_counter()
+    ps = export_patches(cube, out, PatchExportConfig(size=SIZE, variables=("vh",),
+                                                     max_block_mb=budget_mb), overwrite=True)
+    print(json.dumps({"patches": ps.count, "seconds": time.perf_counter() - t0}))
+
+
+def export_memory(cube: Path, out: Path, budget_mb: float) -> dict:
+    res, mem = sample_memory([sys.executable, __file__, "--export-child", str(cube), str(out),
+                              str(budget_mb)])
+    shutil.rmtree(out, ignore_errors=True)
+    return {"max_block_mb": budget_mb, "patches": res["patches"],
+            "seconds": round(res["seconds"], 1),
+            "patches_per_s": round(res["patches"] / res["seconds"], 1), **mem}
+
+
+def cube_samples(cube: Path, truth: Path, workers: int) -> dict:
+    """4-D samples/s of the CubeDataModule (64 px, 8 periods, vv+vh, ndvi_true target)."""
+    import torch
+
+    from fusecube.ml.datamodules import CubeDataModule
+
+    torch.set_num_threads(1)
+    dm = CubeDataModule([cube], targets=[truth], target_variables=("ndvi_true",), size=64,
+                        time_window=8, stride=32, block_size=128, batch_size=4, num_workers=workers,
+                        pin_memory=False, stats_cache=None)
+    t0 = time.perf_counter()
+    dm.setup()
+    setup_s = time.perf_counter() - t0
+    n, t0 = 0, time.perf_counter()
+    for b in dm.train_dataloader():
+        n += b["image"].shape[0]
+    seconds = time.perf_counter() - t0
+    return {"workers": workers, "samples": n, "sample_shape": list(b["image"].shape[1:]),
+            "setup_s": round(setup_s, 2), "seconds": round(seconds, 2),
+            "samples_per_s": round(n / seconds, 1)}
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _iterate_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--export-child":
+        _export_child(sys.argv[2], sys.argv[3], float(sys.argv[4]))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes")
@@ -167,6 +239,23 @@ def main() -> None:
         export = bench_export(work, *((256, 256, 8) if args.quick else (512, 512, 24)))
         print(f"export  {export['patches']} patches ({export['scene']}, 2 ch, stride 128): "
               f"{export['patches_per_s']} patches/s, {export['mb_per_s']} MB/s")
+        cubes = []
+        for workers in (0, 2):
+            r = cube_samples(work / "scene" / "cube.zarr", work / "scene" / "truth.zarr", workers)
+            cubes.append(r)
+            print(f"cube    4-D samples {tuple(r['sample_shape'])} workers={workers}: "
+                  f"{r['samples_per_s']} samples/s ({r['samples']} samples, setup {r['setup_s']} s)")
+        side, periods = (768, 24) if args.quick else (2048, 62)
+        t0 = time.perf_counter()
+        cube_mb = write_big_cube(work / "big_cube.zarr", side, periods)
+        cube_write_s = time.perf_counter() - t0
+        export_mem = []
+        for budget in (256.0, 32.0):
+            r = export_memory(work / "big_cube.zarr", work / "big_export", budget)
+            export_mem.append(r)
+            print(f"export  {cube_mb:.0f} MB cube ({periods}x{side}x{side} vh), read budget "
+                  f"{budget:.0f} MB: peak RSS {r['peak_rss_main_mb']:.0f} MB, "
+                  f"{r['patches_per_s']} patches/s ({r['patches']} patches)")
         small_n = 128 if args.quick else 1024
         write_set(work / "small", small_n)
         epochs = []
@@ -200,7 +289,10 @@ def main() -> None:
                     "python": platform.python_version(), "numpy": np.__version__,
                     "torch": torch.__version__,
                     "note": "shared machine; wall-clock numbers are noisy"},
-        "export": export, "epoch": epochs,
+        "export": export, "cube_samples": cubes,
+        "export_memory": {"cube_mb": round(cube_mb, 0), "cube": f"{periods}x{side}x{side}",
+                          "cube_write_s": round(cube_write_s, 1), "runs": export_mem},
+        "epoch": epochs,
         "big_set": {"patches": big_n, "mb": round(big_mb, 0), "write_s": round(write_s, 1),
                     "rss_target_mb": args.rss_target_mb, "runs": rss},
     }
