@@ -17,7 +17,7 @@ from odc.geo.geobox import GeoBox
 
 from fusecube.cube import NDVI, NDVI_QUALITY, VV, read_cube, validate_cube
 from fusecube.errors import SourceError
-from fusecube.grid import resolve_geobox
+from fusecube.grid import aoi_geometry, resolve_geobox
 from fusecube.sources.compose import period_index, periods_between
 from fusecube.sources.retry import RetriesExhausted, RetryPolicy, with_retries
 from fusecube.sources.stac import Catalogue, StacOptions, fetch, s1_spec, s2_scale_offset, s2_spec
@@ -45,27 +45,9 @@ def options(srv: LoopbackServer, **kw) -> StacOptions:
 
 def run_fetch(srv, tmp_path, name="cube.zarr", **kw):
     opts = options(srv, **{k: kw.pop(k) for k in list(kw) if k not in ("sign_url", "progress")})
-    result = fetch(AOI_GEOM, start=START, end=END, out=tmp_path / name, options=opts,
-                   resolution=10, **kw)
+    result = fetch(aoi_geometry(AOI, crs="EPSG:32749"), start=START, end=END,
+                   out=tmp_path / name, options=opts, resolution=10, **kw)
     return result, read_cube(result.path).load()
-
-
-AOI_GEOM = {"type": "Polygon", "crs": None, "coordinates": [[
-    [AOI[0], AOI[1]], [AOI[2], AOI[1]], [AOI[2], AOI[3]], [AOI[0], AOI[3]], [AOI[0], AOI[1]]]]}
-
-
-@pytest.fixture(autouse=True)
-def _aoi_in_utm(monkeypatch):
-    # the AOI polygon above is in UTM 49S: tell the resolver (as --aoi-crs would)
-    import fusecube.grid as grid
-
-    original = grid.aoi_geometry
-    monkeypatch.setattr("fusecube.sources.stac.aoi_geometry",
-                        lambda aoi, crs="EPSG:32749": original(
-                            {k: v for k, v in aoi.items() if k != "crs"}, crs="EPSG:32749"))
-    monkeypatch.setattr("fusecube.sources.stac.resolve_geobox",
-                        lambda aoi, resolution: grid.resolve_geobox(
-                            AOI, aoi_crs="EPSG:32749", resolution=resolution))
 
 
 def window(scene, gbox: GeoBox) -> tuple[slice, slice]:
