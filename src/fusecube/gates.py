@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -523,28 +523,8 @@ def _ranges(thresholds: GateThresholds) -> dict[str, tuple[float, float]]:
             VH: thresholds.backscatter_range}
 
 
-def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
-                thresholds: GateThresholds = GateThresholds(), strict: bool = False,
-                mask_source: str = "paddy_mask") -> tuple[PeriodScreen, dict[str, np.ndarray]]:
-    """Run every input gate on a (possibly lazy) cube in one pass over its pixels.
-
-    Args:
-        cube: The cube (``vv``, ``vh``, ``ndvi`` with dims ``(time, y, x)``).
-        mask: Paddy mask ``(y, x)``; ``"cube"`` (default) for the cube's ``paddy_mask`` when
-            present; None for no mask (the coverage gate is skipped).
-        thresholds: Gate thresholds.
-        strict: Raise :class:`GateFailed` at the first failing gate.
-        mask_source: Name of the mask in messages (its file).
-
-    Returns:
-        ``(screen, arrays)``: the screen (gate results in ``screen.gates``) and arrays for the
-        diagnostics plots: ``{var}_rows`` ``(time, y)`` valid fraction per period and row,
-        ``ndvi_composite`` temporal mean of the valid NDVI on every ``composite_step``-th pixel.
-
-    Raises:
-        CubeSchemaError: A required variable is missing or has other dims.
-        GateFailed: In strict mode, the first failing gate.
-    """
+def _check_structure(cube: xr.Dataset) -> None:
+    """Variables, dims and CRS the gates need; raise :class:`CubeSchemaError` otherwise."""
     missing = [v for v in (VV, VH, NDVI) if v not in cube.data_vars]
     if missing:
         raise CubeSchemaError(f"Cube is missing variable(s) {missing}; it has "
@@ -562,18 +542,11 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
         raise CubeSchemaError("Cube has no CRS, so masks and S1/S2 grids cannot be matched; "
                               "attach one with ds.odc.assign_crs('EPSG:32749') (or the CRS of "
                               "your data) and write the cube again.")
-    results: list[GateResult] = []
 
-    def add(result: GateResult) -> None:
-        results.append(result)
-        if result.status == "fail":
-            log.warning("gate %s failed: %s", result.gate, result.message)
-            if strict:
-                raise result.error()
 
-    for result in time_gates(cube, thresholds):
-        add(result)
-    ranges = _ranges(thresholds)
+def _read_stats(cube: xr.Dataset, ranges: dict[str, tuple[float, float]],
+                thresholds: GateThresholds) -> dict[str, dict]:
+    """The one pass over the pixels: :func:`variable_stats` plus the alignment window."""
     ny, nx = cube.sizes[Y], cube.sizes[X]
     edge = thresholds.alignment_window
     window = {Y: slice(max((ny - edge) // 2, 0), max((ny - edge) // 2, 0) + edge),
@@ -589,10 +562,12 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
             f"Pixels of {source} cannot be decoded ({type(exc).__name__}: {exc}); a chunk is "
             "truncated or corrupt: write the cube again."
         ) from exc
-    times = cube[TIME].values
-    n_pix = cube.sizes[Y] * cube.sizes[X]
-    screen = PeriodScreen(ranges={k: list(v) for k, v in ranges.items()})
+    return stats
 
+
+def _value_gates(stats: dict, ranges: dict[str, tuple[float, float]], screen: PeriodScreen,
+                 add: Callable[[GateResult], None]) -> None:
+    """Infinite values, nodata sentinels and values out of range (set to NaN by apply_screen)."""
     # non-finite values and sentinels
     for name in (NDVI, VV, VH):
         s = stats[name]
@@ -629,6 +604,11 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
         else:
             add(GateResult(f"{name}_range", "input", "pass", value=0.0, threshold=0.0,
                            message=f"all {name} values inside [{low:g}, {high:g}]."))
+
+
+def _period_gates(stats: dict, times: np.ndarray, screen: PeriodScreen,
+                  add: Callable[[GateResult], None]) -> None:
+    """All-zero and constant periods (treated as missing by apply_screen)."""
     # constant and all-zero periods (a broken composite): treated as missing
     for name in (NDVI, VV, VH):
         s = stats[name]
@@ -665,6 +645,12 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
         else:
             add(GateResult(gate, "input", "pass", value=0.0, threshold=0.0,
                            message=f"no constant {name} period."))
+
+
+def _coverage_gates(stats: dict, times: np.ndarray, n_pix: int, period: float,
+                    thresholds: GateThresholds, screen: PeriodScreen,
+                    add: Callable[[GateResult], None]) -> None:
+    """Per-period valid fraction of S1 and S2 and the longest S2 gap."""
     # per-period valid fractions
     bad_s2 = set(screen.zero_periods) | set(screen.constant_periods.get(NDVI, []))
     s2_frac = stats[NDVI]["n_valid"] / max(n_pix, 1)
@@ -710,7 +696,6 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
                        if screen.empty_periods else "") + "."))
     empty = s2_frac < thresholds.s2_empty_fraction
     run, start = _runs(empty)
-    period = period_days_of(cube) or 0.0
     gap_days = run * period
     if gap_days > thresholds.s2_max_gap_days:
         periods = list(range(start, start + run))
@@ -726,6 +711,51 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
         add(GateResult("s2_longest_gap", "input", "pass", value=gap_days,
                        threshold=thresholds.s2_max_gap_days,
                        message=f"longest run without NDVI: {run} period(s), {gap_days:.0f} days."))
+
+
+def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
+                thresholds: GateThresholds = GateThresholds(), strict: bool = False,
+                mask_source: str = "paddy_mask") -> tuple[PeriodScreen, dict[str, np.ndarray]]:
+    """Run every input gate on a (possibly lazy) cube in one pass over its pixels.
+
+    Args:
+        cube: The cube (``vv``, ``vh``, ``ndvi`` with dims ``(time, y, x)``).
+        mask: Paddy mask ``(y, x)``; ``"cube"`` (default) for the cube's ``paddy_mask`` when
+            present; None for no mask (the coverage gate is skipped).
+        thresholds: Gate thresholds.
+        strict: Raise :class:`GateFailed` at the first failing gate.
+        mask_source: Name of the mask in messages (its file).
+
+    Returns:
+        ``(screen, arrays)``: the screen (gate results in ``screen.gates``) and arrays for the
+        diagnostics plots: ``{var}_rows`` ``(time, y)`` valid fraction per period and row,
+        ``ndvi_composite`` temporal mean of the valid NDVI on every ``composite_step``-th pixel.
+
+    Raises:
+        CubeSchemaError: A required variable is missing or has other dims.
+        GateFailed: In strict mode, the first failing gate.
+    """
+    _check_structure(cube)
+    results: list[GateResult] = []
+
+    def add(result: GateResult) -> None:
+        results.append(result)
+        if result.status == "fail":
+            log.warning("gate %s failed: %s", result.gate, result.message)
+            if strict:
+                raise result.error()
+
+    for result in time_gates(cube, thresholds):
+        add(result)
+    ranges = _ranges(thresholds)
+    stats = _read_stats(cube, ranges, thresholds)
+    times = cube[TIME].values
+    screen = PeriodScreen(ranges={k: list(v) for k, v in ranges.items()})
+    _value_gates(stats, ranges, screen, add)
+    _period_gates(stats, times, screen, add)
+    _coverage_gates(stats, times, cube.sizes[Y] * cube.sizes[X], period_days_of(cube) or 0.0,
+                    thresholds, screen, add)
+    bad_s2 = set(screen.zero_periods) | set(screen.constant_periods.get(NDVI, []))
     ndvi_window = stats["extra"]["ndvi_window"].astype(np.float64)
     ndvi_window[sorted(bad_s2)] = np.nan
     add(alignment_gate(ndvi_window, stats["extra"]["vh_window"], thresholds))
@@ -749,9 +779,6 @@ def screen_periods(cube: xr.Dataset, *, mask: MaskArg = "cube",
         The :class:`PeriodScreen` that :func:`apply_screen` applies to each block.
     """
     screen, _ = input_gates(cube, mask=mask, thresholds=thresholds, strict=strict)
-    for i in screen.zero_periods:
-        log.warning("NDVI period %d (%s) is all zeros: treated as missing",
-                    i, np.datetime_as_string(cube[TIME].values[i], unit="D"))
     return screen
 
 
