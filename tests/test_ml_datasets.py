@@ -201,3 +201,27 @@ def test_region_statistics_count_each_pixel_once(scene):
     sample = CubeDataset([scene["cube"]], train, variables=("vh",),
                          transform=Compose([Preprocess(p, channel_axis=-4), FillMissing()]))[0]
     assert abs(float(sample["image"].mean())) < 1.5  # standardised, not raw dB (~ -20)
+
+
+def test_chunk_cache_gives_identical_windows_within_budget(scene, tmp_path):
+    from fusecube.cube import write_cube
+    from fusecube.ml.datasets import ChunkCache, read_window
+
+    small = write_cube(read_cube(scene["cube"]).load(), tmp_path / "c.zarr",
+                       chunks={"time": 4, "y": 12, "x": 12})  # windows straddle chunks
+    windows = grid_windows([(6, 32, 40)], size=16, time_window=3, stride=4, time_stride=1)
+    plain = CubeDataset([small], windows, variables=("vv", "ndvi"), cache_mb=0)
+    cached = CubeDataset([small], windows, variables=("vv", "ndvi"), cache_mb=1)
+    for i in range(len(windows)):
+        a, b = plain.read(i), cached.read(i)
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["mask"], b["mask"])
+    cache = cached._cache
+    assert cache.hits > 5 * cache.misses and cache.nbytes <= cache.max_bytes
+    assert plain._cache.hits == 0
+    # a budget smaller than one chunk caches nothing and still reads right
+    tiny = ChunkCache(10)
+    vv = read_cube(small, chunks=None)["vv"]
+    got = read_window(vv, slice(1, 5), slice(5, 30), slice(0, 40), cache=tiny, key=("vv",))
+    np.testing.assert_array_equal(got, vv.values[1:5, 5:30, 0:40])
+    assert tiny.nbytes == 0 and tiny.misses > 0

@@ -191,6 +191,7 @@ class CubeDataModule(_Loaders, lightning.LightningDataModule):
         augment: Random flips/rotations of training samples (all keys alike).
         stats_cache: JSON cache of the statistics (default :func:`default_stats_cache`;
             None: no file).
+        cache_mb: Decoded-chunk cache per loader process in MB (0: none).
         **clip_options: ``low_pct``, ``high_pct``, ``low``, ``high``, ``k``.
     """
 
@@ -203,7 +204,8 @@ class CubeDataModule(_Loaders, lightning.LightningDataModule):
                  block_size: int | None = None, buffer: int = 0, split_by: SplitBy = "block",
                  seed: int = 0, db: bool = True, clip_method: ClipMethod | None = "percentile",
                  norm: NormMethod = "zscore", augment: bool = True,
-                 stats_cache: str | os.PathLike | None = "default", **clip_options) -> None:
+                 stats_cache: str | os.PathLike | None = "default", cache_mb: float = 256.0,
+                 **clip_options) -> None:
         super().__init__()
         self.cubes = [Path(p) for p in ([cubes] if isinstance(cubes, str | os.PathLike) else cubes)]
         self.targets = None if targets is None else [Path(p) for p in targets]
@@ -219,6 +221,7 @@ class CubeDataModule(_Loaders, lightning.LightningDataModule):
                               "buffer": buffer, "by": split_by, "seed": seed}
         self.stats_options = {"db": db, "clip_method": clip_method, "norm": norm, **clip_options}
         self.augment = augment
+        self.cache_mb = cache_mb
         self.stats_cache = default_stats_cache() if stats_cache == "default" else stats_cache
         self.split: Split | None = None
         self.params: SARPreprocessing | None = None
@@ -250,7 +253,8 @@ class CubeDataModule(_Loaders, lightning.LightningDataModule):
         base = [Preprocess(self.params, channel_axis=-4), FillMissing()]
         train_tf = Compose(base + [FlipRotate(keys=keys)] if self.augment else base)
         common = {"variables": self.variables, "targets": self.targets,
-                  "target_variables": self.target_variables, "seed": self.seed}
+                  "target_variables": self.target_variables, "seed": self.seed,
+                  "cache_mb": self.cache_mb}
         self.train_dataset = CubeDataset(self.cubes, train, transform=train_tf, **common)
         self.val_dataset = CubeDataset(self.cubes, windows.subset(split.val),
                                        transform=Compose(base), **common)

@@ -181,11 +181,82 @@ class LazyPatchDataset(_PatchSamples):
 # ---------------------------------------------------------------------------- 4-D cube samples
 
 
+class ChunkCache:
+    """Least-recently-used decoded zarr chunks (as float32), bounded in bytes.
+
+    A window smaller than the on-disk chunks (the cube default is all time x 256 x 256)
+    would otherwise decode the same chunks again for every neighbouring window.
+
+    Args:
+        max_bytes: Memory budget; 0 keeps nothing.
+    """
+
+    def __init__(self, max_bytes: float) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.hits = self.misses = 0
+        self._blocks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple, load) -> np.ndarray:
+        """The block under ``key``, from the cache or from ``load()`` (then cached)."""
+        block = self._blocks.get(key)
+        if block is not None:
+            self.hits += 1
+            self._blocks.move_to_end(key)
+            return block
+        self.misses += 1
+        block = load()
+        if block.nbytes <= self.max_bytes:
+            self._blocks[key] = block
+            self.nbytes += block.nbytes
+            while self.nbytes > self.max_bytes:
+                _, old = self._blocks.popitem(last=False)
+                self.nbytes -= old.nbytes
+        return block
+
+
+def read_window(data: xr.DataArray, t: slice, y: slice, x: slice, *,
+                cache: ChunkCache | None = None, key: tuple = ()) -> np.ndarray:
+    """``data[t, y, x]`` as float32, assembled from whole on-disk chunks kept in ``cache``.
+
+    Args:
+        data: A lazily indexed ``(time, y, x)`` variable of a zarr store (``chunks=None``).
+        t: Time slice (explicit start and stop).
+        y: Row slice.
+        x: Column slice.
+        cache: Chunk cache; None reads just the window.
+        key: Prefix identifying ``data`` in the cache (e.g. store index and variable name).
+
+    Returns:
+        The window.
+    """
+    if cache is None or cache.max_bytes <= 0:
+        return np.asarray(data.isel({TIME: t, Y: y, X: x}).values, np.float32)
+    bounds = [(s.start, min(s.stop, n)) for s, n in zip((t, y, x), data.shape, strict=True)]
+    chunks = data.encoding.get("chunks") or data.shape
+    out = np.empty([b - a for a, b in bounds], np.float32)
+    ranges = [range(a // c, (b - 1) // c + 1) for (a, b), c in zip(bounds, chunks, strict=True)]
+    for kt in ranges[0]:
+        for ky in ranges[1]:
+            for kx in ranges[2]:
+                origin = (kt * chunks[0], ky * chunks[1], kx * chunks[2])
+                sel = {d: slice(o, o + c) for d, o, c in zip((TIME, Y, X), origin, chunks, strict=True)}
+                block = cache.get((*key, kt, ky, kx),
+                                  lambda sel=sel: np.asarray(data.isel(sel).values, np.float32))
+                lo = [max(a, o) for (a, _), o in zip(bounds, origin, strict=True)]
+                hi = [min(b, o + n) for (_, b), o, n in zip(bounds, origin, block.shape, strict=True)]
+                dst = tuple(slice(lo_ - a, hi_ - a) for lo_, hi_, (a, _) in zip(lo, hi, bounds, strict=True))
+                src = tuple(slice(lo_ - o, hi_ - o) for lo_, hi_, o in zip(lo, hi, origin, strict=True))
+                out[dst] = block[src]
+    return out
+
+
 class CubeDataset(Dataset):
     """4-D samples ``(band, time, y, x)`` cut lazily from chunked zarr cubes.
 
     Only the chunks under a window are read (the cube is never loaded whole); each process
-    (DataLoader worker) opens its own stores on first use.
+    (DataLoader worker) opens its own stores on first use and keeps its own bounded cache of
+    decoded chunks (``cache_mb``), so neighbouring windows do not decode a chunk again.
 
     Args:
         cubes: Cube zarr stores (window ``source`` indexes this list).
@@ -197,13 +268,14 @@ class CubeDataset(Dataset):
         transform: Sample transform (e.g. ``Compose([Preprocess(p, channel_axis=-4),
             FillMissing()])``), given a copy of what was read.
         seed: Seed of the augmentation generators.
+        cache_mb: Decoded-chunk cache per process in MB (0: read each window alone).
     """
 
     def __init__(self, cubes: Sequence[str | os.PathLike], windows: CubeWindows, *,
                  variables: Sequence[str] = ("vv", "vh"),
                  targets: Sequence[str | os.PathLike] | None = None,
                  target_variables: Sequence[str] = (), transform: Transform | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, cache_mb: float = 256.0) -> None:
         self.cubes = [Path(p) for p in cubes]
         self.targets = None if targets is None else [Path(p) for p in targets]
         if self.targets is not None and len(self.targets) != len(self.cubes):
@@ -215,8 +287,10 @@ class CubeDataset(Dataset):
         self.transform = transform
         self.seed = seed
         self.epoch = 0
+        self.cache_mb = cache_mb
         self._pid: int | None = None
         self._stores: list[tuple[xr.Dataset, xr.Dataset]] = []
+        self._cache: ChunkCache | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Change the augmentation draw (reproducibly)."""
@@ -224,7 +298,7 @@ class CubeDataset(Dataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.update(_pid=None, _stores=[])
+        state.update(_pid=None, _stores=[], _cache=None)
         return state
 
     def _open(self) -> list[tuple[xr.Dataset, xr.Dataset]]:
@@ -242,6 +316,7 @@ class CubeDataset(Dataset):
                                      "pass targets=[.../truth.zarr] or other target_variables.")
                 stores.append((ds, tgt))
             self._stores, self._pid = stores, os.getpid()
+            self._cache = ChunkCache(self.cache_mb * 2**20)
         return self._stores
 
     def __len__(self) -> int:
@@ -252,15 +327,18 @@ class CubeDataset(Dataset):
         w = self.windows
         src, t, r, c = (int(a[i]) for a in (w.source, w.time, w.row, w.col))
         ds, tgt = self._open()[src]
-        sel = {TIME: slice(t, t + w.time_window), Y: slice(r, r + w.size), X: slice(c, c + w.size)}
-        image = np.stack([np.asarray(ds[v].isel(sel).values, np.float32) for v in self.variables])
+        ts, ys, xs = slice(t, t + w.time_window), slice(r, r + w.size), slice(c, c + w.size)
+
+        def window(store: xr.Dataset, kind: str, name: str) -> np.ndarray:
+            return read_window(store[name], ts, ys, xs, cache=self._cache, key=(src, kind, name))
+
+        image = np.stack([window(ds, "input", v) for v in self.variables])
         sar = np.array([v in ("vv", "vh") for v in self.variables])[:, None, None, None]
         with np.errstate(invalid="ignore"):
             mask = np.isfinite(image) & ~(sar & (image <= 0))
         sample = {"image": image, "mask": mask}
         if self.target_variables:
-            target = np.stack([np.asarray(tgt[v].isel(sel).values, np.float32)
-                               for v in self.target_variables])
+            target = np.stack([window(tgt, "target", v) for v in self.target_variables])
             sample.update(target=target, target_mask=np.isfinite(target))
         return sample
 
