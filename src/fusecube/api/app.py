@@ -152,20 +152,25 @@ class LimitsMiddleware:
             if declared > self.max_body:
                 await self._send_json(send, 413, "ApiError", too_large)
                 return
-        received = 0
         started = False
+        app_receive = receive
+        if length is None and scope.get("method") not in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            # no Content-Length (chunked): read the body first, up to the limit, then replay it
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # client went away
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                more = message.get("more_body", False)
+                if size > self.max_body:
+                    await self._send_json(send, 413, "ApiError", too_large)
+                    return
+            replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-        class _TooLarge(Exception):
-            pass
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _TooLarge
-            return message
+            async def app_receive():
+                return replay.pop() if replay else await receive()
 
         async def tracking_send(message):
             nonlocal started
@@ -174,10 +179,7 @@ class LimitsMiddleware:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, limited_receive, tracking_send), self.timeout_s)
-        except _TooLarge:
-            if not started:
-                await self._send_json(send, 413, "ApiError", too_large)
+            await asyncio.wait_for(self.app(scope, app_receive, tracking_send), self.timeout_s)
         except TimeoutError:
             log.warning("request %s %s timed out after %.0f s", scope.get("method"),
                         scope.get("path"), self.timeout_s)

@@ -235,7 +235,8 @@ def cube_from_upload(data: bytes, filename: str, max_pixels: int, max_times: int
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 root = _safe_extract(archive, workdir / "cube", ZIP_EXPANSION * max(len(data), 1)
                                      + 2**20)
-            ds = xr.open_zarr(root, consolidated=None, chunks=None)
+            v3 = (root / "zarr.json").exists()
+            ds = xr.open_zarr(root, consolidated=False if v3 else None, chunks=None)
         elif head.startswith((b"\x89HDF", b"CDF\x01", b"CDF\x02")):
             path = workdir / "cube.nc"
             path.write_bytes(data)
