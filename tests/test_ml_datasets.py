@@ -225,3 +225,20 @@ def test_chunk_cache_gives_identical_windows_within_budget(scene, tmp_path):
     got = read_window(vv, slice(1, 5), slice(5, 30), slice(0, 40), cache=tiny, key=("vv",))
     np.testing.assert_array_equal(got, vv.values[1:5, 5:30, 0:40])
     assert tiny.nbytes == 0 and tiny.misses > 0
+
+
+def test_lazy_dataset_refuses_a_shard_that_disagrees_with_metadata(patch_set, tmp_path):
+    import shutil
+
+    from fusecube.errors import PatchFileError
+
+    root = tmp_path / "copy"
+    shutil.copytree(patch_set.root, root)
+    np.save(root / "shard_00002.npy", np.zeros((4, 1, 8, 8), np.float32))  # metadata says 5
+    (root / "shard_00003.npy").unlink()
+    ds = LazyPatchDataset(root)
+    ds[0]
+    with pytest.raises(PatchFileError, match="metadata says"):
+        ds[10]
+    with pytest.raises(PatchFileError, match="missing"):
+        ds[15]
