@@ -31,10 +31,12 @@ from fusecube.paddy_features import (
     FEATURE,
     FEATURE_NAMES,
     FeatureConfig,
+    estimate_enl,
     features_array,
     ndvi_seasons,
     paddy_features,
     row_quantiles,
+    speckle_window_for,
 )
 from fusecube.sources.synthetic import CLASS_NAMES, PADDY, POND, SceneConfig, synthesize
 
@@ -97,6 +99,23 @@ def test_flood_features_count_dips_exactly():
     np.testing.assert_allclose(col["vh_rise_db"], [10.0, 0.0, 0.0], atol=1e-4)
     np.testing.assert_allclose(col["vh_min_db"], [-28.0, -27.0, -13.0], atol=1e-4)
     np.testing.assert_allclose(col["vh_median_db"], [-18.0, -27.0, -13.0], atol=1e-4)
+
+
+@pytest.mark.parametrize("enl", [1.0, 4.5, 50.0])
+def test_estimate_enl_recovers_gamma_speckle(enl):
+    rng = np.random.default_rng(7)
+    level = 10 ** (rng.uniform(-2.5, -1.0, (3000, 1)))  # stable surfaces, -25..-10 dB
+    series = level * rng.gamma(enl, 1 / enl, (3000, 62))
+    assert estimate_enl(series) == pytest.approx(enl, rel=0.1)
+
+
+def test_speckle_window_for_noise_levels():
+    cfg = FeatureConfig()
+    assert speckle_window_for(0.95, 12.0, cfg) == 4  # single look: capped by a 40-day flood
+    assert speckle_window_for(3.1, 12.0, cfg) == 3
+    assert speckle_window_for(28.0, 12.0, cfg) == 1  # multi-looked composites: no averaging
+    assert speckle_window_for(0.95, 6.0, cfg) == 7
+    assert speckle_window_for(float("nan"), 12.0, cfg) == 3
 
 
 def test_ndvi_seasons_count_and_length():
@@ -180,6 +199,7 @@ def test_features_layout(scene):
     assert f.dims == (FEATURE, Y, X) and f.dtype == np.float32
     assert list(f[FEATURE].values) == list(FEATURE_NAMES)
     assert np.isfinite(f.sel({FEATURE: "vh_median_db"}).values).all()
+    assert f.attrs["speckle_window"] in (2, 3) and 2.5 < f.attrs["enl_estimate"] < 6
 
 
 # ----------------------------------------------------------------------------- supervised

@@ -13,7 +13,10 @@ memory stays flat.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,9 +64,18 @@ FEATURE_DOCS: dict[str, str] = {
 class FeatureConfig:
     """How features are computed (radar denoising, open-water test, NDVI smoothing)."""
 
-    speckle_window: int = 3
-    """Periods averaged (in linear power, centred) before taking dB: with ENL ~4.5 one period's
-    speckle is ~±2 dB; three periods bring it near ±1.2 dB while a ~40-day flood still shows."""
+    speckle_window: int | None = None
+    """Periods averaged (in linear power, centred) before taking dB; None chooses it from the
+    speckle level of the data (:func:`speckle_window_for`): with ENL ~4.5 one period's speckle
+    is ~±2 dB and three periods bring it near ±1.2 dB while a ~40-day flood still shows."""
+    target_looks: float = 10.0
+    """Looks wanted after averaging (estimated ENL x window, rounded to whole periods): the
+    open-water and rise thresholds assume noise of about ±1.4 dB. The estimate also holds the
+    soil-moisture flicker and some real change, so it reads ~3-4 on the synthetic scene
+    (speckle ENL 4.5: window 2-3), ~0.95 at ENL 1 (window 4) and ~28 at ENL 50 (window 1)."""
+    flood_days: float = 40.0
+    """Typical flooding before transplanting (days): the averaging window never exceeds it
+    (in periods, rounded up), or the flood dips would be averaged away."""
     water_vh_db: float = -24.0
     """Open water if VH is below this: calm water is a specular reflector (~-27 dB), bare or
     vegetated soil scatters back -22 dB or more."""
@@ -156,6 +168,64 @@ def ndvi_seasons(values: np.ndarray, times: np.ndarray,
     return n_seasons, row_quantiles(lengths, (0.5,))[0]
 
 
+#: Quantile of ``|ln(x[t+1] / x[t])|`` matched to pure speckle: low, because real changes only
+#: add large steps and leave the small ones to the speckle.
+SPREAD_QUANTILE = 0.25
+
+
+@functools.lru_cache(maxsize=1)
+def _enl_table() -> tuple[np.ndarray, np.ndarray]:
+    """Median ``|ln(x[t+1] / x[t])|`` of pure gamma speckle on a grid of ENL.
+
+    Monte Carlo with a fixed seed; decreasing in ENL, inverted by interpolation.
+    """
+    grid = np.geomspace(0.5, 1000.0, 80)
+    rng = np.random.default_rng(0)
+    draws = rng.gamma(grid[:, None, None], 1.0 / grid[:, None, None], (grid.size, 2, 40000))
+    median = np.quantile(np.abs(np.log(draws[:, 0]) - np.log(draws[:, 1])), SPREAD_QUANTILE, axis=1)
+    return grid, median
+
+
+def estimate_enl(*series: np.ndarray) -> float:
+    """Equivalent number of looks of the radar speckle, from the series themselves.
+
+    Under gamma speckle of ENL ``L`` the log-ratio of two looks at a stable surface has a known
+    spread; the median ``|ln(x[t+1] / x[t])|`` pooled over pixels, times and both polarisations
+    is matched to it. Real changes (floods, green-up, harvest) touch few of a pixel's steps, so
+    a low quantile is robust to them. The features use VH: VV also flickers with soil moisture.
+
+    Args:
+        *series: ``(N, T)`` linear backscatter arrays (pooled).
+
+    Returns:
+        The estimated ENL (NaN when there are no two successive valid values).
+    """
+    steps = []
+    for x in series:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log(np.asarray(x, dtype=np.float64))
+        d = np.abs(np.diff(logs, axis=1)).ravel()
+        steps.append(d[np.isfinite(d)])
+    pooled = np.concatenate(steps)
+    if pooled.size == 0:
+        return float("nan")
+    grid, median = _enl_table()
+    return float(np.interp(np.quantile(pooled, SPREAD_QUANTILE), median[::-1], grid[::-1]))
+
+
+def speckle_window_for(enl: float, period_days: float, config: FeatureConfig) -> int:
+    """Averaging window in periods for speckle of ENL ``enl``.
+
+    About ``config.target_looks`` looks after averaging, never longer than a flood
+    (``config.flood_days``): 3 at the synthetic scene's ENL 4.5, 1 for multi-looked 50 m
+    composites (ENL in the tens), 4 for single-look data at 12 days.
+    """
+    longest = max(1, int(math.ceil(config.flood_days / max(period_days, 1e-9) - 1e-9)))
+    if not np.isfinite(enl) or enl <= 0:
+        return min(3, longest)
+    return int(np.clip(round(config.target_looks / enl), 1, longest))
+
+
 def _db(linear: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(linear, 1e-6))
 
@@ -177,8 +247,12 @@ def features_array(vv: np.ndarray, vh: np.ndarray, ndvi_filled: np.ndarray, time
     t = np.asarray(times_days, dtype=np.float64)
     years = max((t[-1] - t[0] + np.median(np.diff(t))) / 365.25, 1e-6) if t.size > 1 else 1.0
     vv_lin, vh_lin = (_bridge(np.asarray(v, np.float32), t) for v in (vv, vh))
-    vv_db = _db(_moving_mean(vv_lin, config.speckle_window))
-    vh_db = _db(_moving_mean(vh_lin, config.speckle_window))
+    window = config.speckle_window
+    if window is None:
+        period = float(np.median(np.diff(t))) if t.size > 1 else 12.0
+        window = speckle_window_for(estimate_enl(vh_lin), period, config)
+    vv_db = _db(_moving_mean(vv_lin, window))
+    vh_db = _db(_moving_mean(vh_lin, window))
     ratio_db = vh_db - vv_db
     q_vh = row_quantiles(vh_db, (0.05, 0.5, 0.95))
     q_ratio = row_quantiles(ratio_db, (0.05, 0.5, 0.95))
@@ -281,6 +355,16 @@ def paddy_features(cube: xr.Dataset, *, config: FeatureConfig = FeatureConfig())
     if bad is not None and bad.any():
         log.info("paddy features: NDVI periods %s are all zero, treated as missing",
                  np.flatnonzero(bad).tolist())
+    if config.speckle_window is None:  # one window for the whole cube, from its central stripe
+        centre = cube[[VV, VH]].isel({Y: slice(max(0, ny // 2 - 32), ny // 2 + 32)})
+        centre = centre.transpose(*DIMS)
+        enl = estimate_enl(np.asarray(centre[VH].values).reshape(n_t, -1).T)
+        period = float(np.median(np.diff(times))) if times.size > 1 else 12.0
+        window = speckle_window_for(enl, period, config)
+        log.info("paddy features: speckle ENL ~%.2f, averaging %d period(s)", enl, window)
+        config = dataclasses.replace(config, speckle_window=window)
+    else:
+        enl = float("nan")
     out = np.empty((len(FEATURE_NAMES), ny * nx), dtype=np.float32)
     # read whole stripes of on-disk chunks once (a lazy cube), compute in pixel batches
     chunks = cube[VV].chunksizes.get(Y) if cube[VV].chunks is not None else None
@@ -300,5 +384,6 @@ def paddy_features(cube: xr.Dataset, *, config: FeatureConfig = FeatureConfig())
     return xr.DataArray(
         out.reshape(len(FEATURE_NAMES), ny, nx), dims=(FEATURE, Y, X),
         coords={FEATURE: list(FEATURE_NAMES), Y: cube[Y], X: cube[X]}, name="paddy_features",
-        attrs={"long_name": "Paddy detection features", "description": "; ".join(
+        attrs={"long_name": "Paddy detection features", "speckle_window": config.speckle_window,
+               "enl_estimate": enl, "description": "; ".join(
             f"{k}: {v}" for k, v in FEATURE_DOCS.items())})
