@@ -146,20 +146,27 @@ def test_kill9_at_a_random_moment_then_resume(setup, tmp_path):
     assert store_bytes(tmp_path / "out" / "result.zarr") == setup["bytes"]
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_stops_cleanly_and_resumes(setup, tmp_path, sig, code):
+@pytest.mark.parametrize("sig, code, twice", [(signal.SIGTERM, 143, False),
+                                               (signal.SIGINT, 130, False),
+                                               (signal.SIGINT, 130, True)])
+def test_signal_stops_cleanly_and_resumes(setup, tmp_path, sig, code, twice):
+    """One signal finishes the current block; a second one abandons it. Both resume."""
     config = yaml.safe_load(setup["config"].read_text()) | {"out": str(tmp_path / "out")}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     local = setup | {"out": tmp_path / "out"}
     proc = cli(local, "run", str(tmp_path / "run.yaml"), "--log-json", wait=False,
-               env={"FUSECUBE_TEST_BLOCK_DELAY": "0.4"})
+               env={"FUSECUBE_TEST_BLOCK_DELAY": "2.0" if twice else "0.4"})
     wait_for_blocks(local, 2, proc)
     proc.send_signal(sig)
+    if twice:
+        time.sleep(0.3)
+        proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr[-2000:]
     record = current_run(local)
     assert record.state == "interrupted"
-    assert f"fusecube resume {record.id}" in stderr and "stopped cleanly" in stderr
+    how = "abandoned the current block" if twice else "stopped cleanly"
+    assert f"fusecube resume {record.id}" in stderr and how in stderr
     assert "Traceback" not in stderr
     done = assert_ledger_honest(local, record)
     assert 2 <= done < N_BLOCKS
