@@ -312,3 +312,19 @@ def test_block_statistics_match_numpy_on_any_chunking(clean, monkeypatch):
     np.testing.assert_allclose(stats["row_valid"], valid.mean(axis=2))
     np.testing.assert_array_equal(stats["n_valid"], valid.sum(axis=(1, 2)))
     np.testing.assert_allclose(stats["vmin"], vmin, equal_nan=True)
+
+
+def test_grids_gate_names_what_differs(clean):
+    from fusecube.gates import grids_gate
+
+    s1, s2 = clean[[VV, VH]], clean[[NDVI]]
+    assert grids_gate(s1, s2).status == "pass"
+    half_pixel = s2.assign_coords(x=s2["x"] + 25.0)
+    result = grids_gate(s1, half_pixel)
+    assert result.status == "fail" and "(dy, dx) = (0, 0.5) pixels" in result.message
+    assert "shape" in grids_gate(s1, s2.isel(y=slice(1, None))).message
+    geographic = s2.odc.reproject("EPSG:4326")
+    assert "CRS" in grids_gate(s1, geographic).message
+    assert "time axes differ" in grids_gate(s1, s2.isel(time=slice(1, None))).message
+    with pytest.raises(GateFailed, match="s1_s2_grids"):
+        grids_gate(s1, half_pixel, strict=True)

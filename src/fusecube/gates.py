@@ -493,6 +493,53 @@ def alignment_gate(ndvi: np.ndarray, vh: np.ndarray,
                       message=f"NDVI and VH correlate best at the same pixel (r {zero:.3f}).")
 
 
+def grids_gate(s1: xr.Dataset | xr.DataArray, s2: xr.Dataset | xr.DataArray, *,
+               strict: bool = False) -> GateResult:
+    """S1 and S2 loaded separately must share one grid (CRS, pixel size, origin, shape) and times.
+
+    Args:
+        s1: The radar data (``vv``/``vh``) on its grid.
+        s2: The optical data (``ndvi``) on its grid.
+        strict: Raise :class:`GateFailed` when the grids differ.
+
+    Returns:
+        The gate result; its message says what differs (CRS, resolution, offset in pixels,
+        shape, time steps).
+    """
+    a, b = s1.odc.geobox, s2.odc.geobox
+    problems = []
+    if a.crs != b.crs:
+        problems.append(f"CRS {a.crs} vs {b.crs}")
+    else:
+        ra, rb = (a.affine.a, a.affine.e), (b.affine.a, b.affine.e)
+        if not np.allclose(ra, rb, rtol=1e-9):
+            problems.append(f"pixel size {ra} vs {rb}")
+        else:
+            dx = (b.affine.c - a.affine.c) / a.affine.a
+            dy = (b.affine.f - a.affine.f) / a.affine.e
+            if abs(dx) > 1e-6 or abs(dy) > 1e-6:
+                problems.append(f"origin offset by (dy, dx) = ({dy + 0.0:.3g}, {dx + 0.0:.3g}) "
+                                "pixels")  # + 0.0: no "-0"
+        if a.shape != b.shape:
+            problems.append(f"shape {tuple(a.shape)} vs {tuple(b.shape)}")
+    if TIME in s1.coords and TIME in s2.coords:
+        t1, t2 = np.asarray(s1[TIME].values), np.asarray(s2[TIME].values)
+        if t1.shape != t2.shape or not np.array_equal(t1, t2):
+            problems.append(f"time axes differ ({t1.size} vs {t2.size} periods)")
+    if not problems:
+        return GateResult("s1_s2_grids", "input", "pass", value=0.0, threshold=0.0,
+                          message="S1 and S2 share one grid and one time axis.")
+    result = GateResult(
+        "s1_s2_grids", "input", "fail", value=float(len(problems)), threshold=0.0,
+        message="S1 and S2 grids differ: " + "; ".join(problems) + ".",
+        fix="load both onto one GeoBox and one set of periods (fusecube.load(..., like=...), "
+            "or s2.odc.reproject(s1.odc.geobox, resampling='nearest')).",
+        action="none: S1 and S2 cannot be stacked into one cube")
+    if strict:
+        raise result.error()
+    return result
+
+
 def coverage_gate(mask: np.ndarray | None, thresholds: GateThresholds = GateThresholds(),
                   source: str = "paddy_mask") -> GateResult:
     """Paddy coverage: the mask must cover enough of the area of interest to be meaningful."""
