@@ -5,8 +5,9 @@ the data): time axis monotonic, regular, consistent with its periods and in the 
 years; non-finite values and nodata sentinels; NDVI and backscatter ranges; constant and
 all-zero periods; per-period valid fraction of S1 and S2 and the longest S2 gap; S1/S2 grid
 alignment; paddy coverage. Stage gates (:func:`stage_gates`, run on each block after
-gap-fill, smoothing and phenology): NDVI in range, season lengths positive and plausible,
-season dates ordered and inside the series.
+gap-fill, smoothing and phenology): NDVI in range, gap-filled series complete, season
+lengths positive and plausible, season dates ordered and inside the series. For sources that
+load S1 and S2 separately, :func:`grids_gate` checks that they share one grid.
 
 Every gate gives a :class:`GateResult`. In strict mode the first failing gate raises
 :class:`~fusecube.errors.GateFailed` naming the gate, the periods/pixels and the fix; by
