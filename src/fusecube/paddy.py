@@ -512,8 +512,9 @@ def detect_paddy(cube: xr.Dataset, *, config: PaddyConfig = PaddyConfig(),
 
     Returns:
         Dataset with ``paddy_probability`` (float32), ``paddy_mask`` (uint8) and
-        ``paddy_features``; attrs ``paddy_km2``, ``method``, ``mmu_pixels`` and, when trained
-        here, ``validation_f1``.
+        ``paddy_features``; attrs ``paddy_km2``, ``method``, ``threshold``, ``mmu_pixels``,
+        ``speckle_window``, ``enl_estimate`` and, with a classifier, ``validation_*`` scores of
+        its held-out tiles.
     """
     if features is None:
         features = paddy_features(cube, config=config.features)
@@ -542,7 +543,9 @@ def detect_paddy(cube: xr.Dataset, *, config: PaddyConfig = PaddyConfig(),
                       "paddy_features": features},
                      coords={Y: cube[Y], X: cube[X]})
     out = out.odc.assign_crs(geobox.crs)
-    attrs.update(mmu_pixels=n_mmu, paddy_km2=paddy_area_km2(out[PADDY_MASK]))
+    attrs.update(mmu_pixels=n_mmu, paddy_km2=paddy_area_km2(out[PADDY_MASK]),
+                 **{k: features.attrs[k] for k in ("speckle_window", "enl_estimate")
+                    if k in features.attrs})
     out.attrs.update(attrs)
     log.info("paddy (%s): %.1f km² mapped, MMU %d px", config.method, attrs["paddy_km2"], n_mmu)
     return out

@@ -74,6 +74,8 @@ def write_paddy_products(result: xr.Dataset, out_dir: str | Path, *,
         "paddy_mask": str(write_mask_cog(result[PADDY_MASK], out / "paddy_mask.tif")),
     }
     summary = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in result.attrs.items()}
+    summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+               for k, v in summary.items()}  # strict JSON: no NaN
     if polygons is not None:
         table = paddy_area_by_polygon(result[PADDY_MASK], polygons, id_column=id_column)
         path = out / "paddy_area_by_polygon.csv"
