@@ -61,8 +61,8 @@ def main() -> None:
     weights = np.isfinite(noisy).astype(np.float32)
     results: dict[str, dict] = {}
     variants = {
-        "whittaker_fixed": (SmoothConfig(lam=2.0, envelope_iterations=0), args.pixels),
-        "whittaker_envelope1": (SmoothConfig(lam=2.0, envelope_iterations=1), args.pixels),
+        "whittaker_fixed": (SmoothConfig(envelope_iterations=0), args.pixels),
+        "whittaker_envelope1": (SmoothConfig(envelope_iterations=1), args.pixels),
         "whittaker_gcv": (SmoothConfig(method="gcv", envelope_iterations=0), args.subset),
         "whittaker_vcurve": (SmoothConfig(method="vcurve", envelope_iterations=0), args.subset),
     }

@@ -78,19 +78,28 @@ def _check_lambda(lam: np.ndarray) -> None:
 
 
 def _prepare(values: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Weights and weighted values laid out ``(T, N)``; NaN values or weights weigh 0."""
-    y = np.asarray(values, dtype=np.float64)
-    if y.ndim != 2:
-        raise CubeSchemaError(f"Whittaker input must be (pixels, times); got shape {y.shape}.")
+    """Weights and weighted values laid out ``(T, N)``; NaN values or weights weigh 0.
+
+    Transposes once into contiguous float64 buffers and works in place on them (this costs
+    as much as the solve itself when done with temporaries).
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise CubeSchemaError(f"Whittaker input must be (pixels, times); got shape {values.shape}.")
+    rhs = np.array(values.T, dtype=np.float64, order="C")
+    valid = np.isfinite(rhs)
     if weights is None:
-        w = np.isfinite(y).astype(np.float64)
+        wt = valid.astype(np.float64)
     else:
-        w = np.asarray(weights, dtype=np.float64)
-        if w.shape != y.shape:
-            raise CubeSchemaError(f"Weights shape {w.shape} differs from values shape {y.shape}.")
-        w = np.where(np.isfinite(y) & np.isfinite(w), np.clip(w, 0.0, None), 0.0)
-    wt = np.ascontiguousarray(w.T)
-    rhs = np.ascontiguousarray(np.where(wt > 0, y.T, 0.0) * wt)
+        weights = np.asarray(weights)
+        if weights.shape != values.shape:
+            raise CubeSchemaError(
+                f"Weights shape {weights.shape} differs from values shape {values.shape}.")
+        wt = np.array(weights.T, dtype=np.float64, order="C")
+        valid &= np.isfinite(wt)
+        np.copyto(wt, 0.0, where=~valid | (wt < 0))
+    np.copyto(rhs, 0.0, where=~valid)
+    rhs *= wt
     return wt, rhs
 
 
