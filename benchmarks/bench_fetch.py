@@ -35,6 +35,7 @@ def run(fault_rate: float, scene, aoi, args) -> dict:
 
     plan = FaultPlan(rate=fault_rate, seed=args.seed, hang_s=2.5, max_consecutive=2)
     events: list[tuple[str, int, int]] = []
+    reports: list = []
     gbox = resolve_geobox(aoi, aoi_crs="EPSG:32749", resolution=args.resolution)
     with tempfile.TemporaryDirectory() as tmp, LoopbackServer(scene.root, faults=plan) as srv:
         srv.items = scene.items(srv.url)
@@ -44,7 +45,8 @@ def run(fault_rate: float, scene, aoi, args) -> dict:
         t0 = time.perf_counter()
         result = fetch(geobox=gbox, start="2022-01-01", end="2022-01-31",
                        out=Path(tmp) / "cube.zarr", options=options,
-                       progress=lambda s, d, t: events.append((s, d, t)))
+                       progress=lambda s, d, t: events.append((s, d, t)),
+                       on_item=reports.append)
         seconds = time.perf_counter() - t0
         read = {p: n for p, n in srv.bytes_sent.items() if p.startswith("/files/") and n}
         res = scene.geobox.resolution.x
@@ -58,6 +60,7 @@ def run(fault_rate: float, scene, aoi, args) -> dict:
         faults = srv.faults_injected()
     return {
         "fault_rate": fault_rate, "seconds": round(seconds, 2), "bytes_read": sent,
+        "bytes_read_counted_by_gdal": result.bytes_read,
         "bytes_aoi_windows": aoi_bytes, "bytes_whole_files": file_bytes,
         "ratio_read_to_aoi": round(sent / aoi_bytes, 3),
         "ratio_read_to_files": round(sent / file_bytes, 4),
@@ -65,6 +68,8 @@ def run(fault_rate: float, scene, aoi, args) -> dict:
         "retries": result.retries, "faults_injected": len(faults),
         "fault_kinds": sorted({k for _, k in faults}),
         "item_progress_events": sum(1 for s, _, _ in events if s == "items"),
+        "items_log": [{"item": r.item_id, "ok": r.ok, "tries": r.attempts,
+                       "bytes": r.bytes_read} for r in reports],
         "period_progress_events": sum(1 for s, _, _ in events if s == "periods"),
     }
 

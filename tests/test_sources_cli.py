@@ -36,8 +36,11 @@ def test_fetch_command_writes_a_runnable_cube(scene, tmp_path):
         srv.items = scene.items(srv.url)
         result = invoke(["fetch", "--aoi", AOI, "--aoi-crs", "EPSG:32749", "--start",
                          "2022-01-01", "--end", "2022-01-31", "--out", str(out), "--catalogue",
-                         srv.stac_url, "--retries", "3"])
+                         srv.stac_url, "--retries", "3", "--log-json"])
     assert result.exit_code == 0, result.output
+    items = [json.loads(line) for line in result.output.splitlines()
+             if line.startswith('{"stage": "item"')]
+    assert len(items) == 3 and all(i["ok"] and i["bytes_read"] > 0 for i in items)
     assert "failed 0" in result.output and "200 x 200 px" in result.output
     ds = validate_cube(read_cube(out).load())
     assert ds.sizes["time"] == 3

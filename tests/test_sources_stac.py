@@ -44,7 +44,8 @@ def options(srv: LoopbackServer, **kw) -> StacOptions:
 
 
 def run_fetch(srv, tmp_path, name="cube.zarr", **kw):
-    opts = options(srv, **{k: kw.pop(k) for k in list(kw) if k not in ("sign_url", "progress")})
+    passed = ("sign_url", "progress", "on_item")
+    opts = options(srv, **{k: kw.pop(k) for k in list(kw) if k not in passed})
     result = fetch(aoi_geometry(AOI, crs="EPSG:32749"), start=START, end=END,
                    out=tmp_path / name, options=opts, resolution=10, **kw)
     return result, read_cube(result.path).load()
@@ -89,7 +90,8 @@ def check_cube_against_truth(scene, ds, *, s1_linear=True):
 def test_fetch_matches_truth_and_reads_only_aoi_windows(scene, tmp_path):
     with LoopbackServer(scene.root) as srv:
         srv.items = scene.items(srv.url)
-        result, ds = run_fetch(srv, tmp_path)
+        reports = []
+        result, ds = run_fetch(srv, tmp_path, on_item=reports.append)
         validate_cube(ds)
         gbox, win = check_cube_against_truth(scene, ds)
         assert result.failures == [] and result.n_items == 7
@@ -104,6 +106,13 @@ def test_fetch_matches_truth_and_reads_only_aoi_windows(scene, tmp_path):
         sent = sum(read.values())
         assert sent <= 1.2 * aoi_bytes, (sent, aoi_bytes)
         assert sent < 0.3 * file_bytes, (sent, file_bytes)  # the AOI is 20 % of the scene
+        # per-item progress: the bytes GDAL counted are exactly what the server sent
+        assert result.bytes_read == sent
+        assert sorted(r.done for r in reports) == list(range(1, 8))
+        assert all(r.ok and r.total == 7 and r.bytes_read > 0 for r in reports)
+        per_item = {r.item_id: r.bytes_read for r in reports}
+        for item_id, n in per_item.items():
+            assert n == sum(v for p, v in read.items() if Path(p).name.startswith(item_id + "_"))
 
 
 def test_baseline_offset_matters(scene):

@@ -91,6 +91,9 @@ def fetch_cmd(
     log_json: Annotated[bool, typer.Option("--log-json", help="Progress as JSON lines.")] = False,
 ) -> None:
     """Fetch a cube for an AOI from a STAC catalogue (AOI windows only; resumable)."""
+    import dataclasses
+
+    from fusecube.cli import err
     from fusecube.cli import out as console
     from fusecube.grid import aoi_geometry, resolve_geobox
     from fusecube.progress import progress_reporter
@@ -106,11 +109,17 @@ def fetch_cmd(
                           fail_on_error=fail_on_error, workers=workers)
     region = aoi_geometry(aoi, crs=aoi_crs)
     geobox = resolve_geobox(region, resolution=resolution)
+    def item_line(item) -> None:
+        if log_json:  # one JSON line per item, beside the stage progress lines
+            err.print_json(json.dumps({"stage": "item", **dataclasses.asdict(item)}),
+                           indent=None)
+
     with progress_reporter(json_lines=log_json) as report:
         result = fetch(region, start=start, end=end, out=out, geobox=geobox, options=options,
-                       sign_url=_sign_hook(sign), progress=report)
+                       sign_url=_sign_hook(sign), progress=report, on_item=item_line)
     console.print(f"cube: {result.path} ({geobox.shape.x} x {geobox.shape.y} px); items "
-                  f"{result.n_items} ({result.n_read} read now), retries {result.retries}, "
+                  f"{result.n_items} ({result.n_read} read now, "
+                  f"{result.bytes_read / 1e6:.1f} MB), retries {result.retries}, "
                   f"failed {len(result.failures)}")
     for failure in result.failures:
         console.print(f"  failed: {failure.item_id} {failure.asset} after {failure.attempts} "

@@ -44,13 +44,8 @@ from fusecube.sources.compose import (
     to_naive_utc,
     valid_fraction,
 )
-from fusecube.sources.retry import (
-    ItemFailure,
-    RetriesExhausted,
-    RetryPolicy,
-    clear_http_cache,
-    with_retries,
-)
+from fusecube.sources.gdal_net import NETWORK_STATS_CONFIG, clear_http_cache, downloaded_bytes
+from fusecube.sources.retry import ItemFailure, RetriesExhausted, RetryPolicy, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +139,28 @@ class StacOptions:
     """Items read in parallel."""
 
 
+@dataclass(frozen=True)
+class ItemReport:
+    """Progress of one item: sent to ``on_item`` as soon as it is read or given up."""
+
+    item_id: str
+    """STAC item id."""
+    collection: str
+    """Collection id."""
+    period: int
+    """0-based period the item belongs to."""
+    ok: bool
+    """Read (True) or recorded as failed (False)."""
+    attempts: int
+    """Tries made over all its assets."""
+    bytes_read: int
+    """Bytes GDAL downloaded for its assets (retries included)."""
+    done: int
+    """Items finished so far, this one included (resumed items count as finished)."""
+    total: int
+    """Items planned."""
+
+
 @dataclass
 class FetchResult:
     """What a fetch produced."""
@@ -158,6 +175,8 @@ class FetchResult:
     """Items/assets that could not be read."""
     retries: int
     """Extra tries made in this call (beyond the first per asset)."""
+    bytes_read: int = 0
+    """Bytes downloaded for the assets in this call (as counted by GDAL)."""
 
 
 @dataclass(frozen=True)
@@ -396,6 +415,7 @@ def fetch(
     options: StacOptions | None = None,
     sign_url: SignURL | None = None,
     progress: Progress | None = None,
+    on_item: Callable[[ItemReport], None] | None = None,
     restart: bool = False,
 ) -> FetchResult:
     """Fetch a cube for an AOI from a STAC API and write it to ``out`` (zarr).
@@ -410,6 +430,7 @@ def fetch(
         options: Catalogue, periods, cloud limit, retries, ``fail_on_error``.
         sign_url: URL-signing hook applied to every asset href (e.g. Planetary Computer).
         progress: ``(stage, done, total)`` callback; stages ``items`` and ``periods``.
+        on_item: Called with an :class:`ItemReport` (bytes read, tries) after each item.
         restart: Discard partial results from an earlier fetch with other settings.
 
     Returns:
@@ -446,7 +467,8 @@ def fetch(
         tasks += [_Task(it, spec, int(p)) for it, p in zip(items, index, strict=True) if p >= 0]
     log.info("%d items to read for %d periods", len(tasks), len(starts))
 
-    failures, retries, n_read = _read_all(tasks, geobox, options, sign_url, parts, progress)
+    failures, retries, n_read, n_bytes = _read_all(tasks, geobox, options, sign_url, parts,
+                                                   progress, on_item)
     (parts / "failures.json").write_text(json.dumps([f.to_dict() for f in failures], indent=1))
     cube = _composite(tasks, starts, geobox, options, parts, progress)
     cube.attrs.update({"source": "stac", "catalogue": cat.url,
@@ -455,7 +477,7 @@ def fetch(
                        "fetch_failures": json.dumps([f.to_dict() for f in failures])})
     write_cube(cube, out)
     shutil.rmtree(parts, ignore_errors=True)
-    return FetchResult(out, len(tasks), n_read, failures, retries)
+    return FetchResult(out, len(tasks), n_read, failures, retries, n_bytes)
 
 
 def _prepare_parts(parts: Path, fingerprint: str, restart: bool) -> None:
@@ -472,8 +494,9 @@ def _prepare_parts(parts: Path, fingerprint: str, restart: bool) -> None:
 
 
 def _read_all(tasks: Sequence[_Task], geobox: GeoBox, options: StacOptions,
-              sign_url: SignURL | None, parts: Path,
-              progress: Progress) -> tuple[list[ItemFailure], int, int]:
+              sign_url: SignURL | None, parts: Path, progress: Progress,
+              on_item: Callable[[ItemReport], None] | None,
+              ) -> tuple[list[ItemFailure], int, int, int]:
     import odc.stac
 
     odc.stac.configure_rio(
@@ -484,7 +507,7 @@ def _read_all(tasks: Sequence[_Task], geobox: GeoBox, options: StacOptions,
         GDAL_HTTP_MERGE_CONSECUTIVE_RANGES="YES", VSI_CACHE="TRUE",
         # one request per merged range, each retried by GDAL on 429/5xx: a fault costs one
         # range, not the whole asset read (the parallel mode gives up on the first error)
-        GDAL_HTTP_MULTIRANGE="SERIAL",
+        GDAL_HTTP_MULTIRANGE="SERIAL", **NETWORK_STATS_CONFIG,
     )
     todo = [t for t in tasks if not (parts / "items" / f"{t.key}.npz").exists()]
     done = len(tasks) - len(todo)
@@ -492,20 +515,31 @@ def _read_all(tasks: Sequence[_Task], geobox: GeoBox, options: StacOptions,
         log.info("resuming: %d of %d items already read", done, len(tasks))
     progress("items", done, len(tasks))
     failures: list[ItemFailure] = []
-    retries = 0
-    n_read = 0
+    retries = n_read = n_bytes = 0
+
+    def urls(task: _Task) -> list[str]:
+        hrefs = [task.item.assets[a].href for _, a in task.spec.assets]
+        return [sign_url(h) for h in hrefs] if sign_url else hrefs
 
     def job(task: _Task, seed: int):
-        return read_item(task, geobox, options, sign_url, random.Random(seed))
+        before = downloaded_bytes(urls(task))
+        try:
+            return read_item(task, geobox, options, sign_url, random.Random(seed))
+        finally:
+            after = downloaded_bytes(before)
+            task_bytes[task.key] = sum(after[u] - before[u] for u in before)
 
+    task_bytes: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         futures = {pool.submit(job, t, i): t for i, t in enumerate(todo)}
         try:
             for future in as_completed(futures):
                 task = futures[future]
                 try:
-                    arrays, tries = future.result()
+                    arrays, attempts = future.result()
+                    ok = True
                 except RetriesExhausted as exc:
+                    ok, attempts = False, exc.attempts
                     failure = ItemFailure(task.item.id, getattr(exc, "asset", "?"),
                                           f"{type(exc.last).__name__}: {exc.last}", exc.attempts,
                                           task.spec.id)
@@ -522,16 +556,22 @@ def _read_all(tasks: Sequence[_Task], geobox: GeoBox, options: StacOptions,
                         ) from exc
                 else:
                     _save_npz(parts / "items" / f"{task.key}.npz", arrays)
-                    retries += tries - len(task.spec.assets)
+                    retries += attempts - len(task.spec.assets)
                     n_read += 1
-                    log.info("item %s read (%d tries)", task.item.id, tries)
                 done += 1
+                item_bytes = task_bytes.get(task.key, 0)
+                n_bytes += item_bytes
+                log.info("item %s %s: %d tries, %.2f MB", task.item.id,
+                         "read" if ok else "failed", attempts, item_bytes / 1e6)
+                if on_item is not None:
+                    on_item(ItemReport(task.item.id, task.spec.id, task.period, ok, attempts,
+                                       item_bytes, done, len(tasks)))
                 progress("items", done, len(tasks))
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
-    return failures, retries, n_read
+    return failures, retries, n_read, n_bytes
 
 
 def _composite(tasks: Sequence[_Task], starts: np.ndarray, geobox: GeoBox,
