@@ -203,3 +203,15 @@ def test_json_lines_reporter_is_hierarchical_and_quiet_heartbeats():
     report.last -= 10
     report.event("run", "heartbeat", run="r", rss_mb=10.0)
     assert json.loads(stream.getvalue().splitlines()[-1])["kind"] == "heartbeat"
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(small_scene, tmp_path):
+    ledger = Ledger(str(tmp_path / "l.sqlite"))
+    config = make_config(small_scene, tmp_path / "out", tmp_path / "l.sqlite")
+    ledger.create_run(run_id="busy-1", out=str((tmp_path / "out").resolve()), store="s",
+                      fingerprint="f", config=config.model_dump_json(), memory_limit=10**9,
+                      scheduler="")  # alive: this pid, fresh heartbeat
+    with pytest.raises(LedgerError, match="is writing to"):
+        run(config)
+    with pytest.raises(LedgerError, match="still running"):
+        run(config, resume="busy-1")

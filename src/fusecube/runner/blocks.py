@@ -186,6 +186,11 @@ def _open_run(config: RunConfig, ledger: Ledger, resume: bool | str, memory_limi
               ) -> tuple[RunConfig, RunRecord | None]:
     """The run to resume (and its recorded configuration), or None for a new run."""
     out = str(config.out)
+    busy = [r for r in ledger.unfinished_runs(out) if r.alive]
+    if busy and not (isinstance(resume, str) and busy[0].id.startswith(resume)):
+        raise LedgerError(
+            f"Run {busy[0].id} (pid {busy[0].pid} on {busy[0].host}) is writing to {out} now; "
+            f"wait for it, stop it with `fusecube stop {busy[0].id}`, or choose another --out.")
     if isinstance(resume, str):
         record = ledger.get_run(resume)
         stored = RunConfig.model_validate_json(record.config)

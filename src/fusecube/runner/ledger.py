@@ -267,6 +267,15 @@ class Ledger:
                 .order_by(runs.c.updated.desc()).limit(1)).first()
         return self.get_run(row[0]) if row else None
 
+    def unfinished_runs(self, out: str) -> list[RunRecord]:
+        """All runs writing to ``out`` that have not finished, newest first."""
+        with self.engine.connect() as conn:
+            ids = conn.execute(select(runs.c.id).where(and_(runs.c.out == out,
+                                                            runs.c.status != "done"))
+                               .order_by(runs.c.updated.desc()))
+            ids = [r[0] for r in ids]
+        return [self.get_run(i) for i in ids]
+
     def find_other_config(self, out: str, fingerprint: str) -> RunRecord | None:
         """The newest unfinished run writing to ``out`` with a different configuration."""
         with self.engine.connect() as conn:
