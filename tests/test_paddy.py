@@ -217,6 +217,11 @@ def test_labels_from_vector_region(scene):
     west = labels[:, : SIZE // 2]
     np.testing.assert_array_equal(west == 1, lc[:, : SIZE // 2] == PADDY)
     assert set(np.unique(west)) == {0, 1}
+    with pytest.raises(MaskError, match="must be 'bbox', 'all'"):
+        labels_from_vector(scene["paths"]["blocks"], scene["cube"].odc.geobox, region="west")
+    with pytest.raises(MaskError, match="does not overlap"):
+        labels_from_vector(scene["paths"]["blocks"], scene["cube"].odc.geobox,
+                           region=(0.0, 0.0, 10.0, 10.0))
 
 
 def test_spatial_split_is_disjoint_with_buffer():

@@ -157,7 +157,10 @@ def labels_from_vector(path: str | Path, geobox: GeoBox, *,
             rows, cols = np.nonzero(burned)
             r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
         else:
-            left, bottom, right, top = region
+            if isinstance(region, str) or len(region) != 4:
+                raise MaskError(f"Label region {region!r} must be 'bbox', 'all' or "
+                                "(left, bottom, right, top) in the cube's CRS.")
+            left, bottom, right, top = (float(v) for v in region)
             inv = ~geobox.affine
             c_a, r_a = inv * (left, top)
             c_b, r_b = inv * (right, bottom)
