@@ -251,3 +251,14 @@ def test_sen2rts_series_find_the_reference_cycles(real_data):
         assert len(main) >= 1
         for peak in main["maxval"]:
             assert np.min(np.abs((peaks - peak).days)) <= 15, (pixel_id, peak)
+
+
+def test_phenology_without_mask_or_data():
+    times = pd.date_range("2023-11-01", periods=361, freq="2D").values
+    curves = np.tile(triangle_series(np.arange(361) * 2.0), (4, 1))
+    pheno = phenology(_curve_cube(curves, times))  # no paddy_mask: every pixel is analysed
+    np.testing.assert_array_equal(pheno["season_count"].values, 3)
+    empty = phenology(_curve_cube(np.full((4, 361), np.nan), times))
+    assert np.isnan(empty["season_count"].values).all() and np.isnat(empty["sos"].values).all()
+    with pytest.raises(CubeSchemaError, match="smooth"):
+        phenology(_curve_cube(curves, times).rename(ndvi_smooth="ndvi_other"))
