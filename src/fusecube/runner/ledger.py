@@ -195,7 +195,13 @@ class Ledger:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            metadata.create_all(self.engine)
+            for attempt in range(3):
+                try:
+                    metadata.create_all(self.engine)
+                    break
+                except OperationalError as exc:  # another process created it between check and create
+                    if "already exists" not in str(exc.orig) or attempt == 2:
+                        raise
         except OperationalError as exc:
             raise LedgerError(
                 f"Ledger {self.url} cannot be opened ({exc.orig}); check the path or URL and "
