@@ -257,6 +257,18 @@ def test_supervised_on_unseen_half(scene):
     assert _fpr(mask, lc, CLASS_NAMES.index("other_crop"), east) <= 0.05
 
 
+def test_calendar_features_teach_a_shortcut(scene):
+    """Given the timing features, labels from three-season blocks teach the calendar: most
+    two-season paddy of the unseen half is missed. The default feature set exists for this."""
+    clf = PaddyClassifier(n_threads=1, max_iter=80, tile=16, features=FEATURE_NAMES).fit(
+        scene["features"], _west_labels(scene))
+    prob = clf.predict_proba(scene["features"]).values
+    east = np.zeros((SIZE, SIZE), bool)
+    east[:, SIZE // 2:] = True
+    lc = scene["land_class"]
+    assert binary_scores(prob[east] >= 0.5, lc[east] == PADDY)["recall"] < 0.8
+
+
 def test_supervised_label_errors(scene):
     f = scene["features"]
     with pytest.raises(MaskError, match="needs labels"):
