@@ -37,6 +37,8 @@ def train_cmd(
     epochs: Annotated[Optional[int], typer.Option(
         min=1, help="Passes over the training pixels (default 8, or 2 when fine-tuning).")] = None,
     max_pixels: Annotated[int, typer.Option(min=100, help="Cap on training pixels.")] = 30_000,
+    min_steps: Annotated[Optional[int], typer.Option(
+        min=1, help="Fewest optimiser steps (default 200, or 50 when fine-tuning).")] = None,
     arch: Annotated[str, typer.Option(help="conv | gru | mlp")] = "conv",
     width: Annotated[int, typer.Option(min=4, help="Hidden channels.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -59,9 +61,10 @@ def train_cmd(
                          device=device, threads=threads)
     start = FusionModel.load(init) if init is not None else None
     if start is not None:
-        config = replace(config, epochs=epochs or 2, min_steps=50)
-    elif epochs is not None:
-        config = replace(config, epochs=epochs)
+        config = replace(config, epochs=epochs or 2, min_steps=min_steps or 50)
+    else:
+        config = replace(config, epochs=epochs or config.epochs,
+                         min_steps=min_steps or config.min_steps)
     model = fit(ds, config, init=start)
     path = model.save(out_path)
     seconds = model.meta["seconds"]

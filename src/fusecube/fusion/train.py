@@ -85,7 +85,7 @@ class TrainConfig:
     min_quality: float = 0.7
     seed: int = 0
     device: str = "auto"
-    threads: int = 2
+    threads: int = 1
 
 
 @dataclass

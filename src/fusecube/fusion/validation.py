@@ -36,12 +36,16 @@ class SpatialSplit:
     seed: int = 0
 
     def val_blocks(self, shape: tuple[int, int]) -> np.ndarray:
-        """``(Y, X)`` bool: pixels in validation blocks (at least one block each way)."""
+        """``(Y, X)`` bool: pixels in validation blocks.
+
+        With two blocks or more, at least one is held out and one is kept for training; a grid
+        of a single block has no validation block.
+        """
         ny, nx = shape
         nby, nbx = -(-ny // self.block), -(-nx // self.block)
         rng = np.random.default_rng([self.seed, 7])
         draw = rng.random((nby, nbx))
-        is_val = draw < self.val_fraction
+        is_val = (draw < self.val_fraction) & (nby * nbx > 1)
         if nby * nbx > 1:
             if not is_val.any():
                 is_val.flat[np.argmin(draw)] = True
@@ -53,8 +57,6 @@ class SpatialSplit:
     def train_pixels(self, shape: tuple[int, int]) -> np.ndarray:
         """``(Y, X)`` bool: pixels that may be trained on (outside validation blocks + buffer)."""
         val = self.val_blocks(shape)
-        if val.all():  # a single block: nothing can be held out spatially
-            return np.ones(shape, bool)
         near = ndimage.maximum_filter(val, size=2 * self.buffer + 1, mode="constant", cval=False)
         return ~near
 

@@ -1,0 +1,327 @@
+"""Fusion gap-fill: features, honest split, training, prediction, artefacts, CLI, real data."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+torch = pytest.importorskip("torch")
+
+from fusecube.cube import NDVI, NDVI_FUSED, PADDY_MASK, VH, read_cube  # noqa: E402
+from fusecube.errors import CubeSchemaError, FusionModelError, InputFileError  # noqa: E402
+from fusecube.fusion.features import (  # noqa: E402
+    Normalizer,
+    box_mean,
+    gap_days,
+    optical_features,
+    radar_features,
+    rvi,
+    screen_zero_periods,
+)
+from fusecube.fusion.model import FusionModel  # noqa: E402
+from fusecube.fusion.predict import fuse, fuse_cube, predict_array  # noqa: E402
+from fusecube.fusion.train import (  # noqa: E402
+    PixelSample,
+    TrainConfig,
+    fit,
+    fit_arrays,
+    hide_mask,
+    sample_pixels,
+)
+from fusecube.fusion.validation import (  # noqa: E402
+    SpatialSplit,
+    baseline_fills,
+    holdout_pixels,
+    score_groups,
+    trained_pixels,
+)
+from fusecube.periods import to_days  # noqa: E402
+
+#: Small and quick: a few dozen optimiser steps of a narrow network on a 48 x 48 scene.
+TINY = TrainConfig(width=8, epochs=1, min_steps=60, batch_size=256, max_train_pixels=2000,
+                   max_val_pixels=1000, split=SpatialSplit(block=16, val_fraction=0.3, buffer=2),
+                   threads=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def cube(small_scene):
+    return read_cube(small_scene["cube"]).load()
+
+
+@pytest.fixture(scope="module")
+def model(cube):
+    return fit(cube, TINY)
+
+
+# ----------------------------------------------------------------------------- features
+def test_rvi_and_ratio_use_linear_values():
+    vv = np.full((2, 1, 1), 0.1, np.float32)
+    vh = np.full((2, 1, 1), 0.02, np.float32)
+    feats = radar_features({"vv": vv, "vh": vh}, ["rvi", "vh_vv_db", "vv_db"], window=1)
+    assert feats.shape == (1, 3, 2)
+    np.testing.assert_allclose(feats[0, 0], 4 * 0.02 / 0.12, rtol=1e-6)
+    np.testing.assert_allclose(feats[0, 1], 10 * np.log10(0.2), rtol=1e-5)
+    np.testing.assert_allclose(feats[0, 2], -10.0, rtol=1e-6)
+    # the reference user's mistake: RVI on dB values is a different (wrong) number
+    assert not np.isclose(rvi(vv, vh)[0, 0, 0], 4 * -17.0 / (-10.0 - 17.0))
+
+
+def test_box_mean_ignores_nan_and_matches_hand_mean():
+    values = np.arange(9, dtype=np.float32).reshape(1, 3, 3)
+    values[0, 0, 0] = np.nan
+    out = box_mean(values, 3)
+    assert out[0, 1, 1] == pytest.approx(np.nanmean(values))
+    assert np.isfinite(out).all()
+
+
+def test_gap_days_counts_to_nearest_observation():
+    valid = np.array([[True, False, False, False, True], [False] * 5])
+    days = gap_days(valid, np.array([0.0, 12, 24, 36, 48]))
+    np.testing.assert_array_equal(days[0], [0, 12, 24, 12, 0])
+    assert np.isinf(days[1]).all()
+
+
+def test_optical_features_keep_ndvi_natural_range():
+    ndvi = np.array([[0.9, np.nan, -0.2, np.nan]], np.float32)
+    feats = optical_features(ndvi, np.ones_like(ndvi), np.arange(4) * 12.0)
+    np.testing.assert_allclose(feats[0, 0], [0.9, 0, -0.2, 0])  # observed, 0 where missing
+    np.testing.assert_array_equal(feats[0, 1], [1, 0, 1, 0])  # validity
+    np.testing.assert_allclose(feats[0, 3], [0.9, 0.35, -0.2, -0.2], rtol=1e-6)  # linear fill
+
+
+def test_zero_period_is_screened():
+    ndvi = np.array([[0.3, 0.0, np.nan], [0.5, 0.0, 0.4], [np.nan, np.nan, 0.0]], np.float32)
+    out = screen_zero_periods(ndvi)
+    assert np.isnan(out[:, 1]).all()
+    assert out[2, 2] == 0.0 and out[0, 0] == np.float32(0.3)  # a lone legitimate 0 stays
+
+
+def test_normalizer_is_fitted_on_training_data_and_round_trips():
+    rng = np.random.default_rng(0)
+    train = rng.normal(5.0, 2.0, (200, 2, 10)).astype(np.float32)
+    norm = Normalizer(("a", "b")).fit(train)
+    np.testing.assert_allclose(norm.mean_, train.mean(axis=(0, 2)), rtol=1e-4)
+    z = norm.transform(train)
+    np.testing.assert_allclose(z.std(axis=(0, 2)), 1.0, rtol=1e-3)
+    again = Normalizer.from_dict(norm.to_dict())
+    np.testing.assert_array_equal(again.transform(train), z)
+
+
+# ----------------------------------------------------------------------------- validation
+def test_spatial_split_keeps_a_buffer_between_train_and_validation():
+    split = SpatialSplit(block=10, val_fraction=0.3, buffer=3, seed=1)
+    shape = (47, 53)
+    val, train = split.val_blocks(shape), split.train_pixels(shape)
+    assert val.any() and train.any() and not (val & train).any()
+    vy, vx = np.nonzero(val)
+    ty, tx = np.nonzero(train)
+    gap = np.maximum(np.abs(ty[:, None] - vy[None]), np.abs(tx[:, None] - vx[None])).min()
+    assert gap > split.buffer
+
+
+def test_holdout_pixels_are_far_from_trained_pixels():
+    trained = np.zeros((20, 20), bool)
+    trained[5:8, 5:8] = True
+    hold = holdout_pixels(trained, 2)
+    assert not hold[3:10, 3:10].any() and hold[10:, :].all() and hold[:, 10:].all()
+    split = SpatialSplit(block=8, buffer=1)
+    assert not trained_pixels((20, 20), [], split).any()
+
+
+def test_hide_mask_hides_only_observations():
+    rng = np.random.default_rng(0)
+    valid = rng.random((500, 30)) < 0.6
+    hide = hide_mask(valid, rng, rate=(0.2, 0.4), spans=2, max_span=6)
+    assert not (hide & ~valid).any()
+    assert 0.2 < hide.sum() / valid.sum() < 0.9
+
+
+def test_score_groups_exact_on_known_errors():
+    target = np.array([[0.5, np.nan, 0.7], [0.2, 0.4, np.nan]])
+    pred = target + np.array([[0.1, 0, -0.1], [0.1, 0.1, 0]])
+    scores = score_groups(pred, target, wet=np.array([True, True, False]),
+                          paddy=np.array([True, False]))
+    assert scores["all"]["n"] == 4 and scores["all"]["rmse"] == pytest.approx(0.1)
+    assert scores["paddy_dry"]["n"] == 1 and scores["paddy_dry"]["bias"] == pytest.approx(-0.1)
+    assert scores["non_paddy"]["n"] == 2
+
+
+# ----------------------------------------------------------------------------- training
+def test_sample_never_mixes_training_and_validation_pixels(cube):
+    sample = sample_pixels(cube, TINY)
+    assert set(np.unique(sample.role)) == {0, 1}
+    assert sample.radar.shape[:2] == (sample.ndvi.shape[0], len(TINY.radar_features))
+    assert (sample.role == 0).sum() <= TINY.max_train_pixels
+
+
+def test_training_beats_linear_on_held_out_blocks(model):
+    metrics = model.metrics
+    assert not metrics["pixels_seen"]
+    spans = metrics["heldout_spans"]
+    assert spans["fusion"]["paddy"]["n"] > 50
+    assert spans["fusion"]["paddy"]["rmse"] < spans["linear"]["paddy"]["rmse"]
+    assert spans["fusion"]["all"]["rmse"] < spans["linear"]["all"]["rmse"]
+    assert {"fusion", "linear", "whittaker"} <= set(metrics["heldout_dates"])
+    assert model.meta["heldout_dates"]  # whole dates were held out
+
+
+def test_fuse_keeps_observations_and_fills_every_gap(cube, model):
+    out = fuse(cube, model=model)
+    fused, observed = out[NDVI_FUSED].values, cube[NDVI].values
+    assert fused.dtype == np.float32 and fused.shape == observed.shape
+    assert np.isfinite(fused).all() and fused.min() >= -1 and fused.max() <= 1
+    keep = np.isfinite(observed) & (observed != 0)
+    np.testing.assert_array_equal(fused[keep], observed[keep])
+    zero = np.flatnonzero((observed == 0).all(axis=(1, 2)))
+    assert zero.size == 1 and np.abs(fused[zero[0]]).max() > 0  # the broken period is refilled
+
+
+def test_fusion_beats_linear_against_truth_under_clouds(small_scene, cube, model):
+    truth = read_cube(small_scene["truth"]).load()
+    hidden = np.isnan(cube[NDVI].values)
+    paddy = (truth[PADDY_MASK].values > 0)[None] & hidden
+    true = truth["ndvi_true"].values
+    fused = fuse(cube, model=model)[NDVI_FUSED].values
+    from fusecube.fusion.baselines import gapfill
+
+    linear = gapfill(cube, method="linear")[NDVI_FUSED].values
+    rmse = {name: float(np.sqrt(np.mean((pred[paddy] - true[paddy]) ** 2)))
+            for name, pred in (("fusion", fused), ("linear", linear))}
+    assert rmse["fusion"] < rmse["linear"]
+
+
+def test_training_is_deterministic(cube):
+    config = replace(TINY, min_steps=8, max_train_pixels=300, max_val_pixels=100)
+    a, b = fit(cube, config), fit(cube, config)
+    for (name, wa), wb in zip(a.net.state_dict().items(), b.net.state_dict().values(), strict=True):
+        assert torch.equal(wa, wb), name
+
+
+def test_save_load_round_trip(tmp_path, cube, model):
+    path = model.save(tmp_path / "m.pt")
+    again = FusionModel.load(path)
+    assert again.radar_features == model.radar_features
+    assert again.meta["versions"]["fusecube"] and again.metrics["heldout_spans"]
+    np.testing.assert_array_equal(fuse(cube, model=again)[NDVI_FUSED].values,
+                                  fuse(cube, model=model)[NDVI_FUSED].values)
+
+
+def test_fine_tune_starts_from_the_given_model(cube, model):
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    start = FusionModel.load(model.save(Path(pytest.importorskip("tempfile").mkdtemp()) / "m.pt"))
+    tuned = fit(cube, replace(TINY, min_steps=10), init=start)
+    assert tuned.meta["fine_tuned"] and tuned.normalizer is start.normalizer
+    assert any(not torch.equal(before[k], v) for k, v in tuned.net.state_dict().items())
+
+
+def test_fuse_cube_writes_a_cube(tmp_path, small_scene, model):
+    lazy = read_cube(small_scene["cube"], chunks={})
+    path = fuse_cube(lazy, model=model, out=tmp_path / "fused.zarr", block=20)
+    written = read_cube(path).load()[NDVI_FUSED].values
+    whole = fuse(lazy.load(), model=model)[NDVI_FUSED].values
+    assert np.isfinite(written).all()
+    # the radar box filter sees only its own block: pixels away from the cuts are identical
+    half = model.window // 2
+    away = np.ones(48, bool)
+    for cut in (20, 40):
+        away[cut - half: cut + half] = False
+    inner = np.ix_(np.arange(written.shape[0]), away, away)
+    np.testing.assert_allclose(written[inner], whole[inner], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- errors
+def test_errors_name_the_problem(tmp_path, cube, model):
+    with pytest.raises(CubeSchemaError, match="vh"):
+        fuse(cube.drop_vars(VH), model=model)
+    with pytest.raises(InputFileError, match="fuse train"):
+        FusionModel.load(tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(InputFileError):
+        FusionModel.load(tmp_path / "bad.pt")
+    cloudy = cube.assign({NDVI: xr.full_like(cube[NDVI], np.nan)})
+    with pytest.raises(FusionModelError, match="clear optical"):
+        fit(cloudy, TINY)
+
+
+# ----------------------------------------------------------------------------- CLI / pipeline
+def test_cli_train_and_predict(tmp_path, small_scene):
+    from typer.testing import CliRunner
+
+    from fusecube.cli import app
+
+    runner = CliRunner()
+    model_path = tmp_path / "m.pt"
+    res = runner.invoke(app, ["fuse", "train", str(small_scene["cube"]), "--out", str(model_path),
+                              "--width", "8", "--max-pixels", "500", "--epochs", "1",
+                              "--min-steps", "5", "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert "heldout_dates" in res.output and model_path.exists()
+    res = runner.invoke(app, ["fuse", "predict", str(small_scene["cube"]), "--model",
+                              str(model_path), "--out", str(tmp_path / "f.zarr")])
+    assert res.exit_code == 0, res.output
+    assert np.isfinite(read_cube(tmp_path / "f.zarr")[NDVI_FUSED].values).all()
+
+
+def test_model_for_run_loads_the_configured_model(tmp_path, small_scene, model):
+    from fusecube.config import CubeSource, RunConfig
+    from fusecube.fusion.model import model_for_run
+
+    path = model.save(tmp_path / "given.pt")
+    config = RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path / "run",
+                       gapfill="fusion", fusion_model=path)
+    loaded = model_for_run(read_cube(small_scene["cube"], chunks={}), config)
+    assert loaded.meta == model.meta
+
+
+# ----------------------------------------------------------------------------- real data
+MOGPR = "fusets_bids/mogpr_input.csv"
+
+
+def mogpr_series(real_data: Path, step: int = 5):
+    """Field-mean NDVI and RVI (desc/asc) of the FuseTS BIDS demo on a regular grid."""
+    table = pd.read_csv(real_data / MOGPR, parse_dates=["date"])
+    table["date"] = table["date"].dt.tz_localize(None)
+    start = pd.Timestamp("2019-01-01")
+    n = 365 // step
+    table["period"] = (table["date"] - start).dt.days // step
+    grid = table.groupby("period").mean(numeric_only=True).reindex(range(n))
+    times = (start + pd.to_timedelta(np.arange(n) * step + step / 2, unit="D")).values
+    radar = {k: grid[k].interpolate(limit_direction="both").to_numpy(np.float32)[:, None, None]
+             for k in ("RVI_DESC", "RVI_ASC")}
+    return grid["NDVI"].to_numpy(np.float32)[None], radar, times.astype("datetime64[ns]")
+
+
+@pytest.mark.realdata
+def test_real_field_series_fusion_vs_baselines(real_data):
+    """Hold out every 4th NDVI date in turn (4 folds); score fusion, linear and Whittaker."""
+    ndvi, radar, times = mogpr_series(real_data)
+    names = ("RVI_DESC", "RVI_ASC")
+    feats = radar_features(radar, names, window=1)
+    days = to_days(times)
+    observed = np.flatnonzero(np.isfinite(ndvi[0]))
+    assert observed.size >= 30
+    errors = {"fusion": [], "linear": [], "whittaker": []}
+    for fold in range(4):
+        held = observed[fold::4]
+        shown = ndvi.copy()
+        shown[:, held] = np.nan
+        sample = PixelSample(feats, shown, np.ones_like(shown), np.zeros(1, np.int8), None, times)
+        config = replace(TINY, radar_features=names, window=1, min_steps=150, batch_size=128,
+                         holdout_dates=0.0, max_span=6, width=16, seed=fold)
+        model = fit_arrays(sample, config)
+        preds = {"fusion": predict_array(model, feats, shown, None, days),
+                 **baseline_fills(shown, days)}
+        for name, pred in preds.items():
+            errors[name].append(pred[0, held] - ndvi[0, held])
+    rmse = {k: float(np.sqrt(np.mean(np.concatenate(v) ** 2))) for k, v in errors.items()}
+    print("real-data hold-out RMSE:", rmse)
+    # One field, 33 observations, short gaps: a model trained on this series alone does not
+    # beat the baselines here (see docs/fusion.md); it must still track the season closely.
+    spread = float(np.std(ndvi[0, observed]))
+    assert rmse["fusion"] < 0.3 * spread  # R² above 0.9 on the held-out dates
+    assert rmse["fusion"] < 1.5 * min(rmse["linear"], rmse["whittaker"])
