@@ -36,6 +36,10 @@ def test_products_are_written_and_readable(finished):
         assert (out / "figures" / name).stat().st_size > 5000
     html = (out / "report.html").read_text()
     assert "Phenology accuracy" in html and "data:image/png;base64" in html
+    assert "quality" in html.lower() and (out / "quality" / "quality.json").exists()
+    calendar = pd.read_csv(out / "block_calendar.csv")
+    assert {"block_id", "season_label", "sos_median", "share_with_season"} <= set(calendar.columns)
+    assert calendar["block_id"].nunique() > 1
     summary = json.loads((out / "run.json").read_text())
     assert summary["peak_rss_mb"] > 0 and summary["seconds"]["total"] > 0
     assert not list(out.glob(".*tmp*")), "temporary files left behind"

@@ -95,6 +95,17 @@ def write_cogs(pheno: xr.Dataset, out_dir: Path, crs) -> dict[str, str]:
     return written
 
 
+def block_polygons(config, result) -> Path | None:
+    """Irrigation-block polygons for the per-block calendar: a vector mask, or the synthetic blocks."""
+    from fusecube.masks import VECTOR_SUFFIXES
+
+    mask = Path(config.mask)
+    if mask.suffix.lower() in VECTOR_SUFFIXES and mask.exists():
+        return mask
+    synthetic = Path(result.cube).with_name("blocks.gpkg")
+    return synthetic if synthetic.exists() else None
+
+
 def write_products(result, config) -> tuple[dict[str, str], dict]:
     """Write NetCDF, COGs, figures and (with truth) the accuracy table of a finished run.
 
@@ -114,6 +125,12 @@ def write_products(result, config) -> tuple[dict[str, str], dict]:
     products = {"result": str(result.result),
                 "phenology": str(write_netcdf(pheno, out / "phenology.nc"))}
     products.update(write_cogs(pheno, out / "cogs", crs))
+    blocks = block_polygons(config, result)
+    if blocks is not None:
+        from fusecube.calendar import block_calendar_table, write_block_calendar_csv
+
+        table = block_calendar_table(pheno, blocks, cube.odc.geobox, start_month=start_month)
+        products["block_calendar"] = str(write_block_calendar_csv(table, out / "block_calendar.csv"))
     accuracy: dict = {}
     truth = read_cube(result.truth, chunks={}) if result.truth else None
     if truth is not None:

@@ -56,11 +56,15 @@ def write_report(result, config) -> Path:
     """Write ``report.html`` into the run folder and return its path."""
     out = Path(result.out)
     p = result.products
-    screen = result.screen or {}
     timing_rows = [[k, _fmt(v, 2)] for k, v in result.seconds.items()]
     product_rows = [[k, Path(v).name] for k, v in p.items() if k != "report"]
-    gates = (f"<p>NDVI periods all zero (treated as missing): {screen.get('zero_periods', [])}; "
-             f"periods without any observation: {screen.get('empty_periods', [])}.</p>")
+    from fusecube.diagnostics import write_run_quality
+
+    quality_json, gates = write_run_quality(result, config)
+    p = {**p, "quality": str(quality_json)}
+    if p.get("block_calendar"):
+        gates += (f"<p>Per-irrigation-block rice calendar (median and quartile dates per season): "
+                  f"<code>{html.escape(Path(p['block_calendar']).name)}</code>.</p>")
     body = f"""<h1>fusecube run report</h1>
 <p class="note">fusecube {__version__}; gap-fill <b>{config.gapfill}</b>; Whittaker λ={config.smooth.lam}
 ({config.smooth.method}); mask <b>{html.escape(config.mask)}</b>; {result.n_blocks} blocks of
