@@ -114,3 +114,11 @@ class ApiError(FusecubeError, ValueError):
     def __init__(self, message: str, status_code: int = 400) -> None:
         self.status_code = status_code
         super().__init__(message)
+
+
+class IntegrityError(FusecubeError, OSError):
+    """A written cube does not match its source or its checksum manifest (corrupt or changed)."""
+
+
+class CubeModelError(FusecubeError, ValueError):
+    """A cube model (3-D U-Net) cannot be trained or applied with the given data or options."""
