@@ -100,7 +100,18 @@ async function refreshRuns() {
     if (first) selectRun(first.id);
   } else if (current && current.has_results && !state.catalog) {
     selectRun(current.id);
+  } else if (current && current.state !== state.shownState) {
+    showProducts(current.id);  // products and gates are written at the end of a run
+    showGates(current);
   }
+  if (current) state.shownState = current.state;
+}
+
+function showGates(run) {
+  const failed = (run.gates || []).filter((g) => g.status !== "pass");
+  $("gates").textContent = run.gates && run.gates.length
+    ? "quality gates: " + (run.gates.length - failed.length) + "/" + run.gates.length + " pass" +
+      (failed.length ? " — " + failed.map((g) => g.gate + " " + g.status).join(", ") : "") : "";
 }
 
 async function control(runId, action) {
@@ -132,12 +143,7 @@ async function selectRun(runId) {
   $("pixel").hidden = true;
   const run = state.runs.find((r) => r.id === runId);
   showProducts(runId);
-  if (run) {
-    const failed = (run.gates || []).filter((g) => g.status !== "pass");
-    $("gates").textContent = run.gates && run.gates.length
-      ? "quality gates: " + (run.gates.length - failed.length) + "/" + run.gates.length + " pass" +
-        (failed.length ? " — " + failed.map((g) => g.gate + " " + g.status).join(", ") : "") : "";
-  }
+  if (run) { showGates(run); state.shownState = run.state; }
   if (!run || !run.has_results) {
     $("map-img").removeAttribute("src");
     $("map-hint").textContent = "The maps appear when the run has written all its blocks.";
