@@ -370,6 +370,37 @@ def test_cli_paddy(scene, tmp_path):
     assert failed.value.code == 2
 
 
+def test_cli_supervised_with_truth_polygons_and_report(scene, tmp_path):
+    from fusecube.cli import main
+
+    out = tmp_path / "sup"
+    with pytest.raises(SystemExit) as done:
+        main(["paddy", str(scene["paths"]["cube"]), "--out", str(out), "--method", "supervised",
+              "--labels", str(scene["paths"]["blocks"]), "--label-region", "all",
+              "--polygons", str(scene["paths"]["blocks"]), "--id-column", "block_id",
+              "--truth", str(scene["paths"]["truth"])])
+    assert done.value.code == 0
+    import json
+
+    summary = json.loads((out / "paddy_summary.json").read_text())
+    assert summary["method"] == "supervised" and summary["validation_f1"] >= 0.9
+    page = (out / "paddy_report.html").read_text()
+    assert "Confusion matrix" in page and "false-positive rate: fish_pond" in page
+    table = (out / "paddy_area_by_polygon.csv").read_text().splitlines()
+    assert table[0] == "id,paddy_km2,polygon_km2,paddy_fraction" and len(table) > 2
+
+
+def test_missing_radar_gives_no_paddy_and_gaps_are_bridged(scene):
+    cube = scene["cube"].copy(deep=True)
+    cube[VH].values[:, 0, :5] = np.nan  # never observed (outside the swath)
+    cube[VV].values[7, :, :] = np.nan  # one missing acquisition everywhere
+    result = detect_paddy(cube)
+    assert np.isnan(result[PADDY_PROBABILITY].values[0, :5]).all()
+    assert (result[PADDY_MASK].values[0, :5] == 0).all()
+    lc = scene["land_class"]
+    assert binary_scores(result[PADDY_MASK].values[1:] > 0, lc[1:] == PADDY)["f1"] >= 0.9
+
+
 def test_cube_fixture_has_radar_and_ndvi(scene):
     assert {VV, VH, NDVI} <= set(scene["cube"].data_vars)
 
