@@ -54,7 +54,7 @@ def paddy_cmd(
     if method == "supervised" and labels is None:
         raise ConfigError("--method supervised needs --labels PATH (polygons of known paddy); "
                           "or use --method rules.")
-    ds = read_cube(cube).load()
+    ds = read_cube(cube, chunks={})  # lazy: features read it stripe by stripe
     label_map = (labels_from_vector(labels, ds.odc.geobox, region=_region(label_region))
                  if labels is not None else None)
     config = PaddyConfig(method=method, threshold=threshold, min_mapping_unit_ha=mmu_ha)
