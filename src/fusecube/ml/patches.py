@@ -30,7 +30,7 @@ from odc.geo.geobox import GeoBox
 
 from fusecube.cube import TIME, VH, VV, X, Y, read_cube, replace_path
 from fusecube.errors import PatchError, PatchFileError
-from fusecube.ml.sar import InvalidCounts, handle_invalid_values, to_db
+from fusecube.ml.sar import InvalidCounts, handle_invalid_values
 
 log = logging.getLogger(__name__)
 
@@ -161,16 +161,29 @@ class ShardWriter:
             self._flush(self.shard_size)
 
     def _flush(self, n: int) -> None:
-        data = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-        shard, rest = data[:n], data[n:]
-        self._buffer = [rest] if len(rest) else []
-        self._buffered = len(rest)
+        """Write the first ``n`` buffered patches as one shard, piece by piece (no concatenation)."""
+        pieces, taken = [], 0
+        while taken < n:
+            piece = self._buffer[0]
+            k = min(len(piece), n - taken)
+            pieces.append(piece[:k])
+            if k == len(piece):
+                self._buffer.pop(0)
+            else:
+                self._buffer[0] = piece[k:]
+            taken += k
+        self._buffered -= n
+        shape = (n, *pieces[0].shape[1:])
         name = f"shard_{len(self.shards):05d}.npy"
         with open(self.out_dir / name, "wb") as fh:
             hashing = _HashingFile(fh)
-            np.save(hashing, shard)
-        self.shards.append({"file": name, "count": int(len(shard)), "shape": list(shard.shape),
-                            "dtype": str(shard.dtype), "sha256": hashing.sha.hexdigest()})
+            np.lib.format.write_array_header_1_0(
+                hashing, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                          "fortran_order": False, "shape": shape})
+            for piece in pieces:
+                hashing.write(memoryview(np.ascontiguousarray(piece)).cast("B"))
+        self.shards.append({"file": name, "count": int(n), "shape": list(shape),
+                            "dtype": "float32", "sha256": hashing.sha.hexdigest()})
 
     def close(self) -> None:
         """Write what is still buffered as a last, shorter shard."""
@@ -211,27 +224,37 @@ def _bboxes(affine: Affine, rows: np.ndarray, cols: np.ndarray, size: int) -> np
     return np.stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1)
 
 
-def _prepare(block: np.ndarray, cfg: PatchExportConfig, linear: np.ndarray
+def _prepare(patches: np.ndarray, cfg: PatchExportConfig, linear: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, InvalidCounts]:
-    """Skip too-invalid patches, fill the rest, convert to dB: (kept patches, keep, counts)."""
-    bad = ~np.isfinite(block)
+    """Skip too-invalid patches, fill the rest, convert to dB: (kept patches, keep, counts).
+
+    Works in place on ``patches`` (a fresh copy out of the read block) and touches only the
+    patches that have invalid values, so memory stays near one copy of the block.
+    """
+    bad = ~np.isfinite(patches)
     with np.errstate(invalid="ignore"):
-        bad |= (block <= 0) & linear[None, :, None, None]
+        bad |= (patches <= 0) & linear[None, :, None, None]
     if cfg.nodata is not None:
-        bad |= block == cfg.nodata
+        bad |= patches == cfg.nodata
     keep = bad.mean(axis=(1, 2, 3)) <= cfg.max_invalid_fraction
-    kept = block[keep]
+    kept = patches if keep.all() else patches[keep]
+    bad = bad if keep.all() else bad[keep]
     counts = InvalidCounts()
-    channels = []
     for c in range(kept.shape[1]):
-        filled, n = handle_invalid_values(kept[:, c], strategy=cfg.fill, fill_value=cfg.fill_value,
-                                          nodata=cfg.nodata, linear=bool(linear[c]))
+        rows = np.flatnonzero(bad[:, c].any(axis=(1, 2)))
+        if rows.size:
+            filled, n = handle_invalid_values(kept[rows, c], strategy=cfg.fill,
+                                              fill_value=cfg.fill_value, nodata=cfg.nodata,
+                                              linear=bool(linear[c]))
+            kept[rows, c] = filled
+            counts = counts + n
         if cfg.db and linear[c]:
-            filled = to_db(filled)
-        channels.append(filled)
-        counts = counts + n
-    out = np.stack(channels, axis=1) if channels else kept
-    return out.astype(np.float32, copy=False), keep, counts
+            channel = kept[:, c]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                np.log10(channel, out=channel)
+            channel *= np.float32(10.0)
+            channel[~np.isfinite(channel)] = np.nan  # as to_db: 0 (constant fill) -> NaN
+    return kept, keep, counts
 
 
 def export_patches(
@@ -343,12 +366,17 @@ def _plan(ds, path: Path, cfg: PatchExportConfig
             f"time_indices {cfg.time_indices} out of range for {n_time} time steps in {path}.")
     rows = patch_origins(ds.sizes[Y], cfg.size, cfg.step)
     cols = patch_origins(ds.sizes[X], cfg.size, cfg.step)
-    per_block = max(1, (cfg.block_size - cfg.size) // cfg.step + 1)
-    block_px = ((per_block - 1) * cfg.step + cfg.size) ** 2
-    # windows are copied out of the block, so overlap multiplies the memory of one read
+    # bytes per pixel and time step of one read: the block, the windows copied out of it
+    # (times the overlap), masks and the shard being assembled
     overlap = max(1.0, (cfg.size / cfg.step) ** 2)
-    per_time_mb = block_px * len(cfg.variables) * 4 * (1 + overlap) / 2**20
-    t_batch = max(1, int(cfg.max_block_mb // max(per_time_mb, 1e-9)))
+    per_px = len(cfg.variables) * 4 * (1.5 + 2 * overlap)
+    budget = cfg.max_block_mb * 2**20
+    # prefer whole time series (chunks hold all time) over a large spatial block
+    side = int(np.sqrt(budget / (per_px * max(times.size, 1))))
+    per_block = max(1, min((min(side, cfg.block_size) - cfg.size) // cfg.step + 1,
+                           (cfg.block_size - cfg.size) // cfg.step + 1))
+    block_px = ((per_block - 1) * cfg.step + cfg.size) ** 2
+    t_batch = max(1, min(times.size, int(budget // (per_px * block_px))))
     plan = []
     for r in range(0, rows.size, per_block):
         for c in range(0, cols.size, per_block):
@@ -374,6 +402,8 @@ def _windows(block: np.ndarray, cfg: PatchExportConfig, rows: np.ndarray, cols: 
     view = view[:, :, :: cfg.step, :: cfg.step][:, :, : rows.size, : cols.size]
     n_t, n_c = view.shape[:2]
     patches = view.transpose(0, 2, 3, 1, 4, 5).reshape(-1, n_c, cfg.size, cfg.size)
+    if not patches.flags.writeable:  # reshape kept a view of the read-only window view
+        patches = patches.copy()
     t_of, r_of, c_of = (a.ravel() for a in np.meshgrid(t_idx, rows, cols, indexing="ij"))
     return patches, (t_of, r_of, c_of)
 
