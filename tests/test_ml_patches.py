@@ -219,3 +219,13 @@ def test_export_side_needs_no_torch():
             "print('torch' in sys.modules, 'lightning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_all_patches_invalid_is_an_error_and_writes_nothing(scene, tmp_path):
+    ds = read_cube(scene["cube"]).load()
+    ds["vh"].values[:] = 0.0  # non-positive linear backscatter everywhere
+    cube = write_cube(ds, tmp_path / "zero.zarr")
+    with pytest.raises(PatchError, match="All 36 candidate patches"):
+        export_patches(cube, tmp_path / "out", PatchExportConfig(size=16))
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
