@@ -269,7 +269,7 @@ def _season_metrics(
         sos = _crossing(yw, tw, zero, pk, y_left + rules.sos_fraction * (y_peak - y_left), True)
         eos = _crossing(yw, tw, pk, right_w, y_right + rules.eos_fraction * (y_peak - y_right),
                         False)
-    integral = _integral_above(yw, tw, sos, eos, base)
+    integral = _integral_above(yw, tw, sos, eos, base, t, left)
     length = eos - sos
     planting = _vertex(y, t, left, pix)
     harvest = np.where(np.isfinite(senescence), t_senescence, np.nan)
@@ -291,11 +291,12 @@ def _season_metrics(
 
 
 def _integral_above(yw: np.ndarray, tw: np.ndarray, start: np.ndarray, end: np.ndarray,
-                    base: np.ndarray) -> np.ndarray:
+                    base: np.ndarray, times: np.ndarray, left: np.ndarray) -> np.ndarray:
     """∫ max(y - base, 0) dt from ``start`` to ``end`` on the piecewise-linear curve.
 
     A cumulative trapezoid along the window, read at ``start`` and ``end`` with the partial
-    segment interpolated, so the partial segments at SOS and EOS count exactly.
+    segment interpolated, so the partial segments at SOS and EOS count exactly. ``times`` is
+    the series' time axis and ``left`` each window's first index into it.
     """
     m, n_w = yw.shape
     rows = np.arange(m)
@@ -305,7 +306,9 @@ def _integral_above(yw: np.ndarray, tw: np.ndarray, start: np.ndarray, end: np.n
     np.cumsum(0.5 * (above[:, 1:] + above[:, :-1]) * dt, axis=1, out=cumulative[:, 1:])
 
     def area_to(x: np.ndarray) -> np.ndarray:
-        k = np.clip((tw <= x[:, None]).sum(axis=1) - 1, 0, n_w - 2)
+        # the segment holding x: one search on the series' time axis, shifted to the window
+        # (a row-wise comparison over (M, W) costs far more)
+        k = np.clip(np.searchsorted(times, x, side="right") - 1 - left, 0, n_w - 2)
         t0, g0, g1, step = tw[rows, k], above[rows, k], above[rows, k + 1], dt[rows, k]
         part = np.clip(x - t0, 0.0, None)
         g_x = g0 + (g1 - g0) * part / np.where(step > 0, step, np.inf)
