@@ -182,6 +182,12 @@ def aoi_geometry(aoi: AOILike, *, crs: Any = "EPSG:4326") -> geom.Geometry:
     return shape
 
 
+def normalise_crs(crs: Any) -> CRS:
+    """A CRS as ``EPSG:n`` when it has an EPSG code (so grids print and compare simply)."""
+    crs = CRS(crs.to_wkt() if hasattr(crs, "to_wkt") and not isinstance(crs, CRS) else crs)
+    return CRS(f"EPSG:{crs.epsg}") if crs.epsg else crs
+
+
 def utm_crs(shape: geom.Geometry) -> CRS:
     """The WGS 84 UTM CRS of the zone holding the centre of ``shape``."""
     centre = shape.to_crs("EPSG:4326").centroid
@@ -212,7 +218,7 @@ def _like_geobox(like: Any) -> GeoBox:
         with rasterio.open(path) as src:
             if src.crs is None:
                 raise GridError(f"like= raster {path} has no CRS; set one with gdal_edit -a_srs.")
-            return GeoBox(src.shape, src.transform, CRS(src.crs.to_wkt()))
+            return GeoBox(src.shape, src.transform, normalise_crs(src.crs))
     except rasterio.errors.RasterioIOError as exc:
         raise InputFileError(f"like= {path} cannot be opened as a raster: {exc}") from exc
 
@@ -271,7 +277,9 @@ def resolve_geobox(
     projected = shape.to_crs(out_crs)
     if projected.is_empty or not np.isfinite(projected.area):
         raise GridError(f"AOI cannot be projected to {out_crs}; it lies outside that CRS's area.")
+    out_crs = normalise_crs(out_crs)
     gbox = GeoBox.from_geopolygon(projected, resolution=res, crs=out_crs)
+    gbox = GeoBox(gbox.shape, gbox.affine, out_crs)
     if gbox.shape[0] * gbox.shape[1] > MAX_PIXELS:
         raise GridError(
             f"AOI at resolution {res} gives {gbox.shape[1]} x {gbox.shape[0]} pixels; "

@@ -142,6 +142,7 @@ def import_geotiff_cmd(
     """Import a folder of per-period GeoTIFFs (e.g. Earth Engine exports) as a cube."""
     from fusecube.cli import out as console
     from fusecube.cube import read_cube
+    from fusecube.grid import normalise_crs
     from fusecube.progress import progress_reporter
     from fusecube.sources.geotiff import import_geotiff
 
@@ -153,7 +154,8 @@ def import_geotiff_cmd(
     ds = read_cube(path)
     gbox = ds.odc.geobox
     console.print(f"cube: {path} ({gbox.shape.x} x {gbox.shape.y} px, {ds.sizes['time']} "
-                  f"periods from {str(ds.period_start.values[0])[:10]}, {gbox.crs})")
+                  f"periods from {str(ds.period_start.values[0])[:10]}, "
+                  f"{normalise_crs(gbox.crs)})")
 
 
 def inspect_cmd(

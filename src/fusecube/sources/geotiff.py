@@ -31,14 +31,13 @@ import pandas as pd
 import rasterio
 import xarray as xr
 from odc.geo import geom
-from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window, from_bounds
 
 from fusecube.cube import NDVI, NDVI_QUALITY, VH, VV, write_cube
 from fusecube.errors import ConfigError, FusecubeWarning, GridError, InputFileError
-from fusecube.grid import resolve_geobox
+from fusecube.grid import normalise_crs, resolve_geobox
 from fusecube.periods import period_starts
 from fusecube.sources.compose import median_composite, period_index, to_naive_utc
 from fusecube.sources.stac import build_cube
@@ -135,7 +134,7 @@ def _native_geobox(path: Path) -> GeoBox:
             if src.crs is None:
                 raise GridError(f"{path.name} has no CRS; set it (gdal_edit -a_srs EPSG:4326 "
                                 f"{path.name}) or re-export with a CRS.")
-            return GeoBox(src.shape, src.transform, CRS(src.crs.to_wkt()))
+            return GeoBox(src.shape, src.transform, normalise_crs(src.crs))
     except rasterio.errors.RasterioIOError as exc:
         raise InputFileError(f"{path} cannot be opened as a GeoTIFF ({exc}); it may be truncated "
                              "or corrupt: export it again, or delete it to treat the period as "
@@ -181,7 +180,7 @@ def read_file(path: Path, geobox: GeoBox, bands: Sequence[str], *,
                 raise GridError(f"{path.name} has no CRS; set it (gdal_edit -a_srs EPSG:4326 "
                                 f"{path.name}) or re-export with a CRS.")
             roles = _band_roles(src, bands)
-            src_crs = CRS(src.crs.to_wkt())
+            src_crs = normalise_crs(src.crs)
             try:
                 footprint = geobox.extent.to_crs(src_crs)
             except Exception as exc:  # pyproj errors on impossible transforms
