@@ -41,6 +41,11 @@ def wait_for(client: TestClient, run_id: str, states: tuple[str, ...], *, limit_
     while True:
         status = client.get(f"/runs/{run_id}", headers=headers).json()
         if status["state"] in states:
+            if status["state"] not in ("running", "paused", "pausing", "stopping"):
+                # the ledger says it ended: let its thread return too, so the slot is free
+                while run_id in client.app.state.manager.active():
+                    assert time.monotonic() < deadline, f"thread of run {run_id} did not end"
+                    time.sleep(0.05)
             return status
         if time.monotonic() > deadline:
             pytest.fail(f"run {run_id} did not reach {states} in {limit_s} s: {status}")
