@@ -189,6 +189,11 @@ def test_cli_export_and_verify(scene, tmp_path, capsys):
     assert ps.variables == ["vv", "vh"] and ps.meta["preprocessing"]["units"]["vh"] == "dB"
     assert _cli(["patches", "verify", str(out)]) == 0
     assert "OK" in capsys.readouterr().out
+    assert _cli(["patches", "export", str(scene["cube"]), "--size", "16", "--times", "0,5",
+                 "--out", str(tmp_path / "two")]) == 0
+    two = PatchSet.open(tmp_path / "two")
+    assert two.count == 12 and set(two.column("time_index").tolist()) == {0, 5}
+    capsys.readouterr()
     np.save(out / "shard_00000.npy", np.zeros((1, 2, 16, 16), np.float32))
     assert _cli(["patches", "verify", str(out)]) != 0
     assert "[count]" in capsys.readouterr().err

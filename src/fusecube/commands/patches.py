@@ -26,6 +26,8 @@ def export_cmd(
                     ] = "median",
     fill_value: Annotated[float, typer.Option(help="Value for --fill constant.")] = 0.0,
     shard_size: Annotated[int, typer.Option(help="Patches per shard file.")] = 256,
+    times: Annotated[Optional[str], typer.Option(
+        help="Comma-separated time indices to export (default: all).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing patch set.")] = False,
 ) -> None:
     """Cut fixed-size patches from CUBE(s) into .npy shards with metadata."""
@@ -36,10 +38,14 @@ def export_cmd(
 
     if fill not in ("median", "constant", "nan"):
         raise PatchError(f"--fill {fill!r} is not one of median, constant, nan.")
+    try:
+        time_indices = None if times is None else tuple(int(t) for t in times.split(",") if t.strip())
+    except ValueError as exc:
+        raise PatchError(f"--times {times!r} must be comma-separated integers, e.g. 0,5,10.") from exc
     config = PatchExportConfig(
         size=size, stride=stride, variables=tuple(v.strip() for v in variables.split(",") if v.strip()),
         db=db, max_invalid_fraction=max_invalid, fill=fill, fill_value=fill_value,  # type: ignore[arg-type]
-        shard_size=shard_size,
+        shard_size=shard_size, time_indices=time_indices,
     )
     with progress_reporter() as report:
         patch_set = export_patches(cubes, out_dir, config, overwrite=overwrite,
