@@ -62,8 +62,8 @@ class RunConfig(_Model):
     source: SyntheticSource | CubeSource = Field(default_factory=SyntheticSource,
                                                  discriminator="kind")
     out: Path = Field(Path("fusecube-out"), description="Output folder.")
-    mask: str = Field("cube", description="'cube' (the cube's paddy_mask), 'none', or a path to a "
-                                           "vector/raster mask.")
+    mask: str = Field("cube", description="'cube' (the cube's paddy_mask), 'auto' (paddy detected from "
+                                           "the time series), 'none', or a path to a vector/raster mask.")
     gapfill: Literal["linear", "whittaker", "fusion"] = Field("linear", description="Gap-fill method.")
     fusion_model: Path | None = Field(None, description="Trained fusion model for gapfill=fusion.")
     smooth: SmoothOptions = Field(default_factory=SmoothOptions)

@@ -366,7 +366,8 @@ def mask_with_report(spec: str, cube: xr.Dataset) -> tuple[xr.DataArray | None, 
     """Turn a mask spec into a ``(y, x)`` uint8 DataArray on the cube's grid, with its report.
 
     Args:
-        spec: ``"cube"`` (the cube's own ``paddy_mask``), ``"none"``, or a vector/raster path.
+        spec: ``"cube"`` (the cube's own ``paddy_mask``), ``"auto"`` (detected from the time
+            series), ``"none"``, or a vector/raster path.
         cube: The cube whose grid the mask must match.
 
     Returns:
@@ -384,6 +385,14 @@ def mask_with_report(spec: str, cube: xr.Dataset) -> tuple[xr.DataArray | None, 
                             "pass a mask file with --mask PATH or use --mask none.")
         mask = cube[PADDY_MASK].load().astype(np.uint8)
         report = MaskReport(source="cube", kind="cube")
+        if geobox is not None:
+            coverage(report, mask.values, geobox)
+        return mask, report
+    if spec == "auto":  # paddy detected from the cube's own time series (fusecube.paddy)
+        from fusecube.paddy import paddy_mask_auto
+
+        mask = paddy_mask_auto(cube)
+        report = MaskReport(source="auto", kind="auto")
         if geobox is not None:
             coverage(report, mask.values, geobox)
         return mask, report
@@ -410,7 +419,8 @@ def resolve_mask(spec: str, cube: xr.Dataset) -> xr.DataArray | None:
     """Turn a mask spec into a ``(y, x)`` uint8 DataArray on the cube's grid.
 
     Args:
-        spec: ``"cube"`` (the cube's own ``paddy_mask``), ``"none"``, or a vector/raster path.
+        spec: ``"cube"`` (the cube's own ``paddy_mask``), ``"auto"`` (detected from the time
+            series), ``"none"``, or a vector/raster path.
         cube: The cube whose grid the mask must match.
 
     Returns:
