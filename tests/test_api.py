@@ -361,6 +361,23 @@ def test_predict_json_uses_the_baseline_without_a_model(client, small_cube):
     np.testing.assert_allclose(got[observed], small_cube[NDVI].values[observed], atol=1e-4)
 
 
+def test_predict_datacube_takes_json_too(client, small_cube):
+    direct = client.post("/predict/datacube/json", json=as_json(small_cube)).json()
+    response = client.post("/predict/datacube", json=as_json(small_cube))
+    assert response.status_code == 200 and response.json() == direct
+    bad = client.post("/predict/datacube", json={**as_json(small_cube), "x": "abc"})
+    assert bad.status_code == 422 and "x" in bad.json()["detail"]
+    assert client.post("/predict/datacube", content=b"{", headers={
+        "content-type": "application/json"}).status_code == 422
+    other = client.post("/predict/datacube", content=b"abc", headers={"content-type": "text/csv"})
+    assert other.status_code == 415 and "multipart" in other.json()["detail"]
+    no_file = client.post("/predict/datacube", data={"model": "x"}, files={"other": ("a", b"b")})
+    assert no_file.status_code == 422 and "'file'" in no_file.json()["detail"]
+    broken = client.post("/predict/datacube", content=b"--zz\r\nnonsense",
+                         headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert broken.status_code == 422
+
+
 def test_predict_json_bad_inputs(client, small_cube):
     good = as_json(small_cube)
     cases = {
@@ -446,7 +463,7 @@ def test_predict_upload_bad_files(client, small_cube, tmp_path):
         assert response.status_code == code, (label, response.text)
         detail = response.json()["detail"]
         assert "Traceback" not in detail and len(detail) > 20, (label, detail)
-    assert client.post("/predict/datacube").status_code == 422  # no file at all
+    assert client.post("/predict/datacube").status_code == 415  # no body at all
 
 
 def test_upload_size_limit(client):

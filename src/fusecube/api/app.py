@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -457,21 +457,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # ------------------------------------------------------------------ predict
     limits = (settings.max_predict_pixels, settings.max_predict_times)
 
-    @app.post("/predict/datacube", tags=["predict"], dependencies=auth,
-              summary="Gap-fill an uploaded cube (NetCDF or zipped zarr)",
-              response_class=Response,
-              responses={200: {"content": {"application/x-netcdf": {}}}})
-    def predict_upload(file: Annotated[UploadFile, File(description="A .nc or zarr .zip cube.")],
-                       model: Annotated[str | None, Form(max_length=200)] = None) -> Response:
-        """Answers the fused NDVI cube as NetCDF; headers say the method and model used."""
+    def predict_file(data: bytes, filename: str, model: str | None) -> Response:
         import tempfile
 
-        data = file.file.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise ApiError("The uploaded cube is larger than this server accepts.", 413)
         with tempfile.TemporaryDirectory(prefix="fusecube-upload-") as tmp:
-            cube = predict_mod.cube_from_upload(data, file.filename or "upload", *limits,
-                                                Path(tmp))
+            cube = predict_mod.cube_from_upload(data, filename, *limits, Path(tmp))
             prediction = predict_mod.fill(cube, models, model)
             body = predict_mod.to_netcdf_bytes(prediction.cube)
         return Response(body, media_type="application/x-netcdf", headers={
@@ -480,12 +470,66 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "X-Fusecube-Model": prediction.model or "",
             "X-Fusecube-Note": prediction.note})
 
+    def predict_arrays(body: predict_mod.CubeJSON) -> dict:
+        cube = predict_mod.cube_from_json(body, *limits)
+        return predict_mod.to_json(predict_mod.fill(cube, models, body.model))
+
+    upload_schema = {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": "A NetCDF (.nc) file or a zip of a zarr cube."},
+        "model": {"type": "string", "maxLength": 200,
+                  "description": "Fusion model name (default: the first one)."}}}
+
+    @app.post("/predict/datacube", tags=["predict"], dependencies=auth,
+              summary="Gap-fill a posted cube (NetCDF / zarr zip upload, or JSON arrays)",
+              response_class=Response,
+              responses={200: {"content": {"application/x-netcdf": {}, "application/json": {}}}},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "multipart/form-data": {"schema": upload_schema},
+                  "application/json": {"schema": {"$ref": "#/components/schemas/CubeJSON"}}}}})
+    async def predict_cube(request: Request) -> Response:
+        """Gap-fill a posted cube; the answer comes in the form of the request.
+
+        An upload is answered with the fused cube as NetCDF (headers say the method and
+        model); JSON arrays with JSON, as ``/predict/datacube/json`` does.
+        """
+        from fastapi.concurrency import run_in_threadpool
+        from pydantic import ValidationError
+        from starlette.datastructures import UploadFile as StarletteUpload
+
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "application/json":
+            try:
+                body = predict_mod.CubeJSON.model_validate_json(await request.body())
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'][:2]))}: {e['msg']}"
+                                     for e in exc.errors()[:5])
+                raise ApiError(f"Invalid cube JSON: {problems}.", 422) from exc
+            return JSONResponse(await run_in_threadpool(predict_arrays, body))
+        if kind != "multipart/form-data":
+            raise ApiError(f"Content type {kind[:60]!r} is not accepted; send multipart/form-data "
+                           "with a 'file' field, or application/json arrays.", 415)
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except Exception as exc:  # noqa: BLE001 - malformed multipart raises several types
+            raise ApiError("The multipart body cannot be parsed; send a form with a 'file' "
+                           "field (curl -F file=@cube.nc).", 422) from exc
+        upload, model = form.get("file"), form.get("model")
+        if not isinstance(upload, StarletteUpload):
+            raise ApiError("The form has no 'file' upload; send the cube as file=@cube.nc.", 422)
+        if model is not None and (not isinstance(model, str) or len(model) > 200):
+            raise ApiError("'model' must be a model name of at most 200 characters.", 422)
+        data = await upload.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise ApiError("The uploaded cube is larger than this server accepts.", 413)
+        return await run_in_threadpool(predict_file, data, upload.filename or "upload",
+                                       model or None)
+
     @app.post("/predict/datacube/json", tags=["predict"], dependencies=auth,
               summary="Gap-fill a cube sent as JSON arrays")
     def predict_json(body: predict_mod.CubeJSON) -> dict:
         """Answers ``ndvi_fused`` as [time][y][x] arrays (null where it stays missing)."""
-        cube = predict_mod.cube_from_json(body, *limits)
-        return predict_mod.to_json(predict_mod.fill(cube, models, body.model))
+        return predict_arrays(body)
 
     # ------------------------------------------------------------------ viewer
     @app.get("/", include_in_schema=False)
