@@ -9,7 +9,11 @@ import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from fusecube.calendar import block_calendar_table, write_block_calendar_csv
+from fusecube.calendar import (
+    align_to_block_calendar,
+    block_calendar_table,
+    write_block_calendar_csv,
+)
 from fusecube.errors import CubeSchemaError, InputFileError, MaskError
 from fusecube.periods import from_days, to_days
 from fusecube.phenology import season_coords
@@ -68,6 +72,33 @@ def test_block_medians_quartiles_and_intensity(blocks_file):
     assert fourth.loc["A", "intensity_mean"] == 3.0 and fourth.loc["B", "intensity_mean"] == 2.0
     assert fourth.loc["A", "n_with_season"] == 0 and pd.isna(fourth.loc["A", "planting_median"])
     assert len(table) == 2 * 6
+
+
+def test_missed_first_season_is_re_slotted_onto_the_block_calendar(blocks_file):
+    start = to_days(np.array(["2023-11-01"], dtype="datetime64[ns]"))[0]
+    pheno = _pheno(np.full((4, 6), np.nan), np.full((2, 4, 6), 2.0))
+    pos = np.full((6, 4, 6), np.nan)
+    pos[0, :2], pos[1, :2] = start + 70, start + 190  # rows 0-1: both seasons of the year
+    pos[0, 2:] = start + 190  # rows 2-3 missed the first season: slot 0 holds the second
+    pheno["pos"] = (("season", "y", "x"), from_days(pos))
+    pheno["season_count"][0, 2:] = 1.0
+    table = block_calendar_table(pheno, blocks_file, GEOBOX, id_column="name")
+    a = table[table["block_id"] == "A"].set_index("season")
+    assert a.loc[0, "n_with_season"] == 6 and a.loc[1, "n_with_season"] == 12
+    assert a.loc[0, "pos_median"] == pd.Timestamp("2023-11-01") + pd.Timedelta(days=70)
+    assert a.loc[0, "pos_p75"] == pd.Timestamp("2023-11-01") + pd.Timedelta(days=70)
+    assert a.loc[1, "pos_p25"] == pd.Timestamp("2023-11-01") + pd.Timedelta(days=190)
+
+
+def test_alignment_keeps_time_order_and_drops_nothing_it_can_place():
+    # one block; pixel 0 is the reference (3 seasons); pixel 1 has seasons near slots 2 and 3
+    pos = np.array([[10.0, 12.0], [130.0, 250.0], [250.0, np.nan]])
+    counts = np.array([[3.0, 2.0]])
+    out = align_to_block_calendar({"pos": pos}, np.array([1, 1]), counts, np.zeros(3, int))
+    np.testing.assert_array_equal(out["pos"][:, 0], [10.0, 130.0, 250.0])
+    # 12 is nearest slot 0; 250 nearest slot 2: order kept, slot 1 left empty
+    np.testing.assert_array_equal(out["pos"][:, 1], [12.0, np.nan, 250.0])
+    assert np.isfinite(out["pos"]).sum() == np.isfinite(pos).sum()
 
 
 def test_csv_round_trip(blocks_file, tmp_path):

@@ -3,8 +3,9 @@
 An agronomist plans water releases per irrigation block (petak tersier), not per pixel:
 for each block and season slot this gives the number of paddy pixels, the share that grew
 the season, the median and inter-quartile range of planting, SOS, peak, EOS and harvest
-dates, and the mean cropping intensity of that agricultural year. Pixels are grouped with a
-rasterised block index, so the work is a few vectorised group-bys per season slot.
+dates, and the mean cropping intensity of that agricultural year. Pixel seasons are first
+re-slotted onto the block's calendar (:func:`align_to_block_calendar`). Pixels are grouped
+with a rasterised block index, so the work is a few vectorised group-bys per season slot.
 """
 
 from __future__ import annotations
@@ -124,11 +125,13 @@ def block_calendar_table(pheno: xr.Dataset, blocks_path: str | Path, geobox: Geo
     rows = []
     season_years = pheno["season_year"].values if "season_year" in pheno.coords else None
     numbers = pheno["season_number"].values if "season_number" in pheno.coords else None
+    values = {name: _days(pheno[name].transpose(SEASON, Y, X)).reshape(pheno.sizes[SEASON], -1)[
+        :, keep] for name in (*CALENDAR_DATES, *CALENDAR_VALUES) if name in pheno}
+    if season_years is not None and "pos" in values:
+        slot_year = np.searchsorted(years, season_years)
+        values = align_to_block_calendar(values, group.to_numpy(), counts[:, keep], slot_year)
     for s in range(pheno.sizes[SEASON]):
-        layer = pheno.isel({SEASON: s})
-        data = {name: _days(layer[name].transpose(Y, X)).reshape(-1)[keep]
-                for name in (*CALENDAR_DATES, *CALENDAR_VALUES) if name in layer}
-        frame = pd.DataFrame(data, index=group)
+        frame = pd.DataFrame({name: v[s] for name, v in values.items()}, index=group)
         grouped = frame.groupby(level=0)
         table = pd.DataFrame({"n_paddy_pixels": grouped.size(),
                               "n_with_season": grouped["pos"].count()})
@@ -152,6 +155,53 @@ def block_calendar_table(pheno: xr.Dataset, blocks_path: str | Path, geobox: Geo
     out.insert(0, "block_id", block_ids[out.index.to_numpy() - 1])
     return out.reset_index(drop=True).sort_values(["block_id", "season"], kind="stable",
                                                   ignore_index=True)
+
+
+def align_to_block_calendar(values: dict[str, np.ndarray], group: np.ndarray,
+                            counts: np.ndarray, slot_year: np.ndarray) -> dict[str, np.ndarray]:
+    """Re-slot each pixel's seasons onto its block's calendar before summarising.
+
+    Slots are filled in time order per pixel, so a pixel whose first season of the year was
+    missed (clouds, a late start) holds its second season in slot 1. Within a block the
+    reference date of each slot is the median peak of the pixels that grew the block's
+    largest number of seasons that year; every pixel season goes to the slot whose reference
+    peak is nearest, keeping their time order.
+
+    Args:
+        values: ``(S, P)`` arrays per metric (``pos`` required), days for dates.
+        group: ``(P,)`` block of each pixel.
+        counts: ``(Y, P)`` seasons per agricultural year.
+        slot_year: ``(S,)`` year index of each slot.
+
+    Returns:
+        The same metrics, re-slotted.
+    """
+    out = {name: np.full_like(v, np.nan) for name, v in values.items()}
+    n_pix = group.size
+    cols = np.arange(n_pix)
+    for year in np.unique(slot_year):
+        slots = np.flatnonzero(slot_year == year)
+        pos = values["pos"][slots]  # (k, P), time-ordered, left-packed
+        count = counts[year]
+        block_max = pd.Series(count).groupby(group).transform("max").to_numpy()
+        full = (count == block_max) & (count > 0)
+        reference = np.vstack([
+            pd.Series(np.where(full, pos[j], np.nan)).groupby(group).transform("median").to_numpy()
+            for j in range(slots.size)])
+        previous = np.full(n_pix, -1)
+        for i in range(slots.size):
+            has = np.isfinite(pos[i])
+            distance = np.abs(pos[i][None, :] - reference)
+            distance = np.where(np.isfinite(distance), distance, np.inf)
+            nearest = np.argmin(distance, axis=0)
+            # no reference at all (a block-year without full pixels): keep the order
+            nearest = np.where(np.isfinite(distance.min(axis=0)), nearest, i)
+            target = np.maximum(nearest, previous + 1)
+            ok = has & (target < slots.size)
+            for name, v in values.items():
+                out[name][slots[target[ok]], cols[ok]] = v[slots[i], cols[ok]]
+            previous = np.where(ok, target, previous)
+    return out
 
 
 def write_block_calendar_csv(table: pd.DataFrame, path: str | Path) -> Path:
