@@ -22,7 +22,8 @@ out = Console()
 COMMAND_MODULES: list[str] = ["fusecube.commands.runs", "fusecube.commands.patches",
                               "fusecube.commands.check", "fusecube.commands.paddy",
                               "fusecube.commands.fuse", "fusecube.commands.serve",
-                              "fusecube.commands.sources"]
+                              "fusecube.commands.sources", "fusecube.commands.convert",
+                              "fusecube.commands.train"]
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -108,7 +109,7 @@ ResumeOpt = Annotated[bool, typer.Option(
 def run_cmd(
     config: Annotated[Optional[Path], typer.Argument(help="Run config (YAML/TOML/JSON).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (overrides config).")] = None,
-    mask: Annotated[Optional[str], typer.Option(help="'cube', 'none' or a mask file.")] = None,
+    mask: Annotated[Optional[str], typer.Option(help="'cube', 'auto', 'none' or a mask file.")] = None,
     gapfill: Annotated[Optional[str], typer.Option(help="linear | whittaker | fusion")] = None,
     block_size: Annotated[Optional[int], typer.Option("--block-size", help="Largest block edge, px.")] = None,
     memory_limit: MemoryOpt = None,
