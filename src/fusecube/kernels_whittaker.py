@@ -103,7 +103,7 @@ def _prepare(values: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray
     return wt, rhs
 
 
-def _factor_solve(wt: np.ndarray, rhs: np.ndarray, lam: np.ndarray, penalty,
+def _factor_solve(wt: np.ndarray, rhs: np.ndarray, lam: float | np.ndarray, penalty,
                   keep_factors: bool = False):
     """Solve ``(W + λ DᵀD) z = W y`` for all pixels: LDLᵀ factor and forward sweep in one pass.
 
