@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
@@ -180,5 +179,3 @@ def test_viewer_run_map_pixel_curves(live_server, browser, tmp_path_factory):
     shot = _output_dir(tmp_path_factory) / "api_viewer.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     log.warning("viewer screenshot: %s", shot)
-    if os.environ.get("FUSECUBE_TEST_OUTPUT"):
-        shutil.copy(shot, Path(os.environ["FUSECUBE_TEST_OUTPUT"]) / "api_viewer_copy.png")

@@ -17,7 +17,7 @@ from fusecube.errors import ApiError, FusecubeError
 log = logging.getLogger(__name__)
 
 #: Longest wait for a new run to appear in the ledger before the API answers anyway.
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 30.0
 
 
 class _StartWatcher:

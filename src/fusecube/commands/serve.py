@@ -56,7 +56,8 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     out.print(f"fusecube API on http://{shown}:{port}/ (data {settings.data_dir}, "
               f"{'token required' if settings.token else 'no token: this machine only'})")
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5,
+                limit_concurrency=64)
 
 
 def register(app: typer.Typer) -> None:
