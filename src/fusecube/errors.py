@@ -122,3 +122,15 @@ class IntegrityError(FusecubeError, OSError):
 
 class CubeModelError(FusecubeError, ValueError):
     """A cube model (3-D U-Net) cannot be trained or applied with the given data or options."""
+
+
+class BatchInputError(FusecubeError, ValueError):
+    """An AOI list for ``fusecube batch`` cannot be used (unreadable, missing columns, duplicate ids)."""
+
+
+class BatchStateError(FusecubeError, RuntimeError):
+    """A batch folder holds another batch, or a resumed batch was given different settings."""
+
+
+class AOITimeBudgetExceeded(FusecubeError, TimeoutError):
+    """One AOI of a batch ran past its time budget; it is recorded as failed and can be retried."""
