@@ -129,7 +129,8 @@ def test_faults_are_retried_and_result_is_unchanged(scene, tmp_path):
     plan = FaultPlan(rate=0.3, seed=3, hang_s=1.5, max_consecutive=2)
     with LoopbackServer(scene.root, faults=plan) as srv:
         srv.items = scene.items(srv.url)
-        result, ds = run_fetch(srv, tmp_path, timeout=1, workers=2)
+        # one worker: the faults then hit the same requests every run
+        result, ds = run_fetch(srv, tmp_path, timeout=1, workers=1)
         kinds = {k for _, k in srv.faults_injected()}
         assert len(srv.faults_injected()) >= 5 and len(kinds) >= 4, srv.faults_injected()
         assert result.failures == [], result.failures
@@ -140,9 +141,11 @@ def test_faults_are_retried_and_result_is_unchanged(scene, tmp_path):
         read = files_read(srv)
         aoi_bytes = sum(aoi_tile_bytes(scene.root / Path(p).name, win) for p in read)
         sent = sum(read.values())
-        # an asset read that fails is read again from scratch (GDAL's cache of that file is
-        # dropped, as it may hold the truncated range): faults cost up to ~40 % more bytes
-        assert sent <= 1.5 * aoi_bytes, (sent, aoi_bytes)
+        # 1.15 x for this seed with one worker (deterministic). An asset read that fails on
+        # a truncated range is read again from scratch (GDAL's cache of that file is dropped,
+        # it may hold the truncated range), so other seeds with two workers measured 1.11 to
+        # 1.41 x: see docs/sources.md.
+        assert sent <= 1.2 * aoi_bytes, (sent, aoi_bytes)
 
 
 def test_permanent_failure_is_recorded_with_the_cube(scene, tmp_path):

@@ -59,6 +59,8 @@ S1_ROLES = ("vv", "vh")
 #: saturated (1), dark/topographic shadow (2), cloud shadow (3), unclassified (7),
 #: cloud medium/high probability (8, 9), thin cirrus (10).
 DEFAULT_VALID_SCL = (4, 5, 6, 11)
+#: GDAL errors after which its cache of the file must be dropped before a retry.
+CACHE_POISON_MARKERS = ("does not exist", "Read failed")
 
 
 @dataclass(frozen=True)
@@ -311,11 +313,14 @@ def _load_asset(item, asset: str, geobox: GeoBox, resampling: str,
         ds = odc.stac.load([item], bands=[asset], geobox=geobox, chunks=None, dtype="float32",
                            resampling=resampling, patch_url=sign_url, fail_on_error=True,
                            progress=None)
-    except Exception:
-        # GDAL caches a failed open (e.g. after a 500) as "file does not exist", and a
-        # truncated range as data: forget the file before the next try
-        href = item.assets[asset].href
-        clear_http_cache(sign_url(href) if sign_url else href)
+    except Exception as exc:
+        # GDAL caches a failed open (e.g. after a 500) as "file does not exist", and may keep
+        # a truncated range as data ("Read failed"): forget that file before the next try.
+        # Other failures (timeouts, HTTP errors) keep the cache, so the retry fetches only
+        # the ranges still missing.
+        if any(marker in str(exc) for marker in CACHE_POISON_MARKERS):
+            href = item.assets[asset].href
+            clear_http_cache(sign_url(href) if sign_url else href)
         raise
     var = ds[asset]
     nodata = var.attrs.get("nodata", _band_meta(item, asset).get("nodata"))
