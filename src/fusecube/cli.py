@@ -23,7 +23,7 @@ COMMAND_MODULES: list[str] = ["fusecube.commands.runs", "fusecube.commands.patch
                               "fusecube.commands.check", "fusecube.commands.paddy",
                               "fusecube.commands.fuse", "fusecube.commands.serve",
                               "fusecube.commands.sources", "fusecube.commands.convert",
-                              "fusecube.commands.train"]
+                              "fusecube.commands.train", "fusecube.commands.batch"]
 
 
 def parse_size(size: str) -> tuple[int, int]:
