@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,22 +42,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_server(tmp_path):
-    """The API on 127.0.0.1:<free port> in a thread; stopped after the test."""
-    app = create_app(Settings(data_dir=tmp_path / "server", min_free_disk_mb=0))
+@contextmanager
+def serving(settings: Settings):
+    """The API on 127.0.0.1:<free port> in a thread, stopped on exit."""
+    app = create_app(settings)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
-    for _ in range(400):  # bounded wait for the socket
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield {"url": f"http://127.0.0.1:{port}", "app": app}
-    server.should_exit = True
-    thread.join(60)
+    try:
+        for _ in range(400):  # bounded wait for the socket
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        yield {"url": f"http://127.0.0.1:{port}", "app": app}
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    """The API without a token."""
+    with serving(Settings(data_dir=tmp_path / "server", min_free_disk_mb=0)) as live:
+        yield live
 
 
 @pytest.fixture
@@ -179,3 +189,23 @@ def test_viewer_run_map_pixel_curves(live_server, browser, tmp_path_factory):
     shot = _output_dir(tmp_path_factory) / "api_viewer.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     log.warning("viewer screenshot: %s", shot)
+
+
+def test_viewer_asks_for_the_token(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    settings = Settings(data_dir=tmp_path / "server", token="tok-123", min_free_disk_mb=0,
+                        max_run_pixels=32 * 32)
+    with serving(settings) as live:
+        browser.get(live["url"] + "/")
+        wait = WebDriverWait(browser, 60, poll_frequency=0.2)
+        wait.until(lambda d: d.find_element(By.ID, "auth").is_displayed())
+        assert "token" in browser.find_element(By.ID, "error").text
+        browser.find_element(By.ID, "token").send_keys("tok-123")
+        browser.find_element(By.ID, "token-save").click()
+        wait.until(lambda d: not d.find_element(By.ID, "auth").is_displayed())
+        # 48 x 48 is over this server's limit: the page shows the API's reason
+        browser.find_element(By.CSS_SELECTOR, "#new-run button[type=submit]").click()
+        wait.until(lambda d: "larger" in d.find_element(By.ID, "new-run-msg").text)
+        assert live["app"].state.ledger.list_runs(5) == []
