@@ -37,10 +37,11 @@ class CubeSource(_Model):
 class SmoothOptions(_Model):
     """Whittaker smoothing options."""
 
-    lam: float = Field(2.0, gt=0, description="Smoothing strength.")
-    method: Literal["fixed", "gcv"] = Field("fixed", description="fixed lambda or per-pixel GCV.")
+    lam: float = Field(1.0, gt=0, description="Smoothing strength (tuned on the synthetic truth).")
+    method: Literal["fixed", "gcv", "vcurve"] = Field(
+        "fixed", description="fixed lambda, or per-pixel lambda by GCV or V-curve.")
     gap_weight: float = Field(0.3, ge=0, le=1, description="Weight of gap-filled values.")
-    envelope_iterations: int = Field(1, ge=0, le=5, description="Upper-envelope iterations.")
+    envelope_iterations: int = Field(0, ge=0, le=5, description="Upper-envelope iterations.")
 
 
 class PhenologyOptions(_Model):
@@ -51,6 +52,8 @@ class PhenologyOptions(_Model):
     eos_fraction: float = Field(0.2, gt=0, lt=1, description="EOS at this share of amplitude.")
     min_length: float = Field(40.0, gt=0, description="Shortest plausible season, days.")
     max_length: float = Field(200.0, gt=0, description="Longest plausible season, days.")
+    method: Literal["amplitude", "derivative"] = Field(
+        "amplitude", description="SOS/EOS by amplitude fraction (TIMESAT-like) or by the steepest slope.")
     seasons_per_year: int = Field(3, ge=1, le=4, description="Season slots per year.")
     year_start_month: int = Field(11, ge=1, le=12, description="First month of the agricultural year.")
     paddy_only: bool = Field(True, description="Only compute inside the paddy mask.")

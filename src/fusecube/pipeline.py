@@ -48,7 +48,7 @@ def phenology_config(config: RunConfig) -> PhenologyConfig:
     p = config.phenology
     rules = SeasonRules(min_amplitude=p.min_amplitude, sos_fraction=p.sos_fraction,
                         eos_fraction=p.eos_fraction, min_length=p.min_length,
-                        max_length=p.max_length)
+                        max_length=p.max_length, method=p.method)
     return PhenologyConfig(rules=rules, seasons_per_year=p.seasons_per_year,
                            year_start_month=p.year_start_month, paddy_only=p.paddy_only)
 
