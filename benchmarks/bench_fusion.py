@@ -8,7 +8,7 @@ measured in the same run on the same values. Writes benchmarks/results/fusion.js
 fusion_quick.json) and prints a table.
 
     python benchmarks/bench_fusion.py            # Demak size, 671 x 893
-    python benchmarks/bench_fusion.py --quick    # 96 x 96, under a minute
+    python benchmarks/bench_fusion.py --quick    # 128 x 128, about a minute
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def _grid(cube, method, model=None):
     return out, seconds
 
 
-def run(size: tuple[int, int], seed: int, workdir: Path, config) -> dict:
-    """Synthesise, train, predict, score; returns the result record."""
+def run(size: tuple[int, int], seed: int, workdir: Path, config, scene: Path | None = None) -> dict:
+    """Synthesise (or reuse ``scene``), train, predict, score; returns the result record."""
     import torch
 
     from fusecube.cube import DIMS, NDVI, read_cube
@@ -68,10 +68,15 @@ def run(size: tuple[int, int], seed: int, workdir: Path, config) -> dict:
     torch.set_num_threads(config.threads)
     width, height = size
     t0 = time.perf_counter()
-    paths = synthesize(SceneConfig(width=width, height=height, seed=seed), workdir / "scene")
+    if scene is None:
+        paths = synthesize(SceneConfig(width=width, height=height, seed=seed), workdir / "scene")
+    else:  # a scene written before by synthesize with the same size and seed
+        paths = {"cube": scene / "cube.zarr", "truth": scene / "truth.zarr"}
     synth_s = time.perf_counter() - t0
     cube = read_cube(paths["cube"], chunks={})
     truth = read_cube(paths["truth"], chunks={})
+    if (cube.sizes["x"], cube.sizes["y"]) != (width, height):
+        raise SystemExit(f"--scene {scene} is {cube.sizes['x']}x{cube.sizes['y']}, not {width}x{height}")
 
     t0 = time.perf_counter()
     model = fit(cube, config)
@@ -137,25 +142,34 @@ def table(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="96 x 96 scene (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="128 x 128 scene (about a minute)")
     parser.add_argument("--size", default=None, help="WIDTHxHEIGHT (default 671x893)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arch", default=None, help="mlp | conv | gru (default: TrainConfig)")
     parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="result JSON path")
+    parser.add_argument("--scene", default=None,
+                        help="folder of a scene already written by synthesize (same size/seed)")
+    parser.add_argument("--min-steps", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
     args = parser.parse_args()
     from fusecube.fusion.train import TrainConfig
 
-    size = args.size or ("96x96" if args.quick else "671x893")
+    size = args.size or ("128x128" if args.quick else "671x893")
     width, height = (int(v) for v in size.lower().split("x"))
     config = replace(TrainConfig(), threads=args.threads)
     if args.arch:
         config = replace(config, arch=args.arch)
     if args.width:
         config = replace(config, width=args.width)
+    if args.min_steps:
+        config = replace(config, min_steps=args.min_steps)
+    if args.epochs:
+        config = replace(config, epochs=args.epochs)
     with tempfile.TemporaryDirectory(prefix="fusecube-bench-fusion-") as tmp:
-        result = run((width, height), args.seed, Path(tmp), config)
+        result = run((width, height), args.seed, Path(tmp), config,
+                     Path(args.scene) if args.scene else None)
     result["quick"] = args.quick
     out = Path(args.out) if args.out else RESULTS / ("fusion_quick.json" if args.quick else "fusion.json")
     out.parent.mkdir(parents=True, exist_ok=True)

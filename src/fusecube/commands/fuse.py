@@ -35,10 +35,10 @@ def train_cmd(
     init: Annotated[Optional[Path], typer.Option(
         help="Pretrained model to fine-tune (same time grid).")] = None,
     epochs: Annotated[Optional[int], typer.Option(
-        min=1, help="Passes over the training pixels (default 8, or 2 when fine-tuning).")] = None,
+        min=1, help="Passes over the training pixels (default 10, or 2 when fine-tuning).")] = None,
     max_pixels: Annotated[int, typer.Option(min=100, help="Cap on training pixels.")] = 30_000,
     min_steps: Annotated[Optional[int], typer.Option(
-        min=1, help="Fewest optimiser steps (default 200, or 50 when fine-tuning).")] = None,
+        min=1, help="Fewest optimiser steps (default 300, or 50 when fine-tuning).")] = None,
     arch: Annotated[str, typer.Option(help="conv | gru | mlp")] = "conv",
     width: Annotated[int, typer.Option(min=4, help="Hidden channels.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,

@@ -26,6 +26,8 @@ from scipy import ndimage
 from fusecube.kernels_whittaker import linear_fill
 from fusecube.periods import day_of_year
 
+#: Optional field-scale radar channels (box filter ``2 * window + 1``).
+WIDE_FEATURES: tuple[str, ...] = ("vv_db_wide", "vh_db_wide", "rvi_wide")
 #: Radar channels computed from linear sigma0 VV and VH.
 RADAR_FEATURES: tuple[str, ...] = (
     "vv_db", "vh_db", "vh_vv_db", "vv_lin", "vh_lin", "rvi",
@@ -81,17 +83,19 @@ def radar_features(radar: Mapping[str, np.ndarray], names: Sequence[str], *,
         radar: ``vv``/``vh`` linear sigma0 as ``(T, Y, X)``; any feature may also be given
             directly by its name (e.g. ``rvi`` for a field-mean series that has no VV/VH).
         names: Channels to build, from :data:`RADAR_FEATURES` or keys of ``radar``.
-        window: Box-filter edge of the ``*_local`` channels.
+        window: Box-filter edge of the ``*_local`` channels; ``*_wide`` use ``2 * window + 1``.
 
     Returns:
         ``(N, C, T)`` float32 with ``N = Y * X`` (row-major), NaN where the radar is missing.
     """
-    cache: dict[str, np.ndarray] = {}
+    cache: dict[tuple[str, int], np.ndarray] = {}
 
-    def local(name: str) -> np.ndarray:
-        if name not in cache:
-            cache[name] = box_mean(radar[name], window)
-        return cache[name]
+    def local(name: str, size: int = window) -> np.ndarray:
+        if (name, size) not in cache:
+            cache[name, size] = box_mean(radar[name], size)
+        return cache[name, size]
+
+    wide = 2 * window + 1
 
     builders = {
         "vv_db": lambda: to_db(radar["vv"]),
@@ -103,6 +107,9 @@ def radar_features(radar: Mapping[str, np.ndarray], names: Sequence[str], *,
         "vv_db_local": lambda: to_db(local("vv")),
         "vh_db_local": lambda: to_db(local("vh")),
         "rvi_local": lambda: rvi(local("vv"), local("vh")),
+        "vv_db_wide": lambda: to_db(local("vv", wide)),
+        "vh_db_wide": lambda: to_db(local("vh", wide)),
+        "rvi_wide": lambda: rvi(local("vv", wide), local("vh", wide)),
     }
     channels = []
     for name in names:

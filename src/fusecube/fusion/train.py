@@ -69,8 +69,8 @@ class TrainConfig:
     width: int = 16
     window: int = 5
     radar_features: tuple[str, ...] = RADAR_FEATURES
-    epochs: int = 8
-    min_steps: int = 200
+    epochs: int = 10
+    min_steps: int = 300
     batch_size: int = 512
     lr: float = 3e-3
     weight_decay: float = 1e-4
