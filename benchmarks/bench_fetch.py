@@ -26,14 +26,14 @@ SCENE_KM = 109.8  # a Sentinel-2 MGRS tile
 AOI_KM = 10.0
 
 
-def run(fault_rate: float, scene, aoi, args) -> dict:
+def run(fault_rate: float, scene, aoi, args, seed: int) -> dict:
     from fusecube.grid import resolve_geobox
     from fusecube.sources.retry import RetryPolicy
     from fusecube.sources.stac import Catalogue, StacOptions, fetch, s1_spec, s2_spec
     from fusecube.testing import FaultPlan, LoopbackServer
     from fusecube.testing.cog import header_bytes, window_bytes
 
-    plan = FaultPlan(rate=fault_rate, seed=args.seed, hang_s=2.5, max_consecutive=2)
+    plan = FaultPlan(rate=fault_rate, seed=seed, hang_s=2.5, max_consecutive=2)
     events: list[tuple[str, int, int]] = []
     reports: list = []
     gbox = resolve_geobox(aoi, aoi_crs="EPSG:32749", resolution=args.resolution)
@@ -59,7 +59,7 @@ def run(fault_rate: float, scene, aoi, args) -> dict:
         sent = sum(read.values())
         faults = srv.faults_injected()
     return {
-        "fault_rate": fault_rate, "seconds": round(seconds, 2), "bytes_read": sent,
+        "fault_rate": fault_rate, "fault_seed": seed, "seconds": round(seconds, 2), "bytes_read": sent,
         "bytes_read_counted_by_gdal": result.bytes_read,
         "bytes_aoi_windows": aoi_bytes, "bytes_whole_files": file_bytes,
         "ratio_read_to_aoi": round(sent / aoi_bytes, 3),
@@ -88,14 +88,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         scene = make_scene(Path(tmp) / "cogs", size=size, resolution=args.resolution,
-                           s2_dates=("2022-01-05", "2022-01-20"), s1_dates=("2022-01-09",),
+                           s2_dates=("2022-01-05", "2022-01-10", "2022-01-20", "2022-01-25"),
+                           s1_dates=("2022-01-09", "2022-01-21"),
                            blocksize=512, seed=args.seed)
         make_s = time.perf_counter() - t0
         ext = scene.geobox.extent.boundingbox
         cx, cy = (ext.left + ext.right) / 2, (ext.bottom + ext.top) / 2
         half = AOI_KM * 500
         aoi = (cx - half, cy - half, cx + half, cy + half)
-        runs = [run(rate, scene, aoi, args) for rate in (0.0, 0.3)]
+        runs = [run(0.0, scene, aoi, args, args.seed)]
+        runs += [run(0.3, scene, aoi, args, args.seed + k) for k in range(3)]
     out = {
         "benchmark": "fetch", "scene_km": SCENE_KM, "scene_px": size,
         "scene_resolution_m": args.resolution, "aoi_km": AOI_KM, "cog_tile": 512,
@@ -109,10 +111,10 @@ def main() -> None:
     name = "fetch_quick.json" if args.quick else "fetch.json"
     (RESULTS / name).write_text(json.dumps(out, indent=1))
     print(f"scene {SCENE_KM} km = {size} px at {args.resolution:g} m; AOI {AOI_KM:g} km")
-    print(f"{'faults':>7} {'s':>6} {'read MB':>8} {'AOI MB':>7} {'files MB':>9} "
+    print(f"{'faults':>7} {'seed':>4} {'s':>6} {'read MB':>8} {'AOI MB':>7} {'files MB':>9} "
           f"{'read/AOI':>8} {'read/files':>10} {'retries':>7} {'failed':>6}")
     for r in runs:
-        print(f"{r['fault_rate']:>7.0%} {r['seconds']:>6.1f} {r['bytes_read'] / 1e6:>8.2f} "
+        print(f"{r['fault_rate']:>7.0%} {r['fault_seed']:>4} {r['seconds']:>6.1f} {r['bytes_read'] / 1e6:>8.2f} "
               f"{r['bytes_aoi_windows'] / 1e6:>7.2f} {r['bytes_whole_files'] / 1e6:>9.1f} "
               f"{r['ratio_read_to_aoi']:>8.3f} {r['ratio_read_to_files']:>10.4f} "
               f"{r['retries']:>7} {r['failed_items']:>6}")
