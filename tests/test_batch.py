@@ -343,7 +343,8 @@ def test_stac_batch_with_faults_reads_only_aoi_windows(catalogue, tmp_path):
                    for r in rec.values())
         ok = [rec[f"ok{k:02d}"] for k in range(15)]
         assert all(r.state == "done" and r.attempts == 1 for r in ok), [(r.aoi_id, r.reason) for r in ok]
-        assert all(r.tiles == 4 * 3 for r in ok)  # 4 tiles of 16 px x 3 periods
+        # 4 tiles of 16 px in the one period with radar (the two others have no S1: skipped)
+        assert [r.tiles for r in ok] == [4] * 15
         reasons = {k: rec[k].reason for k in ("server_errors", "cloudy", "outside", "no_s2_dates",
                                               "bad_geometry")}
         assert reasons["server_errors"].startswith("server errors: all 3 of 3 items failed after 2 tries")
@@ -364,7 +365,7 @@ def test_stac_batch_with_faults_reads_only_aoi_windows(catalogue, tmp_path):
         sent = sum(scene_a.values())
         whole = sum((root / Path(p).name).stat().st_size for p in scene_a)
         assert 0 < sent <= 1.2 * windows, (sent, windows)
-        assert sent < 0.5 * whole
+        assert sent / 15 < 0.1 * whole  # one AOI costs about one 256 px tile of the 16, never the scene
         assert all(r.bytes_read > 0 for r in ok)
         assert sum(r.bytes_read for r in ok) >= sent  # every byte sent is accounted to some AOI
         # the faults cleared, --retry-failed redoes only the failures; B now succeeds
@@ -373,7 +374,8 @@ def test_stac_batch_with_faults_reads_only_aoi_windows(catalogue, tmp_path):
         retried = run_batch(csv, config, retry_failed=True)
         rec2 = by_id(retried.records)
         assert sorted(retried.ran) == sorted(["server_errors", "cloudy", "outside", "no_s2_dates"])
-        assert rec2["server_errors"].state == "done" and rec2["server_errors"].attempts == 2
+        assert rec2["server_errors"].state == "done", rec2["server_errors"].reason
+        assert rec2["server_errors"].attempts == 2
         assert rec2["cloudy"].state == "failed" and rec2["cloudy"].attempts == 2
         assert all(rec2[f"ok{k:02d}"].attempts == 1 for k in range(15))
         assert not any(p.startswith("/files/S") for p, n in srv.bytes_sent.items() if n)

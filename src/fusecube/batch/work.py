@@ -160,6 +160,12 @@ def _fetch_stac(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, dea
         outcome.bytes_read += report.bytes_read
         deadline.check(f"item {report.done}/{report.total}")
 
+    if outcome.detail.get("attempt", 1) > 1:
+        # GDAL remembers a file that answered HTTP 5xx as missing; a retry must ask the server
+        # again (the "/vsicurl/" prefix clears every remembered URL; others re-read headers only)
+        from fusecube.sources.gdal_net import clear_http_cache
+
+        clear_http_cache("")
     region = aoi.geometry if aoi.geometry is not None else geobox.extent
     result = fetch(region, start=config.start, end=config.end, out=folder / "cube.zarr",
                    geobox=geobox, options=options, on_item=on_item)
