@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import json
 import math
 import os
@@ -26,10 +27,11 @@ from typing import Any
 
 from affine import Affine
 from odc.geo import geom
+from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 
 from fusecube.errors import BatchInputError, FusecubeError
-from fusecube.grid import aoi_geometry, normalise_crs, resolve_geobox, utm_crs
+from fusecube.grid import aoi_geometry, normalise_crs, resolve_geobox
 
 #: Batch settings an AOI row may override (CSV columns / GeoJSON properties).
 OVERRIDE_FIELDS = ("start", "end", "resolution", "max_cloud", "patch_size", "time_budget_s")
@@ -249,6 +251,17 @@ def _with_centre(aoi: AOI) -> AOI:
     return replace(aoi, lon=(west + east) / 2, lat=(south + north) / 2)
 
 
+@functools.cache
+def _zone_crs(epsg: int) -> CRS:
+    return normalise_crs(f"EPSG:{epsg}")
+
+
+def _utm_zone(lon: float, lat: float) -> CRS:
+    """The WGS 84 UTM zone of a point (plain 6-degree zones; pyproj's lookup is ~0.1 s a call)."""
+    zone = min(int((lon + 180) // 6) + 1, 60)
+    return _zone_crs((32600 if lat >= 0 else 32700) + zone)
+
+
 def aoi_geobox(aoi: AOI, resolution: float) -> GeoBox:
     """The AOI's grid: its UTM zone, ``resolution`` metres, edges on multiples of it.
 
@@ -261,7 +274,7 @@ def aoi_geobox(aoi: AOI, resolution: float) -> GeoBox:
     if aoi.geometry is not None:
         return resolve_geobox(aoi.geometry, resolution=resolution)
     centre = geom.point(aoi.lon, aoi.lat, "EPSG:4326")
-    crs = normalise_crs(utm_crs(centre))
+    crs = _utm_zone(aoi.lon, aoi.lat)
     x, y = centre.to_crs(crs).coords[0]
     n = max(1, round(aoi.size_km * 1000 / resolution))  # type: ignore[operator]
     x0 = round(x / resolution - n / 2) * resolution
