@@ -43,6 +43,8 @@ def run_cmd(
                          ] = "planetary-computer",
     max_cloud: Annotated[float, typer.Option("--max-cloud", help="Skip S2 items above this cloud %.")] = 80.0,
     retries: Annotated[int, typer.Option(help="Tries per search and asset read.")] = 5,
+    timeout: Annotated[float, typer.Option(help="HTTP timeout of one request, seconds.")] = 30.0,
+    item_workers: Annotated[int, typer.Option("--item-workers", help="Items of one AOI read in parallel.")] = 2,
     mask: Annotated[Optional[str], typer.Option(help="Paddy mask for products.")] = None,
     ledger: Annotated[Optional[str], typer.Option(
         "--ledger", help="Ledger: SQLite path or SQLAlchemy URL (default DIR/ledger.sqlite).")] = None,
@@ -63,7 +65,8 @@ def run_cmd(
             resolution=resolution, concurrency=concurrency, time_budget_s=time_budget,
             patch_size=patch_size, patch_vars=tuple(v.strip() for v in patch_vars.split(",") if v.strip()),
             max_invalid_fraction=max_invalid, stac_url=stac_url, catalogue=catalogue,
-            max_cloud=max_cloud, retries=retries, mask=mask, ledger=ledger)
+            max_cloud=max_cloud, retries=retries, timeout_s=timeout, item_workers=item_workers,
+            mask=mask, ledger=ledger)
     except ValueError as exc:  # pydantic ValidationError
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())  # type: ignore[attr-defined]
         raise ConfigError(f"Invalid batch options: {detail}") from exc
