@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dask
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
@@ -34,8 +35,10 @@ from fusecube.runner.memory import (
     MemoryGuard,
     block_edge_for,
     default_memory_limit,
+    keep_heap_flat,
     parse_memory,
     peak_rss_bytes,
+    release_memory,
 )
 from fusecube.runner.store import partial_store_path, write_template
 from fusecube.runner.tasks import BlockOutcome, BlockTask, run_block
@@ -240,6 +243,7 @@ def run(config: RunConfig, progress: Progress | None = None, *,
             it can be resumed.
     """
     config = config.model_copy(update={"out": Path(config.out).resolve()})
+    keep_heap_flat()
     memory_limit = (parse_memory(config.memory_limit) if config.memory_limit
                     else default_memory_limit())
     ledger = Ledger(config.ledger)
@@ -318,11 +322,15 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
         cube_path, truth_path = timer.time("source", prepare_source, config, progress)
         stages.finish("source", t0)
     cube = read_cube(cube_path, chunks={})
-    validate_cube(cube)
-    enter("mask")
-    mask = stages.run("mask", resolve_mask, config.mask, cube)
-    enter("screen")
-    screen = stages.run("screen", screen_periods, cube)
+    # whole-cube passes one chunk at a time: dask's thread pool would hold a chunk per core
+    # (and grow the heap with the AOI), which would set the run's peak memory
+    with dask.config.set(scheduler="synchronous"):
+        validate_cube(cube)
+        enter("mask")
+        mask = stages.run("mask", resolve_mask, config.mask, cube)
+        enter("screen")
+        screen = stages.run("screen", screen_periods, cube)
+    release_memory()
     model = None
     if config.gapfill == "fusion":  # load the given model or train one on this scene
         from fusecube.fusion.model import model_for_run
@@ -406,6 +414,7 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
                                     before_write=None if "template" in stages.done
                                     else make_template)
                 record_block(outcome)
+                release_memory()  # hand the block's heap back before the next one
                 message = guard.check(edge)
                 if message:
                     events.emit("run", "memory_pressure", message, split=guard.split)

@@ -116,7 +116,9 @@ def run_block_task(task: BlockTask, *, cube_path: str, mask: xr.DataArray | None
                    split: int = 1) -> BlockOutcome:
     """:func:`run_block` for a Dask worker: opens the cube itself, window by window."""
     from fusecube.cube import read_cube
+    from fusecube.runner.memory import keep_heap_flat
 
+    keep_heap_flat()
     cube = read_cube(cube_path)
     try:
         return run_block(task, cube=cube, mask=mask, config=config, screen=screen, model=model,
