@@ -1,0 +1,233 @@
+"""Fusion comparison driver (``make bench-fusion-peers``): fusecube fusion vs FuseTS MOGPR.
+
+Runs in the main virtualenv. Exports the input (``fusion_export.py``), runs fusecube's fusion
+and baselines (``fusion_run_fusecube.py``, main venv) and MOGPR (``fusion_run_mogpr.py``, in
+``.venv-peers-fusets`` with GPy), one thread each, scores every method on the same hidden
+values and writes ``benchmarks/results/fusion_peers.json`` and ``fusion_peers.md``.
+
+Scores: RMSE, MAE and bias of the reconstruction at the hidden values only (real: the hidden
+observations; synthetic: the true NDVI under wet-season clouds, and under every cloud). Cost:
+milliseconds per series (a series is one pixel, or one hiding case of the real field), all
+measured in the same run, and the ratio MOGPR / method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PEER_VENV = ROOT / ".venv-peers-fusets"
+METHODS = {"fusion": "fusecube fusion", "mogpr": "FuseTS MOGPR", "mogpr_periods":
+           "FuseTS MOGPR, time in periods", "whittaker": "Whittaker-only", "linear": "linear"}
+SETS = {"real": "Real field (mogpr_input.csv, 2019; NDVI + RVI descending)",
+        "synth": "Synthetic Demak-like crop (held-out paddy pixels; true NDVI under clouds)"}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+def _run(cmd: list[str], log: Path) -> int:
+    with log.open("w") as out:
+        return subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
+
+
+def errors(pred: np.ndarray, target: np.ndarray, scored: np.ndarray) -> dict:
+    """RMSE, MAE and bias of ``pred`` at the ``scored`` positions of ``(N, T)`` arrays.
+
+    A prediction that is missing (NaN) where it is scored counts in ``missing_share`` and not
+    in the errors.
+    """
+    sel = scored & np.isfinite(target)
+    diff = (np.asarray(pred, np.float64) - target)[sel]
+    ok = np.isfinite(diff)
+    if not ok.any():
+        return {"n": 0, "rmse": None, "mae": None, "bias": None, "missing_share": 1.0}
+    d = diff[ok]
+    return {"n": int(ok.sum()), "rmse": float(np.sqrt(np.mean(d**2))),
+            "mae": float(np.mean(np.abs(d))), "bias": float(np.mean(d)),
+            "missing_share": float(1 - ok.mean())}
+
+
+def score_set(pred: np.ndarray, data, name: str) -> dict:
+    """All the scores of one method on one data set (groups: all, and per case or gap kind)."""
+    target, scored = data[f"{name}__target"], data[f"{name}__scored"]
+    n = pred.shape[0]  # a capped quick run may hold fewer series
+    target, scored = target[:n], scored[:n]
+    out = {"all": errors(pred, target, scored)}
+    if name == "real":
+        cases = data["real__case"][:n]
+        for case in np.unique(cases):
+            out[str(case)] = errors(pred[cases == case], target[cases == case], scored[cases == case])
+    else:
+        out["every_cloud_gap"] = errors(pred, target, data["synth__gap"][:n])
+    return out
+
+
+def ms_per_series(name: str, method: str, fusecube: dict, mogpr: dict) -> dict:
+    """Cost of a method per series (pixel or case) in milliseconds."""
+    if method.startswith("mogpr"):
+        r = mogpr.get("real" if name == "real" else method.replace("mogpr", "synth"), {})
+        return {"ms": r["seconds"] / r["series"] * 1e3} if r.get("series") else {}
+    r = fusecube.get(name, {})
+    if not r:
+        return {}
+    if method != "fusion":
+        return {"ms": r["baseline_s"][method] / r["series"] * 1e3}
+    f = r["fusion"]
+    if name == "real":  # one training per field series, then its prediction
+        predict = f["predict_s"] / f["series"] * 1e3
+        return {"ms": f["train_s"] / f["models"] * 1e3 + predict, "predict_ms": predict}
+    pixels = f["scene_pixels"]  # trained once per scene: amortised over the scene's pixels
+    return {"ms": (f["train_s"] + f["predict_s"]) / pixels * 1e3,
+            "predict_ms": f["predict_s"] / pixels * 1e3}
+
+
+def collect(work: Path) -> dict:
+    """Score every method's output in ``work`` and gather the costs."""
+    data = np.load(work / "fusion_input.npz")
+    fusecube = json.loads((work / "fusecube_fusion.json").read_text())
+    fc = np.load(work / "fusecube_fusion.npz")
+    mogpr = json.loads((work / "mogpr.json").read_text()) if (work / "mogpr.json").exists() \
+        else {"skipped": "not run"}
+    mo = np.load(work / "mogpr.npz") if "skipped" not in mogpr else {}
+    results: dict = {"sets": {}, "mogpr": {k: v for k, v in mogpr.items()
+                                           if k not in ("real", "synth", "synth_periods")}}
+    for name in SETS:
+        if f"{name}__ndvi" not in data:
+            results["sets"][name] = {"skipped": "input not exported (real data absent?)"}
+            continue
+        entry: dict = {"label": SETS[name], "series": int(data[f"{name}__ndvi"].shape[0]),
+                       "time_steps": int(data[f"{name}__days"].size),
+                       "scored_values": int(data[f"{name}__scored"].sum()), "methods": {}}
+        if name == "real":
+            entry["cases"] = {str(c): int(n) for c, n in
+                              zip(*np.unique(data["real__case"], return_counts=True), strict=True)}
+        else:
+            entry["scene"] = str(data["synth__label"])
+            entry["held_out_paddy_pixels"] = int(data["synth__held_out_paddy"])
+            entry["fusion_training"] = fusecube[name]["fusion"].get("trained_on")
+        for method in METHODS:
+            key = f"{method}__{name}" if not method.startswith("mogpr") else \
+                ("real__ndvi" if name == "real" else method.replace("mogpr", "synth") + "__ndvi")
+            source = mo if method.startswith("mogpr") else fc
+            if name == "real" and method == "mogpr_periods" or key not in source:
+                continue
+            pred = np.asarray(source[key])
+            entry["methods"][method] = {"label": METHODS[method], "series": int(pred.shape[0]),
+                                        **score_set(pred, data, name),
+                                        **ms_per_series(name, method, fusecube, mogpr)}
+        base = entry["methods"].get("mogpr", {}).get("ms")
+        for r in entry["methods"].values():
+            if base and r.get("ms"):
+                r["mogpr_x"] = base / r["ms"]
+                if r.get("predict_ms"):
+                    r["mogpr_x_predict"] = base / r["predict_ms"]
+        if name == "real":
+            entry["fusion"] = fusecube[name]["fusion"]
+        else:
+            f = fusecube[name]["fusion"]
+            entry["fusion"] = {k: f[k] for k in ("scene_pixels", "train_s", "predict_s")}
+        results["sets"][name] = entry
+    results["environment"] = {"python": platform.python_version(), "machine": platform.machine(),
+                              "cpus": os.cpu_count(), "threads": 1,
+                              "load_average": os.getloadavg()}
+    return results
+
+
+def _f(value, spec: str) -> str:
+    return "—" if value is None else f"{value:{spec}}"
+
+
+def markdown(results: dict) -> str:
+    """The comparison tables."""
+    lines = ["# Fusion vs MOGPR (FuseTS 2.0.1): accuracy at hidden values, cost per series", ""]
+    for name, entry in results["sets"].items():
+        if "skipped" in entry:
+            lines += [f"## {SETS[name]}", "", f"skipped: {entry['skipped']}", ""]
+            continue
+        groups = list(entry["cases"]) if name == "real" else ["every_cloud_gap"]
+        head = "wet-season cloud gaps" if name == "synth" else "all hidden"
+        lines += [f"## {entry['label']}", "",
+                  f"{entry['series']} series x {entry['time_steps']} dates, "
+                  f"{entry['scored_values']} scored values"
+                  + (f"; cases: {entry['cases']}" if name == "real" else
+                     f"; {entry['scene']}, {entry['held_out_paddy_pixels']} held-out paddy pixels"),
+                  "",
+                  f"| method | RMSE {head} | MAE | bias | "
+                  + " | ".join(f"RMSE {g.replace('_', ' ')}" for g in groups)
+                  + " | ms per series | MOGPR ÷ method |",
+                  "|---|---|---|---|" + "---|" * len(groups) + "---|---|"]
+        for r in entry["methods"].values():
+            a = r["all"]
+            ms = _f(r.get("ms"), ".4g")
+            if r.get("predict_ms"):
+                ms += f" (predict only {r['predict_ms']:.3g})"
+            ratio = _f(r.get("mogpr_x"), ".3g")
+            if r.get("mogpr_x_predict"):
+                ratio += f" (predict only {r['mogpr_x_predict']:.3g})"
+            lines.append(f"| {r['label']} | {_f(a['rmse'], '.4f')} | {_f(a['mae'], '.4f')} | "
+                         f"{_f(a['bias'], '+.4f')} | "
+                         + " | ".join(_f(r.get(g, {}).get("rmse"), ".4f") for g in groups)
+                         + f" | {ms} | {ratio} |")
+        lines.append("")
+    env = results["environment"]
+    lines += ["fusecube fusion cost: synthetic = (one training on the scene + gap-filling the whole "
+              "scene) / scene pixels; real = one training on the field's own series + its "
+              "prediction. One thread per method; MOGPR fits one GP per series. "
+              f"{env['cpus']} CPUs, load average during the run {env['load_average']}. "
+              "See docs/fusion-peers.md.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--work", type=Path, default=RESULTS / "fusion-peers-work")
+    parser.add_argument("--size", type=int, default=128, help="synthetic scene edge (pixels)")
+    parser.add_argument("--pixels", type=int, default=300, help="paddy pixels in the crop")
+    parser.add_argument("--score-only", action="store_true", help="rescore the last run")
+    args = parser.parse_args()
+    work = args.work
+    if not args.score_only:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / ".gitignore").write_text("*\n")  # benchmark scratch: never committed
+        code = _run([sys.executable, str(HERE / "fusion_export.py"), "--work", str(work),
+                     "--size", str(args.size), "--pixels", str(args.pixels)], work / "export.log")
+        if code:
+            raise SystemExit(f"export failed (exit {code}); see {work / 'export.log'}")
+        code = _run([sys.executable, str(HERE / "fusion_run_fusecube.py"), str(work)],
+                    work / "fusecube.log")
+        if code:
+            raise SystemExit(f"fusecube runner failed (exit {code}); see {work / 'fusecube.log'}")
+        (work / "mogpr.json").unlink(missing_ok=True)
+        python = PEER_VENV / "bin" / "python"
+        if python.exists():
+            code = _run([str(python), str(HERE / "fusion_run_mogpr.py"), str(work)],
+                        work / "mogpr.log")
+            reason = f"runner exited with code {code}; see {work / 'mogpr.log'}"
+        else:
+            reason = f"{PEER_VENV.name} missing: run benchmarks/peers/setup_venvs.sh"
+        if not (work / "mogpr.json").exists():
+            (work / "mogpr.json").write_text(json.dumps({"skipped": reason}))
+    results = collect(work)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "fusion_peers.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (RESULTS / "fusion_peers.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
