@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test bench bench-peers lint clean
+.PHONY: demo test bench bench-peers bench-fusion-peers lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ bench: $(STAMP)
 bench-peers: $(STAMP)
 	OMP_NUM_THREADS=1 benchmarks/peers/setup_venvs.sh
 	OMP_NUM_THREADS=1 $(PY) benchmarks/peers/compare.py
+
+# fusion vs FuseTS MOGPR (GPy in the FuseTS peer venv): real field series + synthetic crop
+bench-fusion-peers: $(STAMP)
+	OMP_NUM_THREADS=1 benchmarks/peers/setup_venvs.sh
+	OMP_NUM_THREADS=1 $(PY) benchmarks/peers/fusion_compare.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
