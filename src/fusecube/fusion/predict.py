@@ -27,8 +27,9 @@ from fusecube.periods import to_days
 
 log = logging.getLogger(__name__)
 
-BATCH_PIXELS = 16384
-"""Pixels per forward pass on CPU (keeps activations near 100 MB); 4x that on CUDA."""
+BATCH_PIXELS = 1024
+"""Pixels per forward pass on CPU: activations stay in cache (measured ~2.5x less CPU time than
+16 384 pixels per pass); 64x that on CUDA, where large batches pay."""
 
 
 def predict_array(model: FusionModel, radar: np.ndarray, ndvi: np.ndarray,
@@ -51,7 +52,7 @@ def predict_array(model: FusionModel, radar: np.ndarray, ndvi: np.ndarray,
     net = model.net
     device = next(net.parameters()).device
     cuda = device.type == "cuda"
-    batch_pixels = batch_pixels or (4 * BATCH_PIXELS if cuda else BATCH_PIXELS)
+    batch_pixels = batch_pixels or (64 * BATCH_PIXELS if cuda else BATCH_PIXELS)
     quality = np.ones_like(ndvi) if quality is None else quality
     calendar = calendar_features(times_days)
     out = np.empty(ndvi.shape, np.float32)

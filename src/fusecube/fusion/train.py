@@ -44,6 +44,7 @@ class TrainConfig:
     Attributes:
         arch: Network type, ``mlp``, ``conv`` or ``gru`` (see ``build_network``).
         width: Hidden units (``mlp``) or channels (``conv``, ``gru``).
+        dilations: Dilation of each residual convolution (``conv``).
         window: Box-filter edge of the ``*_local`` radar channels (1 = no spatial context).
         radar_features: Radar channels used.
         epochs: Passes over the training pixels.
@@ -67,6 +68,7 @@ class TrainConfig:
 
     arch: Architecture = "conv"
     width: int = 16
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1)
     window: int = 5
     radar_features: tuple[str, ...] = RADAR_FEATURES
     epochs: int = 10
@@ -278,6 +280,8 @@ def fit_arrays(sample: PixelSample, config: TrainConfig, *,
         arch = {"arch": config.arch, "width": config.width}
         if config.arch == "mlp":
             arch["n_times"] = int(sample.times.size)
+        if config.arch == "conv":
+            arch["dilations"] = [int(d) for d in config.dilations]
         model = FusionModel.new(config.radar_features, normalizer, window=config.window, **arch)
     radar_z = model.normalizer.transform(sample.radar)
     calendar = calendar_features(times_days)
