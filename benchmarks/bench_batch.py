@@ -219,7 +219,10 @@ def main() -> None:
           f"{c['tiles']:>8}  {c['states']}")
     print(f"stac bytes per done AOI {c['bytes_per_done_aoi'] / 1e3:.1f} kB; sent / AOI windows "
           f"{c['sent_over_windows']}; per AOI / whole scene {c['per_aoi_over_whole_scene']:.2%} "
-          f"(whole scene {c['whole_scene_bytes'] / 1e6:.1f} MB); {c['faults_injected']} faults injected")
+          f"(whole scene {c['whole_scene_bytes'] / 1e6:.1f} MB); {c['faults_injected']} faults injected; "
+          f"ledger per-AOI bytes sum / server bytes "
+          f"{c['ledger_bytes_done_aois'] / max(c['bytes_sent_scene_files'], 1):.2f} (concurrent AOIs "
+          "reading one file each count the other's bytes)")
     print(f"resume: no-op on {s['aois']} finished AOIs {s['noop_resume_seconds']} s (ran "
           f"{s['noop_resume_ran']}); killed after {k['done_at_kill']}/{k['aois']} done, resume "
           f"{k['resume_seconds']} s for {k['resumed_ran']} AOIs, finished AOIs redone: "

@@ -33,8 +33,9 @@ from fusecube.batch.ledger import AOIRecord, BatchLedger, totals
 from fusecube.batch.work import AOIOutcome, Deadline, aoi_folder, process_aoi
 from fusecube.errors import BatchStateError, FusecubeError, RunInterrupted
 from fusecube.runner.blocks import new_run_id
-from fusecube.runner.control import RunControl, fault_point
+from fusecube.runner.control import RunControl, _Abandon, fault_point
 from fusecube.runner.ledger import Ledger
+from fusecube.runner.memory import peak_rss_bytes, rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +220,20 @@ def _execute(batch_id: str, aois: list[AOI], config: BatchConfig, ledger: Ledger
                 running[pool.submit(_run_one, batch_id, job, book, notify)] = job.aoi.id
             if not running:
                 break
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            try:
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            except _Abandon:  # a second signal: start nothing more; AOIs in flight end first
+                interrupted = interrupted or control.interrupted(finished, len(runnable),
+                                                                 abandoned=True)
+                queue.clear()
+                continue
             for future in done:
                 aoi_id = running.pop(future)
                 future.result()  # _run_one records every failure; anything here is a bug
                 ran.append(aoi_id)
                 finished += 1
+                ledger.heartbeat(batch_id, rss=rss_bytes(), peak_rss=peak_rss_bytes(),
+                                 stage=f"aois {finished}/{len(runnable)}")  # for `fusecube status`
                 fault_point("batch_aoi_done")
             if interrupted is None:
                 try:

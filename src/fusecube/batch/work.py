@@ -218,7 +218,8 @@ def _products(cube: Path, out: Path, config: BatchConfig, deadline: Deadline) ->
     mask = config.mask or ("cube" if config.source == "synthetic" else "none")
     run_config = RunConfig(source=CubeSource(path=cube), out=out, mask=mask,
                            ledger=config.ledger_location)
-    result = run(run_config, progress=lambda stage, done, total: deadline.check(
+    # resume=True: a retried AOI continues its earlier products run block by block
+    result = run(run_config, resume=True, progress=lambda stage, done, total: deadline.check(
         f"products, {stage} {done}/{total}"))
     outputs = {f"product_{k}": str(v) for k, v in result.products.items()}
     outputs["products_run"] = result.run_id
