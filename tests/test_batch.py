@@ -379,3 +379,28 @@ def test_stac_batch_with_faults_reads_only_aoi_windows(catalogue, tmp_path):
         assert rec2["cloudy"].state == "failed" and rec2["cloudy"].attempts == 2
         assert all(rec2[f"ok{k:02d}"].attempts == 1 for k in range(15))
         assert not any(p.startswith("/files/S") for p, n in srv.bytes_sent.items() if n)
+
+
+def test_stop_request_from_another_shell_stops_between_aois(tmp_path):
+    from fusecube.errors import RunInterrupted
+    from fusecube.runner.ledger import Ledger
+
+    csv = write_csv(tmp_path / "aois.csv", points(4))
+    out = tmp_path / "b"
+    config = BatchConfig(out=out, **{**SYN, "concurrency": 1})
+
+    def stop_after_first(record):
+        if record.state == "done" and record.aoi_id == "loc00":
+            other = Ledger(json.loads((out / "batch.json").read_text())["ledger"])
+            other.request(record.batch_id, "stop")  # what `fusecube stop BATCH_ID` does
+            other.dispose()
+
+    with pytest.raises(RunInterrupted, match="stopped cleanly by a stop request"):
+        run_batch(csv, config, on_aoi=stop_after_first)
+    status = batch_status(out)
+    states = {r.aoi_id: r.state for r in status["records"]}
+    assert status["state"] == "stopped"
+    assert states == {"loc00": "done", "loc01": "pending", "loc02": "pending", "loc03": "pending"}
+    assert "3 pending, 1 done" in (out / "summary.md").read_text()
+    result = run_batch(csv, config, resume=True)
+    assert result.ran == ["loc01", "loc02", "loc03"] and result.totals["states"]["done"] == 4
