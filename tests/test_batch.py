@@ -404,3 +404,33 @@ def test_stop_request_from_another_shell_stops_between_aois(tmp_path):
     assert "3 pending, 1 done" in (out / "summary.md").read_text()
     result = run_batch(csv, config, resume=True)
     assert result.ran == ["loc01", "loc02", "loc03"] and result.totals["states"]["done"] == 4
+
+
+def test_stac_batch_killed_mid_way_resumes_without_redoing_finished_aois(catalogue, tmp_path):
+    from fusecube.testing import Fault, FaultPlan, LoopbackServer
+
+    script = {f"/files/{name}": [Fault.ERROR_500] * 200 for name in catalogue["b_files"]}
+    csv = write_csv(tmp_path / "aois.csv", stac_aois(catalogue))
+    out = tmp_path / "b"
+    with LoopbackServer(catalogue["root"], faults=FaultPlan(script=script)) as srv:
+        srv.items = _items(catalogue, srv.url)
+        options = {"out": out, "source": "stac", "start": "2022-01-01", "end": "2022-02-05",
+                   "stac_url": srv.stac_url, "patch_size": 16, "concurrency": 2, "retries": 2,
+                   "retry_backoff_s": 0.01, "gdal_retries": 1, "timeout_s": 5}
+        code = ("from fusecube.batch import run_batch, BatchConfig\n"
+                f"run_batch({str(csv)!r}, BatchConfig(**{ {**options, 'out': str(out)}!r}))\n")
+        env = {**os.environ, "FUSECUBE_TEST_KILL_AT": "batch_aoi_done:8"}
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        before = by_id(batch_status(out)["records"])
+        ended = {k for k, r in before.items() if r.state in ("done", "failed")}
+        assert 8 <= len(ended) < 20
+        result = run_batch(csv, BatchConfig(**options), resume=True)
+    rec = by_id(result.records)
+    assert not set(result.ran) & ended
+    assert all(r.state in ("done", "failed") and (r.state == "done") == (r.reason == "") for r in rec.values())
+    for k in ended:
+        assert (rec[k].attempts, rec[k].finished, rec[k].state) == (
+            before[k].attempts, before[k].finished, before[k].state)
+    assert sum(r.state == "done" for r in rec.values()) == 15
