@@ -434,3 +434,14 @@ def test_stac_batch_killed_mid_way_resumes_without_redoing_finished_aois(catalog
         assert (rec[k].attempts, rec[k].finished, rec[k].state) == (
             before[k].attempts, before[k].finished, before[k].state)
     assert sum(r.state == "done" for r in rec.values()) == 15
+
+
+def test_source_mistakes_fail_the_whole_batch_before_any_aoi(tmp_path):
+    from fusecube.errors import ConfigError
+
+    csv = write_csv(tmp_path / "aois.csv", points(1))
+    with pytest.raises(ConfigError, match="Unknown catalogue 'nowhere'"):
+        run_batch(csv, BatchConfig(out=tmp_path / "b", source="stac", catalogue="nowhere", **SYN))
+    with pytest.raises(ConfigError, match="--sign 'no_such_module:sign'"):
+        run_batch(csv, BatchConfig(out=tmp_path / "b", source="stac", sign="no_such_module:sign", **SYN))
+    assert not (tmp_path / "b" / "batch.json").exists()

@@ -16,7 +16,7 @@ Product = Literal["cube", "patches", "products"]
 SourceKind = Literal["synthetic", "stac"]
 #: Fields that change how a batch runs, not what it computes (may differ on --resume).
 RUNTIME_FIELDS = frozenset({"concurrency", "time_budget_s", "ledger", "item_workers", "retries",
-                            "timeout_s", "retry_backoff_s", "gdal_retries"})
+                            "timeout_s", "retry_backoff_s", "gdal_retries", "sign"})
 
 
 class BatchConfig(BaseModel):
@@ -46,6 +46,8 @@ class BatchConfig(BaseModel):
     stac_url: str | None = Field(None, description="STAC API root (default: the catalogue's).")
     catalogue: str = Field("planetary-computer", description="Known catalogue for collections "
                            "and asset names.")
+    sign: str | None = Field(None, description="URL signing of asset hrefs: 'planetary-computer' "
+                             "or 'module:function'.")
     max_cloud: float = Field(80.0, ge=0, le=100, description="Skip S2 items above this cloud %.")
     retries: int = Field(5, ge=1, description="Tries per search and per asset read.")
     timeout_s: float = Field(30.0, gt=0, description="HTTP timeout of one request.")

@@ -31,7 +31,7 @@ from fusecube.batch.aois import AOI, aoi_geobox, read_aois
 from fusecube.batch.config import BatchConfig, differing_fields
 from fusecube.batch.ledger import AOIRecord, BatchLedger, totals
 from fusecube.batch.work import AOIOutcome, Deadline, aoi_folder, process_aoi
-from fusecube.errors import BatchStateError, FusecubeError, RunInterrupted
+from fusecube.errors import BatchStateError, ConfigError, FusecubeError, RunInterrupted
 from fusecube.runner.blocks import new_run_id
 from fusecube.runner.control import RunControl, _Abandon, fault_point
 from fusecube.runner.ledger import Ledger
@@ -138,6 +138,7 @@ def run_batch(aois_file: str | os.PathLike, config: BatchConfig, *, resume: bool
     out = Path(config.out).resolve()
     config = config.model_copy(update={"out": out})
     aois = read_aois(aois_file)
+    _check_source(config)
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out)
     if manifest is not None and not (resume or retry_failed):
@@ -176,6 +177,19 @@ def run_batch(aois_file: str | os.PathLike, config: BatchConfig, *, resume: bool
         return _execute(batch_id, aois, config, ledger, book, retry_failed, on_aoi)
     finally:
         ledger.dispose()
+
+
+def _check_source(config: BatchConfig) -> None:
+    """Fail the whole batch at once for a mistake every AOI would hit (catalogue, signing)."""
+    if config.source != "stac":
+        return
+    from fusecube.batch.work import sign_hook
+    from fusecube.sources.stac import CATALOGUES
+
+    if config.catalogue not in CATALOGUES:
+        raise ConfigError(f"Unknown catalogue {config.catalogue!r}; use one of {sorted(CATALOGUES)} "
+                          "(and --stac-url for another API root).")
+    sign_hook(config.sign)
 
 
 def _add_new_aois(book: BatchLedger, batch_id: str, aois: list[AOI]) -> None:

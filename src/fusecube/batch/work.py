@@ -168,7 +168,7 @@ def _fetch_stac(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, dea
         clear_http_cache("")
     region = aoi.geometry if aoi.geometry is not None else geobox.extent
     result = fetch(region, start=config.start, end=config.end, out=folder / "cube.zarr",
-                   geobox=geobox, options=options, on_item=on_item)
+                   geobox=geobox, options=options, on_item=on_item, sign_url=sign_hook(config.sign))
     outcome.detail["source"] = "stac"
     outcome.detail["items"] = result.n_items
     outcome.detail["retries"] = result.retries
@@ -183,6 +183,33 @@ def _fetch_stac(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, dea
                               "again later with --retry-failed.")
         outcome.detail.setdefault("warnings", []).append(summary)
     return result.path
+
+
+def sign_hook(spec: str | None) -> Callable[[str], str] | None:
+    """``planetary-computer`` or ``module:function`` → a URL-signing callable (None: no signing).
+
+    Raises:
+        MissingDependencyError: ``planetary-computer`` without its package.
+        ConfigError: ``module:function`` that cannot be imported.
+    """
+    import importlib
+
+    from fusecube.errors import ConfigError, MissingDependencyError
+
+    if not spec:
+        return None
+    if spec == "planetary-computer":
+        try:
+            return importlib.import_module("planetary_computer").sign_url
+        except ImportError as exc:
+            raise MissingDependencyError("--sign planetary-computer needs the package "
+                                         "'planetary-computer': pip install planetary-computer") from exc
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"--sign {spec!r}: give 'planetary-computer' or 'module:function' of an "
+                          f"importable function ({exc}).") from exc
 
 
 # -- processing ----------------------------------------------------------------------------

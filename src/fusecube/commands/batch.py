@@ -41,6 +41,8 @@ def run_cmd(
     stac_url: Annotated[Optional[str], typer.Option("--stac-url", help="STAC API root.")] = None,
     catalogue: Annotated[str, typer.Option(help="Known catalogue for collections and assets.")
                          ] = "planetary-computer",
+    sign: Annotated[Optional[str], typer.Option(
+        help="URL signing: 'planetary-computer' or module:function.")] = None,
     max_cloud: Annotated[float, typer.Option("--max-cloud", help="Skip S2 items above this cloud %.")] = 80.0,
     retries: Annotated[int, typer.Option(help="Tries per search and asset read.")] = 5,
     timeout: Annotated[float, typer.Option(help="HTTP timeout of one request, seconds.")] = 30.0,
@@ -65,7 +67,7 @@ def run_cmd(
             resolution=resolution, concurrency=concurrency, time_budget_s=time_budget,
             patch_size=patch_size, patch_vars=tuple(v.strip() for v in patch_vars.split(",") if v.strip()),
             max_invalid_fraction=max_invalid, stac_url=stac_url, catalogue=catalogue,
-            max_cloud=max_cloud, retries=retries, timeout_s=timeout, item_workers=item_workers,
+            sign=sign, max_cloud=max_cloud, retries=retries, timeout_s=timeout, item_workers=item_workers,
             mask=mask, ledger=ledger)
     except ValueError as exc:  # pydantic ValidationError
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())  # type: ignore[attr-defined]
