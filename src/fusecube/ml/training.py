@@ -386,8 +386,9 @@ class CubeFusionTask(lightning.LightningModule):
 
     def on_fit_start(self) -> None:
         """Write the run record (data hash, params) beside the logs before the first step."""
-        if self.trainer.is_global_zero and self.trainer.log_dir:
-            path = Path(self.trainer.log_dir) / RECORD_NAME
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
+        if self.trainer.is_global_zero and log_dir:
+            path = Path(log_dir) / RECORD_NAME
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(self.record(), indent=1, default=str))
 
@@ -510,11 +511,17 @@ def cli_main(args: Sequence[str] | None = None, *, run: bool = True):
     Returns:
         The LightningCLI object (its ``trainer``, ``model``, ``datamodule``).
     """
+    import warnings
+
     cli_class = _cli_class()
-    return cli_class(
-        CubeFusionTask, CubeFusionDataModule, args=None if args is None else list(args),
-        run=run, seed_everything_default=0, save_config_kwargs={"overwrite": True},
-        trainer_defaults={"logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                     "init_args": {"save_dir": "runs", "name": "cube_model"}},
-                          "log_every_n_steps": 10},
-    )
+    with warnings.catch_warnings():
+        # `fusecube train ...` passes its own arguments while sys.argv holds the whole command
+        # line (kept intact: the DDP launcher starts the other ranks from it).
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return cli_class(
+            CubeFusionTask, CubeFusionDataModule, args=None if args is None else list(args),
+            run=run, seed_everything_default=0, save_config_kwargs={"overwrite": True},
+            trainer_defaults={"logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                         "init_args": {"save_dir": "runs", "name": "cube_model"}},
+                              "log_every_n_steps": 10},
+        )
