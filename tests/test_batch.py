@@ -105,6 +105,7 @@ def test_synthetic_batch_states_tiles_report_and_training(tmp_path):
         {"id": "again", "lon": 110.60, "lat": -6.90, "size_km": 0.32},  # same as loc00
         {"id": "slow", "lon": 110.9, "lat": -6.9, "size_km": 0.32, "time_budget_s": 0.001},
         {"id": "late", "lon": 111.0, "lat": -6.9, "size_km": 0.32, "start": "2024-01-01"},
+        {"id": "tiny", "lon": 111.1, "lat": -6.9, "size_km": 0.32, "patch_size": 64},
     ]
     csv = write_csv(tmp_path / "aois.csv", rows)
     seen = []
@@ -120,8 +121,11 @@ def test_synthetic_batch_states_tiles_report_and_training(tmp_path):
     assert rec["again"].state == "skipped" and "loc00" in rec["again"].reason
     assert rec["slow"].state == "failed" and "time budget of 0.001 s exceeded" in rec["slow"].reason
     assert rec["late"].state == "done" and rec["late"].tiles == 4 * 11  # its own dates: 11 periods
+    # an AOI that produced zero tiles is a failure with its reason, never a silent success
+    assert rec["tiny"].state == "failed" and rec["tiny"].tiles == 0
+    assert rec["tiny"].reason.startswith("zero tiles: No 64 x 64 patch fits") and "--patch-size" in rec["tiny"].reason
     assert result.totals["states"] == {"pending": 0, "fetching": 0, "processing": 0, "done": 5,
-                                       "failed": 2, "skipped": 1}
+                                       "failed": 3, "skipped": 1}
     # per-AOI progress: each run AOI went fetching -> processing -> done
     assert [s for a, s in seen if a == "loc01"] == ["fetching", "processing", "done"]
     # seeded by AOI id: different places get different scenes, the same id the same seed
@@ -132,7 +136,7 @@ def test_synthetic_batch_states_tiles_report_and_training(tmp_path):
     svg = Path(result.report["map"]).read_text()
     assert svg.count('fill="#2e7d32"') >= 5 and 'fill="#c62828"' in svg
     md = Path(result.report["markdown"]).read_text()
-    assert "5 done, 2 failed, 1 skipped" in md and "time budget" in md and "map.svg" in md
+    assert "5 done, 3 failed, 1 skipped" in md and "time budget" in md and "map.svg" in md
     assert "<svg" in Path(result.report["html"]).read_text()
     # the status command reads the same ledger
     cli = CliRunner().invoke(_app(), ["batch", "status", str(tmp_path / "b"), "--json"])

@@ -230,9 +230,13 @@ def _export_tiles(cube: Path, out: Path, config: BatchConfig, deadline: Deadline
 
     export = PatchExportConfig(size=config.patch_size, variables=tuple(config.patch_vars),
                                max_invalid_fraction=config.max_invalid_fraction)
-    patch_set = export_patches(cube, out, export, overwrite=True,
-                               progress=lambda done, total: deadline.check(
-                                   f"tile block {done}/{total}"))
+    try:
+        patch_set = export_patches(cube, out, export, overwrite=True,
+                                   progress=lambda done, total: deadline.check(
+                                       f"tile block {done}/{total}"))
+    except PatchError as exc:  # zero tiles is a failure; name the batch's own options
+        raise PatchError(f"zero tiles: {exc} (batch options: --patch-size, --max-invalid, --vars; "
+                         "per AOI: a patch_size column)") from exc
     if patch_set.count == 0:  # export_patches refuses this already; never report 0 tiles as done
         raise PatchError(f"no tile written from {cube}; lower --patch-size or raise --max-invalid.")
     return patch_set.count
