@@ -35,6 +35,7 @@ from fusecube.ml.training import (  # noqa: E402
     cli_main,
     covering_windows,
     find_cubes,
+    observed,
 )
 
 torch.set_num_threads(1)
@@ -164,6 +165,17 @@ def test_find_cubes_and_covering_windows(zarr_root, tmp_path):
         covering_windows([(8, 32, 32)], size=16, time_window=12, stride=8, time_stride=8)
 
 
+def test_all_zero_dates_are_not_observations():
+    target = torch.full((1, 1, 3, 2, 2), 0.4)
+    target[:, :, 1] = 0.0
+    target[0, 0, 2, 0, 0] = 0.0  # one real zero among real values stays
+    mask = torch.ones_like(target, dtype=torch.bool)
+    mask[0, 0, 0, 1, 1] = False
+    usable = observed({"target": target, "target_mask": mask})
+    assert not usable[:, :, 1].any()
+    assert usable[0, 0, 2, 0, 0] and usable[0, 0, 0].sum() == 3
+
+
 def test_heldout_dates_are_never_shown_nor_targets_in_training(zarr_root):
     dm = tiny_datamodule(zarr_root, augment=False)
     dm.setup("fit")
@@ -181,7 +193,7 @@ def test_heldout_dates_are_never_shown_nor_targets_in_training(zarr_root):
     held = torch.isin(dates, torch.tensor([3, 4, 20]))[:, None, :, None, None].expand_as(seen["shown"])
     assert held.any() and batch["target_mask"][held].any()  # the window does hold observations then
     assert not seen["shown"][held].any() and not seen["hidden"][held].any()
-    assert seen["shown"][~held].sum() == batch["target_mask"][~held].sum()  # hide_rate 0: rest shown
+    assert seen["shown"][~held].sum() == observed(batch)[~held].sum()  # hide_rate 0: rest shown
 
 
 # ---------------------------------------------------------------------------- training
@@ -221,10 +233,13 @@ def test_predict_writes_a_fused_cube_with_training_statistics(zarr_root, tmp_pat
     quiet_trainer(callbacks=[writer]).predict(task, fresh, return_predictions=False)
     assert writer.written == [tmp_path / "fused" / "a" / "cube.zarr"]
     out = read_cube(writer.written[0]).load()
-    observed = np.isfinite(out[NDVI].values)
-    assert not observed.all()
+    ndvi = out[NDVI].values
+    broken = np.nanmax(np.abs(ndvi), axis=(1, 2)) == 0  # the scene's all-zero composite
+    kept = np.isfinite(ndvi) & ~broken[:, None, None]
+    assert not kept.all() and broken.sum() == 1
     fused = out[NDVI_FUSED].values
-    np.testing.assert_array_equal(fused[observed], out[NDVI].values[observed])
+    np.testing.assert_array_equal(fused[kept], ndvi[kept])
+    assert (fused[broken] != 0).all()  # the broken date is filled by the model, not kept
     assert np.isfinite(fused).all() and fused.min() >= -1 and fused.max() <= 1
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_FUSED, TIME, VH, VV, X, Y, read_cube, write_cube
 from fusecube.errors import CubeModelError, require
+from fusecube.fusion.features import screen_zero_periods
 from fusecube.ml.datamodules import CubeDataModule
 from fusecube.ml.datasets import CubeDataset
 from fusecube.ml.models.losses import (
@@ -216,6 +217,18 @@ def _hide_dates(valid, *, rate: tuple[float, float], spans: int, max_span: int, 
     return hide.to(valid.device)[:, None, :, None, None] & valid
 
 
+def observed(batch):
+    """``(B, 1, T, Y, X)`` bool: usable NDVI observations of a batch.
+
+    A date whose observed values in the window are all exactly 0 is a broken composite (as
+    :func:`fusecube.fusion.features.screen_zero_periods` finds per scene), not vegetation.
+    """
+    valid = batch["target_mask"]
+    some = valid.any(dim=(-2, -1), keepdim=True)
+    zero = ((batch["target"] == 0) | ~valid).all(dim=(-2, -1), keepdim=True)
+    return valid & ~(some & zero)
+
+
 class CubeFusionTask(lightning.LightningModule):
     """Gap-filling NDVI cubes with a 3-D U-Net: S1 + masked NDVI + validity in, NDVI out.
 
@@ -318,7 +331,7 @@ class CubeFusionTask(lightning.LightningModule):
     # -- steps
     def training_step(self, batch, batch_idx):
         """Hide random dates, predict them back; weighted physics-style loss."""
-        valid = batch["target_mask"] & ~self._held(batch)
+        valid = observed(batch) & ~self._held(batch)
         g = torch.Generator().manual_seed(int(self.hparams.seed) * 1_000_003 + int(self.global_step) * 17
                                           + int(self.global_rank))
         hidden = _hide_dates(valid, rate=tuple(self.hparams.hide_rate), spans=self.hparams.hide_spans,
@@ -335,8 +348,9 @@ class CubeFusionTask(lightning.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         """Score hidden observations (seeded dates and the held-out dates) in held-out blocks."""
-        held = self._held(batch) & batch["target_mask"]
-        valid = batch["target_mask"] & ~held
+        usable = observed(batch)
+        held = self._held(batch) & usable
+        valid = usable & ~held
         g = torch.Generator().manual_seed(int(self.hparams.seed) + 7919 * int(batch_idx))
         rate = float(self.hparams.val_hide_rate)
         hidden = _hide_dates(valid, rate=(rate, rate), spans=1, max_span=self.hparams.max_span,
@@ -365,7 +379,7 @@ class CubeFusionTask(lightning.LightningModule):
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         """NDVI over the window from every observation (clipped to the NDVI range)."""
-        shown = batch["target_mask"]
+        shown = observed(batch)
         pred = self(self.inputs(batch["image"], batch["mask"], batch["target"], shown)).float()
         return {"ndvi": pred.clamp(*self.hparams.ndvi_range)[:, 0].cpu(),
                 **{k: batch[k].cpu() for k in ("source", "time", "row", "col")}}
@@ -467,10 +481,12 @@ class FusedCubeWriter(BasePredictionWriter):
         for src, (total, wsum) in sorted(self._acc.items()):
             cube = dm.cubes[src]
             ds = read_cube(cube, chunks={})
-            observed = ds[NDVI].transpose(*DIMS).values
+            obs = ds[NDVI].transpose(*DIMS).values
+            n_t = obs.shape[0]
+            obs = screen_zero_periods(obs.reshape(n_t, -1).T).T.reshape(obs.shape)
             with np.errstate(invalid="ignore", divide="ignore"):
                 model = total / wsum
-            fused = np.where(np.isfinite(observed), observed, model).astype(np.float32)
+            fused = np.where(np.isfinite(obs), obs, model).astype(np.float32)
             out = ds.assign({NDVI_FUSED: (DIMS, fused, {**CF_ATTRS[NDVI_FUSED], "gapfill_method": "unet3d",
                                                         "training_data_digest": digest})})
             rel = cube.relative_to(dm.zarr_root) if cube != dm.zarr_root else Path(cube.name)
