@@ -135,6 +135,7 @@ def test_synthetic_batch_states_tiles_report_and_training(tmp_path):
     # the summary report: map coloured by state, counts, every reason
     svg = Path(result.report["map"]).read_text()
     assert svg.count('fill="#2e7d32"') >= 5 and 'fill="#c62828"' in svg
+    assert "1 AOI(s) not drawn: invalid coordinates" in svg  # "bad" (lat -95) has no place
     md = Path(result.report["markdown"]).read_text()
     assert "5 done, 3 failed, 1 skipped" in md and "time budget" in md and "map.svg" in md
     assert "<svg" in Path(result.report["html"]).read_text()

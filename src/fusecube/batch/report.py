@@ -77,6 +77,10 @@ def map_svg(records: list[AOIRecord]) -> str:
     else:
         parts.append(f'<text x="{MAP_W / 2}" y="{MAP_H / 2}" text-anchor="middle">'
                      'no AOI with valid coordinates</text>')
+    unplaced = len(records) - len(located)
+    if unplaced:
+        parts.append(f'<text x="{MAP_W - PAD}" y="14" text-anchor="end" fill="#c62828">'
+                     f'{unplaced} AOI(s) not drawn: invalid coordinates</text>')
     counts = totals(records)["states"]
     x = PAD
     for state in STATES:
