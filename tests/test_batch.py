@@ -373,6 +373,7 @@ def test_stac_batch_with_faults_reads_only_aoi_windows(catalogue, tmp_path):
         assert sent / 15 < 0.1 * whole  # one AOI costs about one 256 px tile of the 16, never the scene
         assert all(r.bytes_read > 0 for r in ok)
         assert sum(r.bytes_read for r in ok) >= sent  # every byte sent is accounted to some AOI
+        assert "count each other's bytes" in Path(result.report["markdown"]).read_text()
         # the faults cleared, --retry-failed redoes only the failures; B now succeeds
         srv.faults.script = {}
         srv.reset_counters()

@@ -100,6 +100,14 @@ def _rows(records: list[AOIRecord]) -> list[list[str]]:
 HEAD = ["AOI", "state", "attempts", "tiles", "bytes read", "seconds", "reason"]
 
 
+def _bytes_note(config: BatchConfig) -> str:
+    if config.source != "stac" or config.concurrency == 1:
+        return ""
+    return ("Bytes read come from GDAL's per-file counters: AOIs reading the same file at the "
+            "same time count each other's bytes, so per-AOI figures and their sum can be too high "
+            "(never too low); run with --concurrency 1 for exact per-AOI bytes.")
+
+
 def summary_markdown(batch_id: str, records: list[AOIRecord], config: BatchConfig) -> str:
     """The markdown summary (links ``map.svg``)."""
     t = totals(records)
@@ -113,6 +121,8 @@ def summary_markdown(batch_id: str, records: list[AOIRecord], config: BatchConfi
              "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     for row in _rows(records):
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in row) + " |")
+    if _bytes_note(config):
+        lines += ["", _bytes_note(config)]
     return "\n".join(lines) + "\n"
 
 
@@ -139,6 +149,7 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ddd;pad
 {t['attempts']} attempts.</p>
 {svg}
 <table><tr>{''.join(f'<th>{h}</th>' for h in HEAD)}</tr>{body}</table>
+<p><small>{html.escape(_bytes_note(config))}</small></p>
 </body></html>
 """
 
