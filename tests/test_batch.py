@@ -239,6 +239,17 @@ def test_cli_batch_run_prints_reasons(tmp_path):
     # cube not asked for: only the tiles are kept
     aoi_dir = tmp_path / "b" / "aois" / "loc00"
     assert (aoi_dir / "patches" / "metadata.json").exists() and not (aoi_dir / "input" / "cube.zarr").exists()
+    status = CliRunner().invoke(_app(), ["batch", "status", str(tmp_path / "b")])
+    assert status.exit_code == 0 and "loc00" in status.output and "2 AOIs: 1 done, 1 failed" in status.output
+    args = ["batch", "run", str(csv), "--start", START, "--end", END, "--out", str(tmp_path / "b"),
+            "--patch-size", "16", "--produce", "patches"]
+    again = CliRunner().invoke(_app(), args)
+    assert isinstance(again.exception, BatchStateError)
+    resumed = CliRunner().invoke(_app(), [*args, "--resume"])
+    assert resumed.exit_code == 0 and "2 AOIs: 1 done, 1 failed" in resumed.output
+    # the batch is a run of the runner's ledger too: `fusecube status` lists it
+    runs = CliRunner().invoke(_app(), ["status", "--ledger", str(tmp_path / "b" / "ledger.sqlite"), "--json"])
+    assert runs.exit_code == 0 and json.loads(runs.output)[0]["id"].startswith("batch-")
 
 
 @pytest.mark.slow
