@@ -201,3 +201,30 @@ def test_real_sen2rts_ndvi_stack():
     first = read_geotiff_stack(REAL_NDVI, pattern=files[0].name, bands=("ndvi",), geobox=gbox)
     expected = np.where(raw == -32768, np.nan, raw * 1e-4)
     np.testing.assert_allclose(first[NDVI][0], expected, atol=1e-6)
+
+
+def test_only_the_grid_window_of_a_big_remote_file_is_read(tmp_path):
+    from fusecube.sources.geotiff import read_file
+    from fusecube.testing import LoopbackServer
+
+    # a 2048 x 2048 px EPSG:4326 export (~0.9 deg); the grid is a 3 km UTM box inside it
+    big = GeoBox.from_bbox((110.0, -7.5, 110.9216, -6.5784), "EPSG:4326", resolution=0.00045)
+    yy, xx = np.mgrid[0:big.shape.y, 0:big.shape.x].astype(np.float32)
+    rng = np.random.default_rng(1)
+    data = np.stack([-12 + 0.001 * xx, -18 + 0.001 * yy, 0.3 + 0.0001 * xx]).astype(np.float32)
+    data += rng.normal(0, 0.01, data.shape).astype(np.float32)  # compress like real data
+    path = tmp_path / "period_01.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=big.shape.x, height=big.shape.y,
+                       count=3, dtype="float32", crs="EPSG:4326", transform=big.affine,
+                       tiled=True, blockxsize=256, blockysize=256, compress="deflate") as dst:
+        dst.write(data)
+    gbox = resolve_geobox((110.40, -7.05, 110.427, -7.023), resolution=30)
+    with LoopbackServer(tmp_path) as srv:
+        remote = read_file(srv.file_url(path.name), gbox, ("vv_db", "vh_db", "ndvi"))
+        sent = srv.total_bytes
+    local = read_file(path, gbox, ("vv_db", "vh_db", "ndvi"))
+    for role in ("vv", "vh", "ndvi"):
+        np.testing.assert_array_equal(remote[role], local[role])
+        assert np.isfinite(local[role]).all()
+    size = path.stat().st_size
+    assert sent < 0.05 * size, (sent, size)  # a few tiles, not the file

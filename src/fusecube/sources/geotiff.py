@@ -166,30 +166,36 @@ def _band_roles(src, bands: Sequence[str]) -> list[str]:
     return list(bands)
 
 
-def read_file(path: Path, geobox: GeoBox, bands: Sequence[str], *,
+def read_file(path: str | os.PathLike, geobox: GeoBox, bands: Sequence[str], *,
               ndvi_scale: float | None = None,
               resampling: str = "bilinear") -> dict[str, np.ndarray]:
     """Read the part of one file covering ``geobox`` and reproject it onto ``geobox``.
 
+    ``path`` may also be an ``http(s)://`` URL (read with range requests, window only).
+
     Returns:
         Role (``vv``, ``vh``, ``ndvi``) → float32 ``(y, x)``, linear, NaN where masked.
     """
+    url = str(path).startswith(("http://", "https://"))
+    name = str(path).rsplit("/", 1)[-1] if url else Path(path).name
+    env = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_TIMEOUT": "60",
+           "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.5"} if url else {}
     try:
-        with rasterio.open(path) as src:
+        with rasterio.Env(**env), rasterio.open(f"/vsicurl/{path}" if url else path) as src:
             if src.crs is None:
-                raise GridError(f"{path.name} has no CRS; set it (gdal_edit -a_srs EPSG:4326 "
-                                f"{path.name}) or re-export with a CRS.")
+                raise GridError(f"{name} has no CRS; set it (gdal_edit -a_srs EPSG:4326 "
+                                f"{name}) or re-export with a CRS.")
             roles = _band_roles(src, bands)
             src_crs = normalise_crs(src.crs)
             try:
                 footprint = geobox.extent.to_crs(src_crs)
             except Exception as exc:  # pyproj errors on impossible transforms
-                raise GridError(f"{path.name}: the grid cannot be expressed in its CRS "
+                raise GridError(f"{name}: the grid cannot be expressed in its CRS "
                                 f"{src_crs} ({exc}); check the file's CRS.") from exc
             file_box = geom.box(*src.bounds, src_crs)
             if footprint.is_empty or not footprint.intersects(file_box):
                 raise GridError(
-                    f"{path.name} (bounds {tuple(round(b, 4) for b in src.bounds)} in {src_crs})"
+                    f"{name} (bounds {tuple(round(b, 4) for b in src.bounds)} in {src_crs})"
                     " does not overlap the output grid; its CRS is probably wrong (swapped "
                     "lon/lat, or projected numbers labelled EPSG:4326): fix it with "
                     "gdal_edit -a_srs, or choose another --aoi."
@@ -225,7 +231,7 @@ def read_file(path: Path, geobox: GeoBox, bands: Sequence[str], *,
         ndvi = out[NDVI]
         bad = np.abs(ndvi) > 1.0001
         if bad.mean() > 0.01:
-            raise InputFileError(f"{path.name}: {100 * bad.mean():.0f}% of NDVI values are "
+            raise InputFileError(f"{name}: {100 * bad.mean():.0f}% of NDVI values are "
                                  "outside -1..1; the band is scaled: pass ndvi_scale "
                                  "(e.g. --ndvi-scale 0.0001).")
         out[NDVI] = np.where(bad, np.nan, ndvi).astype(np.float32)

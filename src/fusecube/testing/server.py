@@ -71,7 +71,9 @@ class FaultPlan:
 class LoopbackServer:
     """Serve ``root`` under ``/files/`` and ``items`` as a STAC API under ``/stac``.
 
-    Use as a context manager; ``url`` is the base URL once started.
+    Use as a context manager; ``url`` is the base URL once started. No directory listings are
+    served: GDAL clients must set ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`` (fusecube's
+    readers do), otherwise GDAL's directory probe after opening a file stalls.
 
     Attributes:
         bytes_sent: Body bytes sent per request path.
