@@ -82,10 +82,19 @@ def print_result(result) -> None:
 
 def run_with_progress(start, log_json: bool) -> None:
     """Call ``start(reporter)`` (a runner entry) under a progress reporter and print the result."""
+    import signal
+
+    from fusecube.errors import RunInterrupted
     from fusecube.progress import progress_reporter
 
-    with progress_reporter(json_lines=log_json) as report:
-        result = start(report)
+    try:
+        with progress_reporter(json_lines=log_json) as report:
+            result = start(report)
+    except RunInterrupted:
+        # the run has stopped and recorded it: a late second Ctrl-C must not bury the message
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise
     print_result(result)
 
 
