@@ -111,3 +111,18 @@ def test_real_cases_from_the_field_series(real_data):
     assert np.array_equal(cases["target"][scored], full[scored])
     assert np.isnan(cases["ndvi"][scored]).all()
     assert np.array_equal(np.isfinite(cases["ndvi"]) | scored, np.isfinite(full))
+
+
+def test_rmse_difference_interval_is_paired_and_signed():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(0.2, 0.8, (40, 10))
+    scored = rng.random((40, 10)) < 0.5
+    good = target + rng.normal(0, 0.01, target.shape)
+    bad = target + rng.normal(0, 0.1, target.shape)
+    out = compare.rmse_difference_interval(good, bad, target, scored, draws=500)
+    exact = (compare.errors(good, target, scored)["rmse"]
+             - compare.errors(bad, target, scored)["rmse"])
+    assert out["difference"] == pytest.approx(exact)
+    assert out["low"] <= out["difference"] <= out["high"] < 0
+    same = compare.rmse_difference_interval(good, good, target, scored, draws=100)
+    assert same["low"] == same["high"] == same["difference"] == 0

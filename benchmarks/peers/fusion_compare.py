@@ -61,6 +61,26 @@ def errors(pred: np.ndarray, target: np.ndarray, scored: np.ndarray) -> dict:
             "missing_share": float(1 - ok.mean())}
 
 
+def rmse_difference_interval(pred_a: np.ndarray, pred_b: np.ndarray, target: np.ndarray,
+                             scored: np.ndarray, *, draws: int = 2000, seed: int = 0) -> dict:
+    """RMSE(a) - RMSE(b) and its 95 % interval by a paired bootstrap over series (rows).
+
+    Rows (pixels, or hiding cases of the real field) are resampled with replacement; both
+    methods are scored on the same draw. Negative: ``a`` is more accurate.
+    """
+    sel = scored & np.isfinite(target) & np.isfinite(pred_a) & np.isfinite(pred_b)
+    sq_a = np.where(sel, (pred_a - target) ** 2, 0.0).sum(axis=1)
+    sq_b = np.where(sel, (pred_b - target) ** 2, 0.0).sum(axis=1)
+    count = sel.sum(axis=1)
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, count.size, size=(draws, count.size))
+    n = np.maximum(count[rows].sum(axis=1), 1)
+    diff = np.sqrt(sq_a[rows].sum(axis=1) / n) - np.sqrt(sq_b[rows].sum(axis=1) / n)
+    point = np.sqrt(sq_a.sum() / max(count.sum(), 1)) - np.sqrt(sq_b.sum() / max(count.sum(), 1))
+    low, high = np.percentile(diff, [2.5, 97.5])
+    return {"difference": float(point), "low": float(low), "high": float(high), "draws": draws}
+
+
 def score_set(pred: np.ndarray, data, name: str) -> dict:
     """All the scores of one method on one data set (groups: all, and per case or gap kind)."""
     target, scored = data[f"{name}__target"], data[f"{name}__scored"]
@@ -95,6 +115,13 @@ def ms_per_series(name: str, method: str, fusecube: dict, mogpr: dict) -> dict:
             "predict_ms": f["predict_s"] / pixels * 1e3}
 
 
+def key_of(name: str, method: str) -> str:
+    """Array name of a method's output on a data set (``fusecube_fusion.npz`` / ``mogpr.npz``)."""
+    if not method.startswith("mogpr"):
+        return f"{method}__{name}"
+    return "real__ndvi" if name == "real" else method.replace("mogpr", "synth") + "__ndvi"
+
+
 def collect(work: Path) -> dict:
     """Score every method's output in ``work`` and gather the costs."""
     data = np.load(work / "fusion_input.npz")
@@ -120,8 +147,7 @@ def collect(work: Path) -> dict:
             entry["held_out_paddy_pixels"] = int(data["synth__held_out_paddy"])
             entry["fusion_training"] = fusecube[name]["fusion"].get("trained_on")
         for method in METHODS:
-            key = f"{method}__{name}" if not method.startswith("mogpr") else \
-                ("real__ndvi" if name == "real" else method.replace("mogpr", "synth") + "__ndvi")
+            key = key_of(name, method)
             source = mo if method.startswith("mogpr") else fc
             if name == "real" and method == "mogpr_periods" or key not in source:
                 continue
@@ -129,6 +155,12 @@ def collect(work: Path) -> dict:
             entry["methods"][method] = {"label": METHODS[method], "series": int(pred.shape[0]),
                                         **score_set(pred, data, name),
                                         **ms_per_series(name, method, fusecube, mogpr)}
+        if "fusion" in entry["methods"] and "mogpr" in entry["methods"]:
+            n = int(np.asarray(mo[key_of(name, "mogpr")]).shape[0])
+            entry["fusion_minus_mogpr_rmse"] = rmse_difference_interval(
+                np.asarray(fc[f"fusion__{name}"], np.float64)[:n],
+                np.asarray(mo[key_of(name, "mogpr")], np.float64),
+                data[f"{name}__target"][:n], data[f"{name}__scored"][:n])
         base = entry["methods"].get("mogpr", {}).get("ms")
         for r in entry["methods"].values():
             if base and r.get("ms"):
@@ -182,6 +214,10 @@ def markdown(results: dict) -> str:
                          f"{_f(a['bias'], '+.4f')} | "
                          + " | ".join(_f(r.get(g, {}).get("rmse"), ".4f") for g in groups)
                          + f" | {ms} | {ratio} |")
+        ci = entry.get("fusion_minus_mogpr_rmse")
+        if ci:
+            lines += ["", f"RMSE fusecube fusion - MOGPR: {ci['difference']:+.4f} (95 % interval "
+                      f"{ci['low']:+.4f} .. {ci['high']:+.4f}, paired bootstrap over series)"]
         lines.append("")
     env = results["environment"]
     lines += ["fusecube fusion cost: synthetic = (one training on the scene + gap-filling the whole "
