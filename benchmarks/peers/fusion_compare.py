@@ -173,10 +173,16 @@ def collect(work: Path) -> dict:
             f = fusecube[name]["fusion"]
             entry["fusion"] = {k: f[k] for k in ("scene_pixels", "train_s", "predict_s")}
         results["sets"][name] = entry
-    results["environment"] = {"python": platform.python_version(), "machine": platform.machine(),
-                              "cpus": os.cpu_count(), "threads": 1,
-                              "load_average": os.getloadavg()}
+    env_file = work / "environment.json"  # written right after the runs (rescoring keeps it)
+    results["environment"] = (json.loads(env_file.read_text()) if env_file.exists()
+                              else environment())
     return results
+
+
+def environment() -> dict:
+    """The machine and its load (the machine is shared: timings are best read as ratios)."""
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "threads": 1, "load_average": os.getloadavg()}
 
 
 def _f(value, spec: str) -> str:
@@ -257,6 +263,7 @@ def main() -> None:
             reason = f"{PEER_VENV.name} missing: run benchmarks/peers/setup_venvs.sh"
         if not (work / "mogpr.json").exists():
             (work / "mogpr.json").write_text(json.dumps({"skipped": reason}))
+        (work / "environment.json").write_text(json.dumps(environment()))
     results = collect(work)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "fusion_peers.json").write_text(json.dumps(results, indent=2))
