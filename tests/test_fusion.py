@@ -211,12 +211,14 @@ def test_save_load_round_trip(tmp_path, cube, model):
                                   fuse(cube, model=model)[NDVI_FUSED].values)
 
 
-def test_fine_tune_starts_from_the_given_model(cube, model):
-    before = {k: v.clone() for k, v in model.net.state_dict().items()}
-    start = FusionModel.load(model.save(Path(pytest.importorskip("tempfile").mkdtemp()) / "m.pt"))
-    tuned = fit(cube, replace(TINY, min_steps=10), init=start)
-    assert tuned.meta["fine_tuned"] and tuned.normalizer is start.normalizer
+def test_fine_tune_starts_from_the_given_model(tmp_path, cube, model):
+    start = FusionModel.load(model.save(tmp_path / "m.pt"))
+    before = {k: v.clone() for k, v in start.net.state_dict().items()}
+    tuned = fit(cube, replace(TINY, min_steps=10, width=32), init=start)
+    assert tuned.meta["fine_tuned"] and tuned.arch == start.arch  # architecture kept, not TINY's
+    np.testing.assert_array_equal(tuned.normalizer.mean_, start.normalizer.mean_)
     assert any(not torch.equal(before[k], v) for k, v in tuned.net.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in start.net.state_dict().items())
 
 
 def test_fuse_cube_writes_a_cube(tmp_path, small_scene, model):

@@ -8,6 +8,7 @@ whole held-out dates, and reports the linear and Whittaker-only baselines on the
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -225,7 +226,8 @@ def fit(cube: xr.Dataset, config: TrainConfig | None = None, *,
     Args:
         cube: The cube (lazy or in memory).
         config: Training options; defaults of :class:`TrainConfig` when None.
-        init: A trained model to fine-tune (its features and normalisation are kept).
+        init: A trained model to fine-tune (its features and normalisation are kept; the
+            given object is not modified).
 
     Returns:
         The fitted model; ``model.metrics`` holds the validation scores beside the baselines.
@@ -274,7 +276,7 @@ def fit_arrays(sample: PixelSample, config: TrainConfig, *,
     ndvi_in = sample.ndvi.copy()
     ndvi_in[:, held] = np.nan  # held-out dates: never an input, never a target
     if init is not None:
-        model = init
+        model = copy.deepcopy(init)  # the given model stays as it was
     else:
         normalizer = Normalizer(tuple(config.radar_features)).fit(sample.radar[train])
         arch = {"arch": config.arch, "width": config.width}
