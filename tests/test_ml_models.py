@@ -35,6 +35,7 @@ from fusecube.ml.training import (  # noqa: E402
     cli_main,
     covering_windows,
     find_cubes,
+    interpolate_time,
     observed,
 )
 
@@ -165,6 +166,24 @@ def test_find_cubes_and_covering_windows(zarr_root, tmp_path):
         covering_windows([(8, 32, 32)], size=16, time_window=12, stride=8, time_stride=8)
 
 
+def test_interpolate_time_exact():
+    values = torch.tensor([0.0, 0.2, 0.0, 0.0, 0.8, 0.0]).reshape(1, 1, 6, 1, 1)
+    valid = torch.tensor([False, True, False, False, True, False]).reshape(1, 1, 6, 1, 1)
+    out = interpolate_time(values, valid).flatten()
+    torch.testing.assert_close(out, torch.tensor([0.2, 0.2, 0.4, 0.6, 0.8, 0.8]))
+    none = interpolate_time(values, torch.zeros_like(valid))
+    assert float(none.abs().sum()) == 0.0
+
+
+def test_untrained_task_starts_as_linear_gap_filling():
+    task = CubeFusionTask(depth=2, width=4)
+    ndvi = torch.rand(1, 1, 8, 8, 8)
+    shown = torch.rand(1, 1, 8, 8, 8) > 0.5
+    image, mask = torch.randn(1, 2, 8, 8, 8), torch.ones(1, 2, 8, 8, 8, dtype=torch.bool)
+    pred = task(task.inputs(image, mask, ndvi, shown))
+    torch.testing.assert_close(pred, interpolate_time(ndvi * shown, shown))
+
+
 def test_all_zero_dates_are_not_observations():
     target = torch.full((1, 1, 3, 2, 2), 0.4)
     target[:, :, 1] = 0.0
@@ -207,7 +226,8 @@ def test_tiny_unet_trains_and_its_loss_drops(zarr_root):
     trainer = quiet_trainer(max_steps=40, limit_val_batches=0)
     trainer.fit(task, dm)
     after = quiet_trainer().validate(task, dm, verbose=False)[0]
-    assert after["val_rmse"] < 0.7 * before["val_rmse"]
+    # before training the task is exactly linear gap-filling: the drop is what the U-Net learned
+    assert after["val_rmse"] < 0.85 * before["val_rmse"]
     assert after["val_rmse_heldout_dates"] < before["val_rmse_heldout_dates"]
     assert trainer.global_step == 40
 

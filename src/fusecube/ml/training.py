@@ -51,8 +51,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter  # noqa: E402
 log = logging.getLogger(__name__)
 
 #: Input channels of the network: S1 (vv, vh, vh - vv; normalised dB), masked NDVI, NDVI shown,
-#: S1 valid.
-INPUT_CHANNELS: tuple[str, ...] = ("vv", "vh", "vh_minus_vv", "ndvi_masked", "ndvi_valid", "s1_valid")
+#: S1 valid, and the shown NDVI linearly interpolated in time (the prediction is a correction
+#: of it, so an untrained network starts as linear gap-filling).
+INPUT_CHANNELS: tuple[str, ...] = ("vv", "vh", "vh_minus_vv", "ndvi_masked", "ndvi_valid", "s1_valid",
+                                   "ndvi_interp")
 RECORD_NAME = "run-record.json"
 
 
@@ -217,6 +219,25 @@ def _hide_dates(valid, *, rate: tuple[float, float], spans: int, max_span: int, 
     return hide.to(valid.device)[:, None, :, None, None] & valid
 
 
+def interpolate_time(values, valid):
+    """Linear interpolation along time (axis 2) of ``values`` between ``valid`` steps, vectorised.
+
+    Steps before the first (after the last) valid one take its value; series without any valid
+    step give 0. Time steps are taken as equally spaced (fusecube periods are).
+    """
+    n_t = values.shape[2]
+    step = torch.arange(n_t, device=values.device).view(1, 1, n_t, 1, 1).expand_as(values)
+    prev = torch.where(valid, step, torch.full_like(step, -1)).cummax(dim=2).values
+    nxt = torch.where(valid, step, torch.full_like(step, n_t)).flip(2).cummin(dim=2).values.flip(2)
+    has_prev, has_next = prev >= 0, nxt < n_t
+    v_prev = values.gather(2, prev.clamp(min=0))
+    v_next = values.gather(2, nxt.clamp(max=n_t - 1))
+    frac = (step - prev).to(values.dtype) / (nxt - prev).clamp(min=1).to(values.dtype)
+    both = v_prev + frac * (v_next - v_prev)
+    one = torch.where(has_prev, v_prev, torch.where(has_next, v_next, torch.zeros_like(values)))
+    return torch.where(has_prev & has_next, both, one)
+
+
 def observed(batch):
     """``(B, 1, T, Y, X)`` bool: usable NDVI observations of a batch.
 
@@ -270,6 +291,8 @@ class CubeFusionTask(lightning.LightningModule):
                                  f"use {list(TERMS)}.")
         self.net = UNet3D(len(INPUT_CHANNELS), 1, depth=depth, width=width, time_pool=time_pool,
                           dropout=dropout)
+        torch.nn.init.zeros_(self.net.head.weight)  # start as linear gap-filling, learn the correction
+        torch.nn.init.zeros_(self.net.head.bias)
         self.weighting = UncertaintyWeighting(TERMS, init=loss_log_vars, learnable=learn_weights)
         self._forward = self.net
         self.holdout = torch.tensor(sorted(holdout_dates or []), dtype=torch.long)
@@ -300,14 +323,16 @@ class CubeFusionTask(lightning.LightningModule):
         """Network input ``(B, 6, T, Y, X)`` from a batch and the NDVI values to show."""
         s1_valid = mask.all(dim=1, keepdim=True)
         vv, vh = image[:, 0:1] * s1_valid, image[:, 1:2] * s1_valid
-        x = torch.cat([vv, vh, vh - vv, ndvi * shown, shown.to(ndvi.dtype), s1_valid.to(ndvi.dtype)], dim=1)
+        interp = interpolate_time(ndvi * shown, shown)
+        x = torch.cat([vv, vh, vh - vv, ndvi * shown, shown.to(ndvi.dtype), s1_valid.to(ndvi.dtype), interp],
+                      dim=1)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return x
 
     def forward(self, x):
-        """NDVI ``(B, 1, T, Y, X)`` from the network input (unclipped)."""
-        return self._forward(x)
+        """NDVI ``(B, 1, T, Y, X)`` from the network input (unclipped): interpolation + correction."""
+        return x[:, -1:] + self._forward(x)
 
     def _held(self, batch):
         """``(B, 1, T, 1, 1)`` bool: the held-out dates inside each window."""
