@@ -232,7 +232,8 @@ def test_tiny_unet_trains_and_its_loss_drops(zarr_root):
     assert trainer.global_step == 40
 
 
-def test_bf16_mixed_precision_on_cpu(zarr_root):
+def test_bf16_mixed_precision_on_cpu(zarr_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     dm = tiny_datamodule(zarr_root)
     task = CubeFusionTask(depth=2, width=4)
     trainer = quiet_trainer(max_steps=2, precision="bf16-mixed", limit_val_batches=1)
@@ -240,6 +241,7 @@ def test_bf16_mixed_precision_on_cpu(zarr_root):
     assert trainer.precision == "bf16-mixed"
     assert math.isfinite(float(trainer.callback_metrics["train_loss"]))
     assert task.net.head.weight.dtype == torch.float32  # weights stay float32 under autocast
+    assert not list(tmp_path.iterdir())  # without a logger nothing is written to the working folder
 
 
 def test_predict_writes_a_fused_cube_with_training_statistics(zarr_root, tmp_path):

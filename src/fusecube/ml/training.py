@@ -425,6 +425,8 @@ class CubeFusionTask(lightning.LightningModule):
 
     def on_fit_start(self) -> None:
         """Write the run record (data hash, params) beside the logs before the first step."""
+        if self.trainer.logger is None:  # no run folder: the record stays in the checkpoints
+            return
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
         if self.trainer.is_global_zero and log_dir:
             path = Path(log_dir) / RECORD_NAME
