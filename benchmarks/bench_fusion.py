@@ -160,6 +160,7 @@ def main() -> None:
                         help="folder of a scene already written by synthesize (same size/seed)")
     parser.add_argument("--min-steps", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--balance-dates", type=float, default=None)
     args = parser.parse_args()
     from fusecube.fusion.train import TrainConfig
 
@@ -174,6 +175,8 @@ def main() -> None:
         config = replace(config, min_steps=args.min_steps)
     if args.epochs:
         config = replace(config, epochs=args.epochs)
+    if args.balance_dates is not None:
+        config = replace(config, balance_dates=args.balance_dates)
     with tempfile.TemporaryDirectory(prefix="fusecube-bench-fusion-") as tmp:
         result = run((width, height), args.seed, Path(tmp), config,
                      Path(args.scene) if args.scene else None)

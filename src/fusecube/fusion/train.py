@@ -62,6 +62,8 @@ class TrainConfig:
         spans: Contiguous spans hidden per pixel and step (like a cloudy season).
         max_span: Longest hidden span, in time steps.
         min_quality: Observations with lower quality (haze) are not used as targets.
+        balance_dates: Loss weight per date ∝ (share of clear values) ** -balance_dates;
+            0 weighs every target alike, 0.5 lifts the rarely clear (wet-season) dates.
         seed: Random seed (sampling, split, masks, weights).
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: CPU threads for torch.
@@ -86,6 +88,7 @@ class TrainConfig:
     spans: int = 2
     max_span: int = 12
     min_quality: float = 0.7
+    balance_dates: float = 0.0
     seed: int = 0
     device: str = "auto"
     threads: int = 1
@@ -292,6 +295,7 @@ def fit_arrays(sample: PixelSample, config: TrainConfig, *,
         raise FusionModelError("No clear optical observation among the training pixels: the "
                                "fusion model has nothing to learn from. Check the NDVI input "
                                "or lower TrainConfig.min_quality.")
+    date_weight = _date_weights(target_ok[train], config.balance_dates)
     net = model.net.to(device).train()
     train_idx = np.flatnonzero(train)
     steps_per_epoch = max(1, math.ceil(train_idx.size / config.batch_size))
@@ -314,7 +318,7 @@ def fit_arrays(sample: PixelSample, config: TrainConfig, *,
         shown = np.where(hidden, np.nan, ndvi_in[batch])
         x = assemble(radar_z[batch], calendar,
                      optical_features(shown, sample.quality[batch], times_days))
-        weight = (hidden & target_ok[batch]).astype(np.float32)
+        weight = (hidden & target_ok[batch]) * date_weight
         target = np.nan_to_num(ndvi_in[batch]).astype(np.float32)
         xt, yt, wt = (_to_device(torch, a, device) for a in (x, target, weight))
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
@@ -340,6 +344,18 @@ def fit_arrays(sample: PixelSample, config: TrainConfig, *,
         "versions": {"torch": torch.__version__, "fusecube": _version()},
     }
     return model
+
+
+def _date_weights(clear: np.ndarray, power: float) -> np.ndarray:
+    """``(T,)`` float32 loss weight per date: ``(share of clear values) ** -power``, mean 1.
+
+    Dates that clouds hide for most pixels (the wet season) give few targets; weighting them up
+    keeps the loss from being all dry season.
+    """
+    share = clear.mean(axis=0)
+    weight = np.where(share > 0, np.maximum(share, 1e-3) ** -power, 0.0)
+    used = weight[share > 0]
+    return (weight / (used.mean() if used.size else 1.0)).astype(np.float32)
 
 
 def _to_device(torch, array: np.ndarray, device: str):
