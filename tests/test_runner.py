@@ -14,7 +14,13 @@ import xarray as xr
 from fusecube.config import CubeSource, RunConfig
 from fusecube.errors import ConfigError, LedgerError
 from fusecube.runner import Ledger, run
-from fusecube.runner.memory import EDGE_STEP, block_edge_for, parse_memory
+from fusecube.runner.memory import (
+    BASE_OVERHEAD,
+    BYTES_PER_PIXEL_PERIOD,
+    EDGE_STEP,
+    block_edge_for,
+    parse_memory,
+)
 from fusecube.runner.status import run_status
 from fusecube.runner.tasks import sub_windows
 
@@ -49,10 +55,10 @@ def test_block_edge_grows_with_budget_and_is_capped():
     assert all(e % EDGE_STEP == 0 for e in edges)
     # the estimate of the largest block stays inside the budget
     for gb, edge in zip((1, 2, 4, 8), edges, strict=True):
-        assert 450 * 1024**2 + edge * edge * 62 * 200 <= gb * 1e9
+        assert BASE_OVERHEAD + edge * edge * 62 * BYTES_PER_PIXEL_PERIOD <= gb * 1e9
     assert block_edge_for(parse_memory("8GB"), 62, 64) == 64
     with pytest.raises(ConfigError, match="Raise --memory-limit"):
-        block_edge_for(parse_memory("300MB"), 62, 256)
+        block_edge_for(parse_memory("200MB"), 62, 256)
 
 
 def test_sub_windows_tile_the_block_exactly():
@@ -180,7 +186,7 @@ def test_resume_refuses_other_config_and_finished_runs(reference, small_scene, t
 
 
 def test_memory_limit_sets_the_block_edge(small_scene, tmp_path):
-    limit = 450 * 1024**2 + 40 * 40 * 62 * 200  # room for 40 px blocks -> 32 px
+    limit = BASE_OVERHEAD + 40 * 40 * 62 * BYTES_PER_PIXEL_PERIOD  # room for 40 px -> 32 px
     result = run(make_config(small_scene, tmp_path / "out", tmp_path / "l.sqlite",
                              block_size=256, memory_limit=str(limit)))
     assert result.block_edge == 32 and result.n_blocks == 4

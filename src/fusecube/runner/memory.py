@@ -22,13 +22,14 @@ from fusecube.errors import ConfigError
 log = logging.getLogger(__name__)
 
 MB = 1024**2
-#: Peak bytes the stages allocate per pixel and period of a block (measured with tracemalloc
-#: on the synthetic scene: 112 B for the stages) plus the block read and its result held
-#: for writing, rounded up for safety.
-BYTES_PER_PIXEL_PERIOD = 200
+#: Peak bytes per pixel and period of a block: the stages allocate 112 B (tracemalloc on the
+#: synthetic scene); the RSS a block adds was measured at ~54 B (benchmarks/bench_runner.py,
+#: 256 px blocks), since not every allocated page is touched. 120 B is the safe side of both.
+BYTES_PER_PIXEL_PERIOD = 120
 #: Resident memory of the interpreter, numpy/xarray/zarr/dask and the run's global state
-#: (mask, screen) before any block is read; torch for the fusion model adds more.
-BASE_OVERHEAD = 450 * MB
+#: (mask, screen) before any block is read (measured 190-220 MB); torch for the fusion
+#: model adds more.
+BASE_OVERHEAD = 250 * MB
 FUSION_OVERHEAD = 700 * MB
 #: Block edges are multiples of this, so chunks stay aligned when blocks are split.
 EDGE_STEP = 16
