@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--balance-dates", type=float, default=None)
+    parser.add_argument("--holdout-dates", type=float, default=None)
     args = parser.parse_args()
     from fusecube.fusion.train import TrainConfig
 
@@ -175,6 +176,8 @@ def main() -> None:
         config = replace(config, min_steps=args.min_steps)
     if args.epochs:
         config = replace(config, epochs=args.epochs)
+    if args.holdout_dates is not None:
+        config = replace(config, holdout_dates=args.holdout_dates)
     if args.balance_dates is not None:
         config = replace(config, balance_dates=args.balance_dates)
     with tempfile.TemporaryDirectory(prefix="fusecube-bench-fusion-") as tmp:
