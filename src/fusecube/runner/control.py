@@ -109,7 +109,10 @@ class RunControl:
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # a closed progress stream must not print a traceback
+                log.debug("heartbeat failed: %s", exc)
 
     def tick(self) -> None:
         """Refresh the ledger heartbeat and memory figures (also called from the heartbeat thread)."""
@@ -119,7 +122,8 @@ class RunControl:
             self.ledger.heartbeat(self.run_id, rss=rss, peak_rss=self.peak_rss)
         except Exception as exc:  # a busy ledger must not kill the heartbeat thread
             log.warning("ledger heartbeat failed: %s", exc)
-        self.on_tick(rss, self.peak_rss)
+        if not self._stop.is_set():
+            self.on_tick(rss, self.peak_rss)
 
     # ------------------------------------------------------------------ checkpoints
     def interrupted(self, done: int, total: int, *, abandoned: bool = False) -> RunInterrupted:
