@@ -280,6 +280,20 @@ def test_model_for_run_loads_the_configured_model(tmp_path, small_scene, model):
     assert loaded.meta == model.meta
 
 
+def test_model_for_run_trains_and_saves_beside_the_outputs(tmp_path, small_scene, monkeypatch):
+    import fusecube.fusion.train as train_module
+    from fusecube.config import CubeSource, RunConfig
+    from fusecube.fusion.model import model_for_run
+
+    monkeypatch.setattr(train_module, "TrainConfig", lambda: replace(TINY, min_steps=5))
+    config = RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path / "run",
+                       gapfill="fusion")
+    trained = model_for_run(read_cube(small_scene["cube"], chunks={}), config)
+    saved = FusionModel.load(tmp_path / "run" / "fusion_model.pt")
+    assert saved.meta["trained_on"] == trained.meta["trained_on"]
+    assert saved.meta["trained_on"]["steps"] == 5
+
+
 # ----------------------------------------------------------------------------- real data
 MOGPR = "fusets_bids/mogpr_input.csv"
 
