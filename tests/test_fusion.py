@@ -291,7 +291,8 @@ def test_model_for_run_trains_and_saves_beside_the_outputs(tmp_path, small_scene
     trained = model_for_run(read_cube(small_scene["cube"], chunks={}), config)
     saved = FusionModel.load(tmp_path / "run" / "fusion_model.pt")
     assert saved.meta["trained_on"] == trained.meta["trained_on"]
-    assert saved.meta["trained_on"]["steps"] == 5
+    n_train = saved.meta["trained_on"]["train_pixels"]
+    assert saved.meta["trained_on"]["steps"] == max(5, -(-n_train // TINY.batch_size))
 
 
 # ----------------------------------------------------------------------------- real data
