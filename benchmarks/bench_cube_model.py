@@ -48,7 +48,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="U-Net optimiser steps")
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3, help="U-Net AdamW learning rate")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="result file name (default cube_model.json)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     size = args.size or (64 if args.quick else 128)
@@ -98,7 +100,7 @@ def main() -> None:
     dm_options = dict(size=32, time_window=16, stride=16, time_stride=8, batch_size=4, block_size=32,
                       stats_cache=None, seed=args.seed)
     dm = CubeFusionDataModule(str(work / "train"), **dm_options)
-    task = CubeFusionTask(depth=args.depth, width=args.width, lr=2e-3, seed=args.seed)
+    task = CubeFusionTask(depth=args.depth, width=args.width, lr=args.lr, seed=args.seed)
     trainer = lightning.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
                                 enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                                 limit_val_batches=0)
@@ -154,7 +156,7 @@ def main() -> None:
         "protocol": {"split": {"block": split.block, "val_fraction": split.val_fraction, "buffer": split.buffer},
                      "val_pixels": int(val.sum()), "heldout_dates": held.tolist(),
                      "n_targets": {k: int(np.isfinite(v).sum()) for k, v in targets.items()}},
-        "unet3d": {"depth": args.depth, "width": args.width, "steps": steps, "window": [16, 32, 32],
+        "unet3d": {"depth": args.depth, "width": args.width, "steps": steps, "lr": args.lr, "window": [16, 32, 32],
                    "params": int(sum(p.numel() for p in task.net.parameters())),
                    "train_seconds": round(unet_train_s, 2), "predict_seconds": round(unet_predict_s, 2),
                    "loss_weights": task.weighting.weights()},
@@ -166,7 +168,7 @@ def main() -> None:
                     "torch_threads": args.threads, "device": "cpu", "torch": torch.__version__},
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / ("cube_model_quick.json" if args.quick else "cube_model.json")
+    out = RESULTS / (args.out or ("cube_model_quick.json" if args.quick else "cube_model.json"))
     out.write_text(json.dumps(result, indent=1, default=float))
     print(f"{'target':<22}{'method':<11}{'RMSE':>8}{'R²':>8}{'RMSE paddy':>12}")
     for name, by_method in scores.items():
