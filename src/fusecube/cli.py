@@ -144,7 +144,7 @@ def demo(
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT in pixels (default: Demak).")] = "671x893",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     mask: Annotated[str, typer.Option(help="'cube', 'blocks' (the scene's GeoPackage), 'none' or a file.")] = "cube",
-    gapfill: Annotated[str, typer.Option(help="linear | whittaker | fusion")] = "linear",
+    gapfill: Annotated[str, typer.Option(help="fusion (S1→NDVI, trained here) | linear | whittaker")] = "fusion",
     memory_limit: MemoryOpt = None,
     scheduler: SchedulerOpt = None,
     ledger: LedgerOpt = None,

@@ -40,7 +40,9 @@ class SmoothOptions(_Model):
     lam: float = Field(1.0, gt=0, description="Smoothing strength (tuned on the synthetic truth).")
     method: Literal["fixed", "gcv", "vcurve"] = Field(
         "fixed", description="fixed lambda, or per-pixel lambda by GCV or V-curve.")
-    gap_weight: float = Field(0.3, ge=0, le=1, description="Weight of gap-filled values.")
+    gap_weight: float | None = Field(
+        None, ge=0, le=1, description="Weight of gap-filled values; default 1.0 after fusion (radar-backed), "
+                                      "0.3 after linear/Whittaker gap-fill (interpolated guesses).")
     envelope_iterations: int = Field(0, ge=0, le=5, description="Upper-envelope iterations.")
 
 
