@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,14 @@ def small_scene(tmp_path_factory) -> dict[str, Path]:
 
     out = tmp_path_factory.mktemp("scene48")
     return synthesize(SceneConfig(width=48, height=48, seed=3), out)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ledger_in_tmp(tmp_path_factory):
+    """Keep the run ledger of every test (and CLI subprocess) out of the home folder."""
+    if "FUSECUBE_LEDGER" in os.environ:
+        yield
+        return
+    os.environ["FUSECUBE_LEDGER"] = str(tmp_path_factory.mktemp("ledger") / "ledger.sqlite")
+    yield
+    os.environ.pop("FUSECUBE_LEDGER", None)
