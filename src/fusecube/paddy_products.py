@@ -31,19 +31,9 @@ def _tmp(path: Path) -> Path:
 
 def write_mask_cog(mask: xr.DataArray, path: Path) -> Path:
     """Write a ``(y, x)`` 0/1 map as a uint8 Cloud-Optimised GeoTIFF (nodata 255)."""
-    import rioxarray  # noqa: F401  (registers .rio)
+    from fusecube.products import write_cog
 
-    crs = mask.odc.geobox.crs
-    arr = mask.astype(np.uint8)
-    arr = arr.drop_vars([c for c in arr.coords if c not in arr.dims])
-    arr = arr.rio.write_crs(str(crs)).rio.write_nodata(255)
-    tmp = _tmp(path)
-    try:
-        arr.rio.to_raster(tmp, driver="COG", compress="DEFLATE")
-        replace_path(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_cog(mask, path, mask.odc.geobox.crs, dtype=np.uint8, nodata=255)
 
 
 def write_paddy_products(result: xr.Dataset, out_dir: str | Path, *,

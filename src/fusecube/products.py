@@ -57,13 +57,13 @@ def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
     return path
 
 
-def write_cog(da: xr.DataArray, path: Path, crs) -> Path:
-    """Write one 2-D map as a Cloud-Optimised GeoTIFF (float32, NaN nodata)."""
+def write_cog(da: xr.DataArray, path: Path, crs, *, dtype=np.float32, nodata: float = np.nan) -> Path:
+    """Write one 2-D map as a Cloud-Optimised GeoTIFF (default float32 with NaN nodata), atomically."""
     import rioxarray  # noqa: F401  (registers .rio)
 
-    arr = da.astype(np.float32)
+    arr = da.astype(dtype)
     arr = arr.drop_vars([c for c in arr.coords if c not in arr.dims])
-    arr = arr.rio.write_crs(crs).rio.write_nodata(np.nan)
+    arr = arr.rio.write_crs(str(crs)).rio.write_nodata(nodata)
     tmp = _tmp(path)
     try:
         arr.rio.to_raster(tmp, driver="COG", compress="DEFLATE")

@@ -183,8 +183,7 @@ def _check_source(config: BatchConfig) -> None:
     """Fail the whole batch at once for a mistake every AOI would hit (catalogue, signing)."""
     if config.source != "stac":
         return
-    from fusecube.batch.work import sign_hook
-    from fusecube.sources.stac import CATALOGUES
+    from fusecube.sources.stac import CATALOGUES, sign_hook
 
     if config.catalogue not in CATALOGUES:
         raise ConfigError(f"Unknown catalogue {config.catalogue!r}; use one of {sorted(CATALOGUES)} "

@@ -143,7 +143,7 @@ def _synthesize(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, dea
 def _fetch_stac(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, deadline: Deadline,
                 outcome: AOIOutcome) -> Path:
     from fusecube.sources.retry import RetryPolicy
-    from fusecube.sources.stac import CATALOGUES, StacOptions, fetch
+    from fusecube.sources.stac import CATALOGUES, StacOptions, fetch, sign_hook
 
     catalogue = CATALOGUES.get(config.catalogue)
     if catalogue is None:
@@ -183,33 +183,6 @@ def _fetch_stac(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, dea
                               "again later with --retry-failed.")
         outcome.detail.setdefault("warnings", []).append(summary)
     return result.path
-
-
-def sign_hook(spec: str | None) -> Callable[[str], str] | None:
-    """``planetary-computer`` or ``module:function`` → a URL-signing callable (None: no signing).
-
-    Raises:
-        MissingDependencyError: ``planetary-computer`` without its package.
-        ConfigError: ``module:function`` that cannot be imported.
-    """
-    import importlib
-
-    from fusecube.errors import ConfigError, MissingDependencyError
-
-    if not spec:
-        return None
-    if spec == "planetary-computer":
-        try:
-            return importlib.import_module("planetary_computer").sign_url
-        except ImportError as exc:
-            raise MissingDependencyError("--sign planetary-computer needs the package "
-                                         "'planetary-computer': pip install planetary-computer") from exc
-    module, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"--sign {spec!r}: give 'planetary-computer' or 'module:function' of an "
-                          f"importable function ({exc}).") from exc
 
 
 # -- processing ----------------------------------------------------------------------------

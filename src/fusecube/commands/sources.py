@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-
-def _sign_hook(spec: str | None):
-    """``planetary-computer`` or ``module:function`` → a URL-signing callable."""
-    from fusecube.errors import ConfigError, MissingDependencyError
-
-    if not spec:
-        return None
-    if spec == "planetary-computer":
-        try:
-            return importlib.import_module("planetary_computer").sign_url
-        except ImportError as exc:
-            raise MissingDependencyError("--sign planetary-computer needs the package "
-                                         "'planetary-computer': pip install planetary-computer"
-                                         ) from exc
-    module, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"--sign {spec!r}: give 'planetary-computer' or 'module:function' "
-                          f"of an importable function ({exc}).") from exc
 
 
 def _catalogue(name: str, s2_collection, s2_assets, s1_collection, s1_assets, s1_units, no_s1,
@@ -98,7 +76,7 @@ def fetch_cmd(
     from fusecube.grid import aoi_geometry, resolve_geobox
     from fusecube.progress import progress_reporter
     from fusecube.sources.retry import RetryPolicy
-    from fusecube.sources.stac import StacOptions, fetch
+    from fusecube.sources.stac import StacOptions, fetch, sign_hook
 
     if s1_units not in (None, "linear", "db"):
         raise typer.BadParameter("--s1-units must be linear or db")
@@ -116,7 +94,7 @@ def fetch_cmd(
 
     with progress_reporter(json_lines=log_json) as report:
         result = fetch(region, start=start, end=end, out=out, geobox=geobox, options=options,
-                       sign_url=_sign_hook(sign), progress=report, on_item=item_line)
+                       sign_url=sign_hook(sign), progress=report, on_item=item_line)
     console.print(f"cube: {result.path} ({geobox.shape.x} x {geobox.shape.y} px); items "
                   f"{result.n_items} ({result.n_read} read now, "
                   f"{result.bytes_read / 1e6:.1f} MB), retries {result.retries}, "

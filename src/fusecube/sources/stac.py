@@ -640,3 +640,30 @@ def parse_assets(text: str | None, default: CollectionSpec | None,
                               f"of {list(roles)}.")
         mapping[role.strip()] = asset.strip()
     return CollectionSpec(default.id, default.sensor, tuple(mapping.items()), default.units)
+
+
+def sign_hook(spec: str | None) -> Callable[[str], str] | None:
+    """``planetary-computer`` or ``module:function`` → a URL-signing callable (None: no signing).
+
+    Raises:
+        MissingDependencyError: ``planetary-computer`` without its package.
+        ConfigError: ``module:function`` that cannot be imported.
+    """
+    import importlib
+
+    from fusecube.errors import ConfigError, MissingDependencyError
+
+    if not spec:
+        return None
+    if spec == "planetary-computer":
+        try:
+            return importlib.import_module("planetary_computer").sign_url
+        except ImportError as exc:
+            raise MissingDependencyError("--sign planetary-computer needs the package "
+                                         "'planetary-computer': pip install planetary-computer") from exc
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"--sign {spec!r}: give 'planetary-computer' or 'module:function' of an "
+                          f"importable function ({exc}).") from exc
