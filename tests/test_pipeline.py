@@ -115,10 +115,11 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
 
 def test_auto_mask_finds_the_paddy(small_scene, tmp_path):
     # no mask given: paddy detected from the radar/NDVI time series must match the truth
-    res = run(RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path, mask="auto",
-                        report=False))
+    res = run(RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path, mask="auto"))
     detected = read_cube(res.result)[PADDY_MASK].values > 0
     truth = read_cube(small_scene["truth"])[PADDY_MASK].values > 0
     f1 = 2 * (detected & truth).sum() / (detected.sum() + truth.sum())
     assert f1 > 0.95
     assert np.isnan(read_cube(res.result)["season_count"].values[:, ~detected]).all()
+    quality = json.loads((tmp_path / "quality" / "quality.json").read_text())
+    assert "auto" in json.dumps(quality), "the report's mask section describes the detected mask"

@@ -280,6 +280,25 @@ def diagnostic_arrays(cube: xr.Dataset) -> dict[str, np.ndarray]:
             "composite_step": np.asarray(stats["ndvi"]["composite_step"])}
 
 
+def _run_mask(result, config, cube: xr.Dataset):
+    """The mask a run used, with its coverage report.
+
+    A detected (``auto``) mask is read back from the run's result instead of being detected a
+    second time; other specs are cheap to resolve again.
+    """
+    from fusecube.cube import PADDY_MASK, read_cube
+    from fusecube.masks import MaskReport, coverage, mask_with_report
+
+    if config.mask == "auto" and getattr(result, "result", None) and Path(result.result).exists():
+        stored = read_cube(result.result)
+        if PADDY_MASK in stored:
+            mask = stored[PADDY_MASK].load().astype(np.uint8)
+            report = MaskReport(source="auto", kind="auto")
+            coverage(report, mask.values, cube.odc.geobox)
+            return mask, report
+    return mask_with_report(config.mask, cube)
+
+
 def write_run_quality(result, config) -> tuple[Path, str]:
     """Quality diagnostics of a finished run, for the run report.
 
@@ -299,14 +318,13 @@ def write_run_quality(result, config) -> tuple[Path, str]:
     from dataclasses import fields
 
     from fusecube.cube import TIME, read_cube
-    from fusecube.masks import mask_with_report
 
     cube = read_cube(result.cube, chunks={})
     recorded = dict(result.screen or {})
     if recorded.get("gates"):
         known = {f.name for f in fields(PeriodScreen)}
         screen = PeriodScreen(**{k: v for k, v in recorded.items() if k in known})
-        mask, mask_report = mask_with_report(config.mask, cube)
+        mask, mask_report = _run_mask(result, config, cube)
         times = [np.datetime_as_string(t, unit="D") for t in cube[TIME].values]
         report = QualityReport(cube=str(result.cube), strict=config.strict, times=times,
                                screen=screen,
