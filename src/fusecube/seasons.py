@@ -29,6 +29,7 @@ SEASON_METRICS = (
 )
 
 SosMethod = Literal["amplitude", "derivative"]
+Engine = Literal["compiled", "numpy"]
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,8 @@ def _steepest(
 
 
 def detect_seasons(
-    values: np.ndarray, times: np.ndarray, rules: SeasonRules = SeasonRules()
+    values: np.ndarray, times: np.ndarray, rules: SeasonRules = SeasonRules(),
+    *, engine: Engine = "compiled",
 ) -> dict[str, np.ndarray]:
     """Detect growing seasons and their metrics on gap-free curves.
 
@@ -187,6 +189,9 @@ def detect_seasons(
         values: ``(N, T)`` smoothed, gap-free NDVI.
         times: ``(T,)`` sample times in days since an epoch.
         rules: Thresholds and plausibility rules.
+        engine: ``compiled`` (default: :mod:`fusecube.kernels_seasons`, about 1 µs per
+            62-step pixel) or ``numpy`` (this module's array kernel, the readable reference
+            the compiled one is tested against).
 
     Returns:
         A dict of ``(N, S)`` float arrays, one per name in :data:`SEASON_METRICS` (times in the
@@ -195,6 +200,10 @@ def detect_seasons(
     """
     y = np.asarray(values, dtype=np.float64)
     t = np.asarray(times, dtype=np.float64)
+    if engine == "compiled":
+        return _detect_compiled(y, t, rules)
+    if engine != "numpy":
+        raise ConfigError(f"Unknown season engine {engine!r}; use compiled or numpy.")
     n, n_t = y.shape
     ev_idx, ev_kind, count = turning_points(y, rules.min_amplitude)
     first_peak = np.where(ev_kind[:, 0] == TROUGH, 1, 2)
@@ -219,6 +228,21 @@ def detect_seasons(
             for name, value in metrics.items():
                 out[name][pix[keep], slot[keep]] = value[plausible]
     return _left_pack(out)
+
+
+def _detect_compiled(y: np.ndarray, t: np.ndarray, rules: SeasonRules) -> dict[str, np.ndarray]:
+    """:func:`detect_seasons` through the compiled kernel (same definitions, same output)."""
+    from fusecube.kernels_seasons import detect_rows
+
+    if y.ndim != 2 or t.shape != (y.shape[1],):
+        raise ConfigError(f"Season detection needs (pixels, times) values and (times,) times; "
+                          f"got {y.shape} and {t.shape}.")
+    table = detect_rows(np.ascontiguousarray(y), np.ascontiguousarray(t),
+                        min_amp=rules.min_amplitude, sos_fraction=rules.sos_fraction,
+                        eos_fraction=rules.eos_fraction, tail_days=rules.tail_days,
+                        derivative=rules.method == "derivative", min_length=rules.min_length,
+                        max_length=rules.max_length, min_peak=rules.min_peak)
+    return dict(zip(SEASON_METRICS, table, strict=True))
 
 
 def _season_metrics(
