@@ -8,7 +8,7 @@ candidate measured on its own stretch of the curve) at about 1 µs per pixel.
 
 It computes exactly what :func:`fusecube.seasons.detect_seasons` with ``engine="numpy"``
 computes (tests compare the two on thousands of curves); that function documents the
-definitions. Only plain arrays cross the boundary: ``(N, T)`` curves in, a ``(K, N, S)``
+definitions. Only plain arrays cross the boundary: ``(N, T)`` curves in, a ``(N, S, K)``
 table of metrics out, ``K`` in the order of :data:`fusecube.seasons.SEASON_METRICS`.
 """
 
@@ -70,15 +70,17 @@ def _zigzag(y32: np.ndarray, min_amp: np.float32, ev_idx: np.ndarray, ev_kind: n
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _steepest(y: np.ndarray, t: np.ndarray, lo: int, hi: int, sign: float) -> tuple:
+def _steepest(y: np.ndarray, t: np.ndarray, inv_dt: np.ndarray, lo: int, hi: int,
+              sign: float) -> tuple:
     """Largest ``sign * slope`` over segments ``lo..hi-1`` and its parabola-refined time.
 
-    Returns ``(best, when)``; ``(-inf, nan)`` when the range is empty.
+    ``inv_dt`` holds ``1 / (t[j+1] - t[j])`` (shared by every series: a product, not a
+    division, per segment). Returns ``(best, when)``; ``(-inf, nan)`` when the range is empty.
     """
     best = -np.inf
     k = -1
     for j in range(lo, hi):
-        s = sign * (y[j + 1] - y[j]) / (t[j + 1] - t[j])
+        s = sign * (y[j + 1] - y[j]) * inv_dt[j]
         if s > best:
             best = s
             k = j
@@ -88,8 +90,8 @@ def _steepest(y: np.ndarray, t: np.ndarray, lo: int, hi: int, sign: float) -> tu
     s0 = s1
     s2 = s1
     if k - 1 >= lo and k + 1 < hi:  # both neighbours are candidate segments
-        s0 = sign * (y[k] - y[k - 1]) / (t[k] - t[k - 1])
-        s2 = sign * (y[k + 2] - y[k + 1]) / (t[k + 2] - t[k + 1])
+        s0 = sign * (y[k] - y[k - 1]) * inv_dt[k - 1]
+        s2 = sign * (y[k + 2] - y[k + 1]) * inv_dt[k + 1]
     curv = s0 - 2.0 * s1 + s2
     shift = 0.0
     if curv < -1e-15:
@@ -116,19 +118,29 @@ def _crossing(y: np.ndarray, t: np.ndarray, a: int, b: int, level: float) -> flo
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _area_to(x: float, y: np.ndarray, t: np.ndarray, left: int, right: int, base: float) -> float:
-    """∫ max(y - base, 0) dt from ``t[left]`` to ``x`` on the piecewise-linear curve."""
+def _area_between(start: float, end: float, y: np.ndarray, t: np.ndarray, inv_dt: np.ndarray,
+                  left: int, right: int, base: float) -> float:
+    """∫ max(y - base, 0) dt from ``start`` to ``end`` (``start <= end``), in one pass.
+
+    On the piecewise-linear curve between ``left`` and ``right``; the partial segments at
+    both ends count exactly.
+    """
     area = 0.0
+    at_start = 0.0
+    found = False
     for j in range(left, right):
         g0 = max(y[j] - base, 0.0)
         g1 = max(y[j + 1] - base, 0.0)
-        if x >= t[j + 1] and j + 1 < right:
-            area += 0.5 * (g0 + g1) * (t[j + 1] - t[j])
-            continue
-        part = max(x - t[j], 0.0)
-        g_x = g0 + (g1 - g0) * part / (t[j + 1] - t[j])
-        return area + 0.5 * (g0 + g_x) * part
-    return area
+        last = j + 1 == right
+        if not found and (start < t[j + 1] or last):
+            part = max(start - t[j], 0.0)
+            at_start = area + 0.5 * (g0 + g0 + (g1 - g0) * part * inv_dt[j]) * part
+            found = True
+        if end < t[j + 1] or last:
+            part = max(end - t[j], 0.0)
+            return area + 0.5 * (g0 + g0 + (g1 - g0) * part * inv_dt[j]) * part - at_start
+        area += 0.5 * (g0 + g1) * (t[j + 1] - t[j])
+    return np.nan
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -152,7 +164,7 @@ def _vertex(y: np.ndarray, t: np.ndarray, index: int) -> float:
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _measure(y, t, left, peak, right, sos_fraction, eos_fraction, tail_days, derivative,
+def _measure(y, t, inv_dt, left, peak, right, sos_fraction, eos_fraction, tail_days, derivative,
              min_length, max_length, min_peak, min_amp, out):
     """Metrics of one trough-peak-trough candidate into ``out`` (K,); True if plausible."""
     y_left = y[left]
@@ -173,8 +185,8 @@ def _measure(y, t, left, peak, right, sos_fraction, eos_fraction, tail_days, der
     y_right = y[ir]
     base = 0.5 * (y_left + y_right)
     amp = y_peak - base
-    greenup, t_greenup = _steepest(y, t, left, peak, 1.0)
-    senescence, t_senescence = _steepest(y, t, peak, ir, -1.0)
+    greenup, t_greenup = _steepest(y, t, inv_dt, left, peak, 1.0)
+    senescence, t_senescence = _steepest(y, t, inv_dt, peak, ir, -1.0)
     if derivative:
         sos = t_greenup
         eos = t_senescence
@@ -212,7 +224,7 @@ def _measure(y, t, left, peak, right, sos_fraction, eos_fraction, tail_days, der
     out[6] = base
     out[7] = y_peak
     out[8] = amp
-    out[9] = _area_to(eos, y, t, left, right, base) - _area_to(sos, y, t, left, right, base)
+    out[9] = _area_between(sos, eos, y, t, inv_dt, left, right, base)
     out[10] = greenup
     out[11] = senescence
     return True
@@ -221,14 +233,15 @@ def _measure(y, t, left, peak, right, sos_fraction, eos_fraction, tail_days, der
 @njit(cache=True, nogil=True, error_model="numpy")
 def _detect(values, times, min_amp, sos_fraction, eos_fraction, tail_days, derivative,
             min_length, max_length, min_peak, table, count):
-    """Fill ``table`` (K, N, S) and ``count`` (N,); seasons beyond S are counted, not kept."""
+    """Fill ``table`` (N, S, K) and ``count`` (N,); seasons beyond S are counted, not kept."""
     n, n_t = values.shape
-    n_slots = table.shape[2]
+    n_slots = table.shape[1]
     cap = n_t // 2 + 2
     ev_idx = np.empty(cap, np.int64)
     ev_kind = np.empty(cap, np.int8)
     y32 = np.empty(n_t, np.float32)
     scratch = np.empty(N_METRICS)
+    inv_dt = 1.0 / (times[1:] - times[:-1])
     min_amp32 = np.float32(min_amp)
     for p in range(n):
         y = values[p]
@@ -237,11 +250,11 @@ def _detect(values, times, min_amp, sos_fraction, eos_fraction, tail_days, deriv
         n_ev = _zigzag(y32, min_amp32, ev_idx, ev_kind)
         e = 1 if n_ev > 0 and ev_kind[0] == TROUGH else 2  # the first peak event
         while e + 1 < n_ev:
-            if _measure(y, times, ev_idx[e - 1], ev_idx[e], ev_idx[e + 1], sos_fraction,
+            if _measure(y, times, inv_dt, ev_idx[e - 1], ev_idx[e], ev_idx[e + 1], sos_fraction,
                         eos_fraction, tail_days, derivative, min_length, max_length, min_peak,
                         min_amp, scratch):
                 if count[p] < n_slots:
-                    table[:, p, count[p]] = scratch
+                    table[p, count[p], :] = scratch
                 count[p] += 1
             e += 2
 
@@ -252,18 +265,19 @@ def detect_rows(values: np.ndarray, times: np.ndarray, *, min_amp: float, sos_fr
     """Seasons of every row of ``values`` ``(N, T)`` float64 (C-contiguous).
 
     Returns:
-        ``(K, N, S)`` float64, NaN-padded: plausible seasons in time order, ``S`` the largest
-        count of any row. Starts with ``slots`` per row and redoes the batch with more in the
+        ``(N, S, K)`` float64, NaN-padded: plausible seasons in time order, ``S`` the largest
+        count of any row (one series' seasons are contiguous: the kernel writes them as it
+        finds them). Starts with ``slots`` per row and redoes the batch with more in the
         rare case a row has more seasons than that.
     """
     n = values.shape[0]
     args = (min_amp, sos_fraction, eos_fraction, tail_days, derivative, min_length, max_length,
             min_peak)
     while True:
-        table = np.full((N_METRICS, n, slots), np.nan)
+        table = np.full((n, slots, N_METRICS), np.nan)
         count = np.zeros(n, np.int64)
         _detect(values, times, *args, table, count)
         most = int(count.max(initial=0))
         if most <= slots:
-            return table[:, :, :most]
+            return table[:, :most, :]
         slots = most

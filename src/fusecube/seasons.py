@@ -242,7 +242,7 @@ def _detect_compiled(y: np.ndarray, t: np.ndarray, rules: SeasonRules) -> dict[s
                         eos_fraction=rules.eos_fraction, tail_days=rules.tail_days,
                         derivative=rules.method == "derivative", min_length=rules.min_length,
                         max_length=rules.max_length, min_peak=rules.min_peak)
-    return dict(zip(SEASON_METRICS, table, strict=True))
+    return {name: table[:, :, k] for k, name in enumerate(SEASON_METRICS)}
 
 
 def _season_metrics(
