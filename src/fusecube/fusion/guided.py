@@ -44,7 +44,8 @@ class GuidedFit:
     """Result of :func:`guided_whittaker` for ``N`` series of ``T`` dates.
 
     Attributes:
-        filled: ``(N, T)`` float32: the observations where observed, the model elsewhere.
+        filled: ``(N, T)`` float32: the observations where observed, the model (clipped to
+            the NDVI range [-1, 1]) elsewhere.
         fitted: ``(N, T)`` float32 model curve ``b · g̃ + s`` at every date.
         coef: ``(N,)`` guide coefficient ``b``.
         lam: ``(N,)`` chosen trend strength λ.
@@ -131,7 +132,9 @@ def guided_whittaker(
     guided_rows(values, np.ascontiguousarray(guides), lam_grid, *second_difference_penalty(times),
                 float(shrink), int(min_obs), fitted, coef, lam_index, guide_index, loo_mse)
     enough = np.isfinite(values).sum(axis=1) >= min_obs
-    filled = np.where(np.isfinite(values), values, fitted).astype(np.float32)
+    # NDVI is bounded: a trend extrapolated through a long gap at a series end must not leave
+    # [-1, 1] (the fitted curve is kept as fitted)
+    filled = np.where(np.isfinite(values), values, np.clip(fitted, -1.0, 1.0)).astype(np.float32)
     filled[~enough] = np.nan
     return GuidedFit(filled=filled, fitted=fitted, coef=coef.astype(np.float32),
                      lam=np.where(enough, lam_grid[lam_index], np.nan),
