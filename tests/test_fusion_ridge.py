@@ -90,3 +90,41 @@ def test_too_few_observations_and_bad_shapes_raise():
         RidgeFusion().fit(vv, vh, empty, days)
     with pytest.raises(CubeSchemaError, match="one shape"):
         RidgeFusion().fit(vv, vh[:, :-1], ndvi, days)
+
+
+def _block(vv, vh, ndvi, days):
+    import xarray as xr
+
+    from fusecube.cube import DIMS
+
+    times = np.datetime64("1970-01-01", "ns") + (days * 86400e9).astype("timedelta64[ns]")
+    coords = {"time": times, "y": np.arange(ndvi.shape[1]), "x": np.arange(ndvi.shape[2])}
+    return xr.Dataset({"vv": (DIMS, vv), "vh": (DIMS, vh), "ndvi": (DIMS, ndvi)}, coords=coords)
+
+
+def test_gapfill_ridge_option_runs_the_ridge_fusion_per_block():
+    from fusecube.config import RunConfig
+    from fusecube.pipeline import gapfill_stage
+
+    vv, vh, ndvi, days, truth, cloud = _scene(seed=5)
+    config = RunConfig(gapfill="ridge")
+    assert RunConfig().gapfill == "linear"  # the library default is unchanged
+    out = gapfill_stage(_block(vv, vh, ndvi, days), config)
+    fused = out["ndvi_fused"].values
+    assert out["ndvi_fused"].attrs["gapfill_method"] == "ridge"
+    observed = np.isfinite(ndvi)
+    assert np.array_equal(fused[observed], ndvi[observed])
+    assert np.sqrt(np.mean((fused - truth)[cloud] ** 2)) < 0.08
+
+
+def test_gapfill_ridge_falls_back_to_linear_in_a_block_without_enough_observations(caplog):
+    from fusecube.fusion.ridge import fuse_ridge
+
+    vv, vh, ndvi, days, *_ = _scene(seed=6)
+    sparse = np.full_like(ndvi, np.nan)
+    sparse[::5, :2, :2] = 0.4  # 8 dates x 4 pixels = 32 observations < MIN_TRAINING_VALUES
+    with caplog.at_level("WARNING", logger="fusecube.fusion.ridge"):
+        out = fuse_ridge(_block(vv, vh, sparse, days))
+    assert out["ndvi_fused"].attrs["gapfill_method"].startswith("linear")
+    assert "fell back" in caplog.text
+    np.testing.assert_allclose(out["ndvi_fused"].values[:, :2, :2], 0.4)

@@ -69,7 +69,9 @@ class RunConfig(_Model):
     out: Path = Field(Path("fusecube-out"), description="Output folder.")
     mask: str = Field("cube", description="'cube' (the cube's paddy_mask), 'auto' (paddy detected from "
                                            "the time series), 'none', or a path to a vector/raster mask.")
-    gapfill: Literal["linear", "whittaker", "fusion"] = Field("linear", description="Gap-fill method.")
+    gapfill: Literal["linear", "whittaker", "fusion", "ridge"] = Field(
+        "linear", description="Gap-fill method; 'ridge' is the closed-form S1 fusion fitted on each "
+                              "block (fusion.ridge).")
     fusion_model: Path | None = Field(None, description="Trained fusion model for gapfill=fusion.")
     smooth: SmoothOptions = Field(default_factory=SmoothOptions)
     phenology: PhenologyOptions = Field(default_factory=PhenologyOptions)

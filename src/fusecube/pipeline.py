@@ -62,6 +62,10 @@ def gapfill_stage(block: xr.Dataset, config: RunConfig, model=None) -> xr.Datase
         from fusecube.fusion.predict import fuse  # torch only when asked for
 
         return fuse(block, model=model)
+    if config.gapfill == "ridge":
+        from fusecube.fusion.ridge import fuse_ridge
+
+        return fuse_ridge(block)
     from fusecube.fusion.baselines import gapfill
 
     return gapfill(block, method=config.gapfill, lam=config.smooth.lam)

@@ -17,12 +17,15 @@ A value under a cloud is never seen: it has no NDVI to learn from.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import xarray as xr
 
+from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_FUSED, TIME, VH, VV
 from fusecube.errors import CubeSchemaError
-from fusecube.fusion.features import box_mean, to_db
+from fusecube.fusion.features import box_mean, screen_zero_periods, to_db
 from fusecube.fusion.ridge_features import (
     BackscatterTable,
     BlendInputs,
@@ -30,6 +33,10 @@ from fusecube.fusion.ridge_features import (
     blend_features,
     radar_features,
 )
+from fusecube.kernels_whittaker import linear_fill
+from fusecube.periods import to_days
+
+logger = logging.getLogger(__name__)
 
 MIN_TRAINING_VALUES = 200
 """Fewer observed (or simulated hidden) values than this cannot fit a stage: an error."""
@@ -195,3 +202,41 @@ class RidgeFusion:
         times_days = np.asarray(times_days, np.float64)
         radar_ndvi = self._fit(vv_db, vh_db, series, times_days)
         return self._predict(series, radar_ndvi, times_days)
+
+
+def fuse_ridge(block: xr.Dataset, *, config: RidgeConfig | None = None) -> xr.Dataset:
+    """Add ``ndvi_fused`` to a cube block: :class:`RidgeFusion` fitted on the block and filling it.
+
+    A block with too few observations to learn from (a cloudy edge block) is gap-filled by
+    linear interpolation instead, logged as a warning and recorded in the variable's
+    ``gapfill_method`` attribute.
+
+    Args:
+        block: In-memory cube block ``(time, y, x)`` with ``vv``, ``vh`` and ``ndvi``.
+        config: Ridge options (default :class:`RidgeConfig`).
+
+    Returns:
+        The block with ``ndvi_fused`` added (observations kept, zero periods screened).
+
+    Raises:
+        CubeSchemaError: The block lacks ``vv``, ``vh`` or ``ndvi``.
+    """
+    missing = [n for n in (VV, VH, NDVI) if n not in block]
+    if missing:
+        raise CubeSchemaError(f"Ridge fusion needs variables {missing} in the cube; it has "
+                              f"{sorted(block.data_vars)}. Add the Sentinel-1 VV/VH bands.")
+    vv, vh, ndvi = (np.asarray(block[n].transpose(*DIMS).values, np.float32) for n in (VV, VH, NDVI))
+    t, ny, nx = ndvi.shape
+    screened = screen_zero_periods(ndvi.reshape(t, -1).T)
+    days = to_days(block[TIME].values)
+    try:
+        filled = RidgeFusion(config).fit_predict(vv, vh, screened.T.reshape(t, ny, nx), days)
+        method = "ridge"
+    except CubeSchemaError as err:  # too few observations in this block: interpolate
+        logger.warning("ridge fusion fell back to linear interpolation: %s", err)
+        filled = np.where(np.isfinite(screened), screened, linear_fill(screened, days))
+        method = "linear (ridge fusion: too few observations in the block)"
+    out = block.copy()
+    out[NDVI_FUSED] = (DIMS, filled.T.reshape(t, ny, nx).astype(np.float32),
+                       {**CF_ATTRS[NDVI_FUSED], "gapfill_method": method})
+    return out
