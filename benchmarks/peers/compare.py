@@ -230,7 +230,8 @@ def markdown(results: dict) -> str:
               "TIMESAT smooths and extracts seasons in one call: its time is in the total column. "
               "FuseTS reports one season per series (days of year, placed as described in "
               "benchmarks/peers/compare.py). whittaker-eilers smooths only. "
-              "Times are the best of PEERS_REPEAT (3) runs, one thread per tool. "
+              f"Times are the best of {os.environ.get('PEERS_REPEAT', '3')} runs (PEERS_REPEAT), "
+              "one thread per tool. "
               f"Load average during the run: {results['environment']['load_average']}.", ""]
     return "\n".join(lines)
 

@@ -27,6 +27,8 @@ def seasons_in_chunks(curves: np.ndarray, days: np.ndarray, config: PhenologyCon
     """Season detection as the phenology stage runs it: clipped curves, pixel chunks."""
     parts = [detect_seasons(np.clip(curves[k : k + config.chunk_pixels], -1, 1), days, config.rules)
              for k in range(0, len(curves), config.chunk_pixels)]
+    if len(parts) == 1:
+        return parts[0]
     width = max(p["pos"].shape[1] for p in parts)
     return {name: np.vstack([np.pad(p[name], ((0, 0), (0, width - p[name].shape[1])),
                                     constant_values=np.nan) for p in parts])
