@@ -1,11 +1,14 @@
 """Season detection kernel: turning points with an amplitude threshold, then SOS/POS/EOS.
 
-Pure numpy over ``(n_pixels, n_times)`` arrays; the loops run over time steps or groups of
-candidate seasons, never over pixels. Every candidate season (any pixel, any slot) is
-measured on a window gathered from its left trough to its right trough (a dozen steps
-instead of the whole series), all candidates of similar span at once. The same
-kernel defines the synthetic scene's true seasons (on the noise-free 2-day curve), so truth
-and detection share one definition.
+This module holds the rules and the definitions, as a numpy kernel over ``(n_pixels,
+n_times)`` arrays (its loops run over time steps or groups of candidate seasons, never over
+pixels): the readable reference. :func:`detect_seasons` runs the compiled kernel of
+:mod:`fusecube.kernels_seasons` by default, which computes the same values ~10x faster.
+In the numpy kernel every candidate season (any pixel, any slot) is measured on a window
+gathered from its left trough to its right trough (a dozen steps instead of the whole
+series), all candidates of similar span at once. The same detection defines the synthetic
+scene's true seasons (on the noise-free 2-day curve), so truth and detection share one
+definition.
 
 Every value returned is physically plausible or NaN: a season whose peak is above 1, whose
 length is outside the rules, or whose dates are out of order is dropped as a whole.
