@@ -61,60 +61,59 @@ def second_difference_penalty(times: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 @njit(cache=True, nogil=True)
-def _factor(w, lam, p0, p1, p2, d, l1, l2):
-    """LDLᵀ of ``diag(w) + λ P`` into ``d`` (pivots), ``l1`` = L[i+1,i], ``l2`` = L[i+2,i]."""
-    n_t = w.size
+def _fit_candidate(w, lam, p0, p1, p2, rhs, inv_d, l1, l2, sol, inv):
+    """Solve ``(W + λP) sol = rhs`` for ``(T, R)`` right-hand sides and the diagonal of the inverse.
+
+    One forward pass factors ``W + λP = LDLᵀ`` (keeping 1 / pivots: one division per step)
+    while it substitutes forwards; one backward pass substitutes backwards while it runs the
+    Takahashi recurrence for ``inv = diag((W + λP)⁻¹)``. The serial chains of the factor and
+    of the Takahashi recurrence then overlap with the ``R`` independent substitutions.
+    """
+    n_t, n_r = rhs.shape
+    d_prev = 0.0  # pivot i-1
+    d_prev2 = 0.0  # pivot i-2
     for i in range(n_t):
         di = w[i] + lam * p0[i]
         if i >= 1:
-            di -= l1[i - 1] * l1[i - 1] * d[i - 1]
+            di -= l1[i - 1] * l1[i - 1] * d_prev
         if i >= 2:
-            di -= l2[i - 2] * l2[i - 2] * d[i - 2]
-        d[i] = di
+            di -= l2[i - 2] * l2[i - 2] * d_prev2
+        inv_i = 1.0 / di
+        inv_d[i] = inv_i
         if i + 1 < n_t:
             c = lam * p1[i]
             if i >= 1:
-                c -= l2[i - 1] * l1[i - 1] * d[i - 1]
-            l1[i] = c / di
+                c -= l2[i - 1] * l1[i - 1] * d_prev
+            l1[i] = c * inv_i
         else:
             l1[i] = 0.0
-        l2[i] = lam * p2[i] / di if i + 2 < n_t else 0.0
-
-
-@njit(cache=True, nogil=True)
-def _solve(d, l1, l2, rhs, out):
-    """``out = (LDLᵀ)⁻¹ rhs`` with the factors of :func:`_factor`."""
-    n_t = d.size
-    for i in range(n_t):
-        v = rhs[i]
-        if i >= 1:
-            v -= l1[i - 1] * out[i - 1]
-        if i >= 2:
-            v -= l2[i - 2] * out[i - 2]
-        out[i] = v
-    for i in range(n_t - 1, -1, -1):
-        v = out[i] / d[i]
-        if i + 1 < n_t:
-            v -= l1[i] * out[i + 1]
-        if i + 2 < n_t:
-            v -= l2[i] * out[i + 2]
-        out[i] = v
-
-
-@njit(cache=True, nogil=True)
-def _inverse_diagonal(d, l1, l2, out):
-    """Diagonal of ``(LDLᵀ)⁻¹`` by the Takahashi recurrence."""
-    n_t = d.size
+        l2[i] = lam * p2[i] * inv_i if i + 2 < n_t else 0.0
+        d_prev2 = d_prev
+        d_prev = di
+        for r in range(n_r):
+            v = rhs[i, r]
+            if i >= 1:
+                v -= l1[i - 1] * sol[i - 1, r]
+            if i >= 2:
+                v -= l2[i - 2] * sol[i - 2, r]
+            sol[i, r] = v
     s11 = 0.0  # Σ[i+1, i+1]
     s22 = 0.0  # Σ[i+2, i+2]
     s12 = 0.0  # Σ[i+1, i+2]
     for i in range(n_t - 1, -1, -1):
         s_i1 = -l1[i] * s11 - l2[i] * s12
         s_i2 = -l1[i] * s12 - l2[i] * s22
-        out[i] = 1.0 / d[i] - l1[i] * s_i1 - l2[i] * s_i2
+        inv[i] = inv_d[i] - l1[i] * s_i1 - l2[i] * s_i2
         s22 = s11
-        s11 = out[i]
+        s11 = inv[i]
         s12 = s_i1
+        for r in range(n_r):
+            v = sol[i, r] * inv_d[i]
+            if i + 1 < n_t:
+                v -= l1[i] * sol[i + 1, r]
+            if i + 2 < n_t:
+                v -= l2[i] * sol[i + 2, r]
+            sol[i, r] = v
 
 
 @njit(cache=True, nogil=True)
@@ -141,13 +140,12 @@ def guided_rows(values, guides, lams, p0, p1, p2, shrink, min_obs,
     n_g = guides.shape[0]
     w = np.empty(n_t)
     y = np.empty(n_t)
-    d = np.empty(n_t)
+    obs = np.empty(n_t, np.int64)  # indices of the observed dates
+    inv_d = np.empty(n_t)
     l1 = np.empty(n_t)
     l2 = np.empty(n_t)
-    rhs = np.empty(n_t)
-    sy = np.empty(n_t)
-    sg = np.empty(n_t)
-    u = np.empty(n_t)
+    rhs = np.empty((n_t, 1 + n_g))  # column 0: W y; column 1 + j: W g̃_j
+    sol = np.empty((n_t, 1 + n_g))
     inv = np.empty(n_t)
     for p in range(n):
         n_obs = 0
@@ -155,34 +153,36 @@ def guided_rows(values, guides, lams, p0, p1, p2, shrink, min_obs,
             ok = np.isfinite(values[p, i])
             w[i] = 1.0 if ok else 0.0
             y[i] = values[p, i] if ok else 0.0
-            n_obs += ok
+            if ok:
+                obs[n_obs] = i
+                n_obs += 1
         if n_obs < min_obs:
             continue
+        for i in range(n_t):
+            rhs[i, 0] = w[i] * y[i]
+            for j in range(n_g):
+                rhs[i, 1 + j] = w[i] * guides[j, p, i]
         best = np.inf
         for k in range(lams.size):
-            _factor(w, lams[k], p0, p1, p2, d, l1, l2)
-            for i in range(n_t):
-                rhs[i] = w[i] * y[i]
-            _solve(d, l1, l2, rhs, sy)
-            _inverse_diagonal(d, l1, l2, inv)
+            _fit_candidate(w, lams[k], p0, p1, p2, rhs, inv_d, l1, l2, sol, inv)
             for j in range(n_g):
-                for i in range(n_t):
-                    rhs[i] = w[i] * guides[j, p, i]
-                _solve(d, l1, l2, rhs, sg)
+                # b, its hat term and the LOO residuals need the observed dates only
                 denom = shrink
                 num = 0.0
-                for i in range(n_t):
-                    u[i] = guides[j, p, i] - sg[i]
-                    denom += w[i] * guides[j, p, i] * u[i]
-                    num += w[i] * guides[j, p, i] * (y[i] - sy[i])
+                for m in range(n_obs):
+                    i = obs[m]
+                    g = guides[j, p, i]
+                    denom += g * (g - sol[i, 1 + j])
+                    num += g * (y[i] - sol[i, 0])
                 b = num / denom if abs(denom) > 1e-12 else 0.0
                 h_scale = 1.0 / denom if abs(denom) > 1e-12 else 0.0
                 score = 0.0
-                for i in range(n_t):
-                    if w[i] > 0:
-                        hat = inv[i] + h_scale * u[i] * u[i]
-                        r = (y[i] - sy[i] - b * u[i]) / max(1.0 - hat, LOO_FLOOR)
-                        score += r * r
+                for m in range(n_obs):
+                    i = obs[m]
+                    u = guides[j, p, i] - sol[i, 1 + j]
+                    hat = inv[i] + h_scale * u * u
+                    r = (y[i] - sol[i, 0] - b * u) / max(1.0 - hat, LOO_FLOOR)
+                    score += r * r
                 score /= n_obs
                 if score < best:
                     best = score
@@ -190,5 +190,8 @@ def guided_rows(values, guides, lams, p0, p1, p2, shrink, min_obs,
                     lam_index[p] = k
                     guide_index[p] = j
                     loo_mse[p] = score
-                    for i in range(n_t):
-                        fitted[p, i] = sy[i] + b * u[i]
+        # the chosen candidate's curve at every date
+        k, j = lam_index[p], guide_index[p]
+        _fit_candidate(w, lams[k], p0, p1, p2, rhs, inv_d, l1, l2, sol, inv)
+        for i in range(n_t):
+            fitted[p, i] = sol[i, 0] + coef[p] * (guides[j, p, i] - sol[i, 1 + j])
