@@ -128,3 +128,25 @@ def test_gapfill_ridge_falls_back_to_linear_in_a_block_without_enough_observatio
     assert out["ndvi_fused"].attrs["gapfill_method"].startswith("linear")
     assert "fell back" in caplog.text
     np.testing.assert_allclose(out["ndvi_fused"].values[:, :2, :2], 0.4)
+
+
+def test_compiled_blend_equals_the_blend_features_it_was_fitted_on():
+    from fusecube.fusion.ridge_features import BlendInputs, blend_features
+    from fusecube.fusion.ridge_kernel import blend_rows
+
+    rng = np.random.default_rng(7)
+    days = np.cumsum(rng.integers(5, 15, 25)).astype(float)
+    ndvi = rng.random((40, 25)).astype(np.float32)
+    ndvi[rng.random(ndvi.shape) < 0.5] = np.nan
+    ndvi[0] = np.nan  # never observed
+    ndvi[1, :] = np.nan
+    ndvi[1, 3] = 0.3  # a single observation
+    radar_ndvi = rng.random((40, 25)).astype(np.float32)
+    coef = rng.standard_normal(11) * 0.1
+    features = blend_features(BlendInputs(ndvi=ndvi, radar_ndvi=radar_ndvi), days)
+    assert features.width == coef.size
+    expected = np.clip(features.combine(coef, 0.2, ndvi.shape), -1, 1)
+    expected = np.where(np.isfinite(ndvi), ndvi, expected)
+    out = np.empty_like(ndvi)
+    blend_rows(ndvi, radar_ndvi, days, coef, 0.2, out)
+    np.testing.assert_allclose(out, expected, atol=1e-5)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
+from scipy import ndimage
 
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_FUSED, TIME, VH, VV
 from fusecube.errors import CubeSchemaError
@@ -33,6 +34,7 @@ from fusecube.fusion.ridge_features import (
     blend_features,
     radar_features,
 )
+from fusecube.fusion.ridge_kernel import blend_rows
 from fusecube.kernels_whittaker import linear_fill
 from fusecube.periods import to_days
 
@@ -51,7 +53,7 @@ class RidgeConfig:
         bins: Bins per axis of the (VV, VH) lookup table.
         lag_reach: The radar features enter at every date offset ``-lag_reach..lag_reach``.
         alpha: Ridge penalty on standardised features.
-        radar_samples: Observed values sampled to fit the radar stage.
+        radar_samples: Observed values sampled (with replacement) to fit the radar stage.
         blend_pixels: Pixels whose observations are hidden (another pixel's clouds) to fit
             the blend stage.
         seed: Seed of the samples and of the cloud-mask donors.
@@ -96,6 +98,18 @@ class LinearStage:
         return features.combine(self.coef_, self.intercept_, shape)
 
 
+def _box_db(linear: np.ndarray, window: int) -> np.ndarray:
+    """Box-filtered backscatter in dB, ``(T, Y, X)`` float32.
+
+    Gap-free radar (the usual case) takes one plain box filter; radar with NaN takes the
+    NaN-aware :func:`~fusecube.fusion.features.box_mean` (two filters).
+    """
+    linear = np.asarray(linear, np.float32)
+    if window > 1 and np.isfinite(linear).all():
+        return to_db(ndimage.uniform_filter(linear, (1, window, window), mode="nearest"))
+    return to_db(box_mean(linear, window))
+
+
 def _as_series(grid: np.ndarray) -> np.ndarray:
     """``(T, Y, X)`` → ``(N, T)`` float32, C-contiguous."""
     t = grid.shape[0]
@@ -121,8 +135,7 @@ class RidgeFusion:
                 f"RidgeFusion needs vv, vh and ndvi as (time, y, x) grids of one shape; got "
                 f"{vv.shape}, {vh.shape} and {ndvi.shape}.")
         w = self.config.window
-        return (_as_series(to_db(box_mean(vv, w))), _as_series(to_db(box_mean(vh, w))),
-                _as_series(ndvi))
+        return _as_series(_box_db(vv, w)), _as_series(_box_db(vh, w)), _as_series(ndvi)
 
     def _radar_ndvi(self, vv_db, vh_db, times_days) -> np.ndarray:
         table = self.table_.predict(vv_db, vh_db)
@@ -139,17 +152,19 @@ class RidgeFusion:
                 f"radar to learn from; the scene has {int(observed.sum())}. Use a larger area "
                 "or a baseline gap-fill (linear, whittaker).")
         flat = np.flatnonzero(observed)
-        rows, cols = np.divmod(rng.choice(flat, min(cfg.radar_samples, flat.size), replace=False),
-                               ndvi.shape[1])
+        # drawn with replacement: a repeat only reweighs a sample, and drawing without
+        # replacement permutes every observed value of the scene first
+        draw = np.sort(flat[rng.integers(0, flat.size, cfg.radar_samples)])  # sorted: cache-friendly
+        rows, cols = np.divmod(draw, ndvi.shape[1])
         target = ndvi[rows, cols].astype(np.float64)
         self.table_.fit(vv_db[rows, cols], vh_db[rows, cols], target)
         table = self.table_.predict(vv_db, vh_db)
         features = radar_features(vv_db, vh_db, table, times_days, cfg.lag_reach)
         self.radar_stage_.fit(features.design(rows, cols), target)
-        radar_ndvi = self._radar_ndvi(vv_db, vh_db, times_days)
+        radar_ndvi = self.radar_stage_.predict(features, vv_db.shape)
         # blend stage: hide observations under another pixel's clouds, learn to predict them
         has_obs = np.flatnonzero(np.isfinite(ndvi).any(axis=1))
-        pixels = rng.choice(has_obs, min(cfg.blend_pixels, has_obs.size), replace=False)
+        pixels = np.sort(rng.choice(has_obs, min(cfg.blend_pixels, has_obs.size), replace=False))
         donors = rng.integers(0, ndvi.shape[0], pixels.size)
         seen = np.where(np.isfinite(ndvi[donors]), ndvi[pixels], np.nan)
         hidden = np.isfinite(ndvi[pixels]) & np.isnan(seen)
@@ -165,9 +180,11 @@ class RidgeFusion:
         return radar_ndvi
 
     def _predict(self, ndvi, radar_ndvi, times_days) -> np.ndarray:
-        inputs = BlendInputs(ndvi=ndvi, radar_ndvi=radar_ndvi)
-        blended = self.blend_stage_.predict(blend_features(inputs, times_days), ndvi.shape)
-        return np.where(np.isfinite(ndvi), ndvi, np.clip(blended, -1.0, 1.0)).astype(np.float32)
+        out = np.empty(ndvi.shape, np.float32)
+        blend_rows(np.ascontiguousarray(ndvi, np.float32), np.ascontiguousarray(radar_ndvi),
+                   np.asarray(times_days, np.float64), self.blend_stage_.coef_,
+                   self.blend_stage_.intercept_, out)
+        return out
 
     def fit(self, vv: np.ndarray, vh: np.ndarray, ndvi: np.ndarray,
             times_days: np.ndarray) -> RidgeFusion:

@@ -49,8 +49,8 @@ class FeatureSet:
         n_t = self.lagged[0].shape[1] if self.lagged else self.plain[0].shape[-1]
         columns = [series[rows, np.clip(cols + lag, 0, n_t - 1)]
                    for series in self.lagged for lag in range(-self.reach, self.reach + 1)]
-        columns += [np.broadcast_to(series, (rows.max() + 1, n_t))[rows, cols]
-                    for series in self.plain]
+        columns += [series[0, cols] if series.shape[0] == 1 else series[rows, cols]
+                    for series in self.plain]  # a (1, T) series is the same for every row
         return np.stack(columns, axis=1).astype(np.float64)
 
     def combine(self, coef: np.ndarray, intercept: float, shape: tuple[int, int]) -> np.ndarray:
@@ -107,8 +107,9 @@ class BackscatterTable:
 
     def predict(self, vv_db: np.ndarray, vh_db: np.ndarray) -> np.ndarray:
         """NDVI of the bin of each sample, same shape, float32 (NaN backscatter: bin 0)."""
-        vv_db = np.nan_to_num(vv_db, nan=self.edges_[0])
-        vh_db = np.nan_to_num(vh_db, nan=self.edges_[2])
+        if not (np.isfinite(vv_db).all() and np.isfinite(vh_db).all()):
+            vv_db = np.nan_to_num(vv_db, nan=self.edges_[0])
+            vh_db = np.nan_to_num(vh_db, nan=self.edges_[2])
         return self.table_[self._index(vv_db, vh_db)].astype(np.float32)
 
 
