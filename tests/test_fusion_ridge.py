@@ -150,3 +150,25 @@ def test_compiled_blend_equals_the_blend_features_it_was_fitted_on():
     out = np.empty_like(ndvi)
     blend_rows(ndvi, radar_ndvi, days, coef, 0.2, out)
     np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_compiled_radar_stage_and_sampled_design_equal_the_radar_features():
+    from fusecube.fusion.features import calendar_features
+    from fusecube.fusion.ridge_features import BackscatterTable, radar_design, radar_features
+    from fusecube.fusion.ridge_kernel import radar_rows
+
+    rng = np.random.default_rng(8)
+    days = 18000.0 + 12.0 * np.arange(20)
+    vv_db = rng.uniform(-20, -5, (30, 20)).astype(np.float32)
+    vh_db = rng.uniform(-28, -12, (30, 20)).astype(np.float32)
+    table = BackscatterTable(bins=6, prior=2.0).fit(vv_db.ravel(), vh_db.ravel(),
+                                                    rng.random(600))
+    features = radar_features(vv_db, vh_db, table.predict(vv_db, vh_db), days, reach=2)
+    rows, cols = np.divmod(np.arange(600), 20)
+    np.testing.assert_allclose(radar_design(vv_db, vh_db, table, days, 2, rows, cols),
+                               features.design(rows, cols), rtol=1e-6)
+    coef = rng.standard_normal(features.width) * 0.05
+    out = np.empty_like(vv_db)
+    radar_rows(vv_db, vh_db, table.edges_, table.bins, table.table_,
+               calendar_features(days).astype(np.float64), coef, 0.3, 2, out)
+    np.testing.assert_allclose(out, features.combine(coef, 0.3, vv_db.shape), atol=1e-4)

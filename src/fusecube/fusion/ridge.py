@@ -26,15 +26,15 @@ from scipy import ndimage
 
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_FUSED, TIME, VH, VV
 from fusecube.errors import CubeSchemaError
-from fusecube.fusion.features import box_mean, screen_zero_periods, to_db
+from fusecube.fusion.features import box_mean, calendar_features, screen_zero_periods, to_db
 from fusecube.fusion.ridge_features import (
     BackscatterTable,
     BlendInputs,
     FeatureSet,
     blend_features,
-    radar_features,
+    radar_design,
 )
-from fusecube.fusion.ridge_kernel import blend_rows
+from fusecube.fusion.ridge_kernel import blend_rows, radar_rows
 from fusecube.kernels_whittaker import linear_fill
 from fusecube.periods import to_days
 
@@ -138,9 +138,11 @@ class RidgeFusion:
         return _as_series(_box_db(vv, w)), _as_series(_box_db(vh, w)), _as_series(ndvi)
 
     def _radar_ndvi(self, vv_db, vh_db, times_days) -> np.ndarray:
-        table = self.table_.predict(vv_db, vh_db)
-        return self.radar_stage_.predict(
-            radar_features(vv_db, vh_db, table, times_days, self.config.lag_reach), vv_db.shape)
+        out = np.empty(vv_db.shape, np.float32)
+        radar_rows(vv_db, vh_db, self.table_.edges_, self.table_.bins, self.table_.table_,
+                   calendar_features(times_days).astype(np.float64), self.radar_stage_.coef_,
+                   self.radar_stage_.intercept_, self.config.lag_reach, out)
+        return out
 
     def _fit(self, vv_db, vh_db, ndvi, times_days) -> np.ndarray:
         cfg = self.config
@@ -158,10 +160,9 @@ class RidgeFusion:
         rows, cols = np.divmod(draw, ndvi.shape[1])
         target = ndvi[rows, cols].astype(np.float64)
         self.table_.fit(vv_db[rows, cols], vh_db[rows, cols], target)
-        table = self.table_.predict(vv_db, vh_db)
-        features = radar_features(vv_db, vh_db, table, times_days, cfg.lag_reach)
-        self.radar_stage_.fit(features.design(rows, cols), target)
-        radar_ndvi = self.radar_stage_.predict(features, vv_db.shape)
+        self.radar_stage_.fit(radar_design(vv_db, vh_db, self.table_, times_days, cfg.lag_reach,
+                                           rows, cols), target)
+        radar_ndvi = self._radar_ndvi(vv_db, vh_db, times_days)
         # blend stage: hide observations under another pixel's clouds, learn to predict them
         has_obs = np.flatnonzero(np.isfinite(ndvi).any(axis=1))
         pixels = np.sort(rng.choice(has_obs, min(cfg.blend_pixels, has_obs.size), replace=False))

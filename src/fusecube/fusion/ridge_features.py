@@ -123,6 +123,31 @@ def radar_features(vv_db: np.ndarray, vh_db: np.ndarray, table_ndvi: np.ndarray,
                       reach=reach)
 
 
+def radar_design(vv_db: np.ndarray, vh_db: np.ndarray, table: BackscatterTable,
+                 times_days: np.ndarray, reach: int, rows: np.ndarray,
+                 cols: np.ndarray) -> np.ndarray:
+    """``radar_features(...).design(rows, cols)`` without the scene-wide table lookup.
+
+    The backscatter is gathered at the samples (and their lagged dates) first and only those
+    values are looked up, which is what fitting needs.
+    """
+    n_t = vv_db.shape[1]
+    lagged: list[list[np.ndarray]] = [[], [], [], []]
+    table_here = None
+    for lag in range(-reach, reach + 1):
+        at = np.clip(cols + lag, 0, n_t - 1)
+        vv, vh = vv_db[rows, at], vh_db[rows, at]
+        looked_up = table.predict(vv, vh)
+        for store, column in zip(lagged, (looked_up, vv, vh, vh - vv), strict=True):
+            store.append(column)
+        if lag == 0:
+            table_here = looked_up
+    calendar = calendar_features(times_days)[:, cols]
+    columns = [c for store in lagged for c in store]
+    columns += [calendar[0], calendar[1], table_here * calendar[0], table_here * calendar[1]]
+    return np.stack(columns, axis=1).astype(np.float64)
+
+
 @dataclass(frozen=True)
 class BlendInputs:
     """What stage 2 sees of each pixel: observed NDVI (NaN = missing) and the radar NDVI."""

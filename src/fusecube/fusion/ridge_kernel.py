@@ -83,3 +83,47 @@ def blend_rows(ndvi, radar_ndvi, times, coef, intercept, out):
                     + coef[6] * gap * radar + coef[7] * mean + coef[8] * mean * radar
                     + coef[9] * gap * gap + coef[10] * gap * gap * resid)
             out[p, i] = min(max(pred, -1.0), 1.0)
+
+
+@njit(cache=True, nogil=True)
+def radar_rows(vv_db, vh_db, edges, bins, table, calendar, coef, intercept, reach, out):
+    """Stage-1 radar NDVI of ``(N, T)`` series: table lookup, lags and dot product in one pass.
+
+    Args:
+        vv_db: ``(N, T)`` float32 box-filtered VV in dB.
+        vh_db: ``(N, T)`` float32 box-filtered VH in dB.
+        edges: ``(4,)`` the table's fitted ``(low_vv, high_vv, low_vh, high_vh)``.
+        bins: Bins per axis of the table.
+        table: ``(bins * bins,)`` NDVI per bin.
+        calendar: ``(2, T)`` day-of-year sin and cos.
+        coef: Weights in ``radar_features`` order: table, VV, VH, VH-VV at each lag
+            ``-reach..reach``, then sin, cos, table·sin, table·cos.
+        intercept: The radar stage's constant.
+        reach: Largest lag.
+        out: ``(N, T)`` float32 output.
+    """
+    n, n_t = vv_db.shape
+    taps = 2 * reach + 1
+    scale_v = bins / (edges[1] - edges[0])
+    scale_h = bins / (edges[3] - edges[2])
+    looked_up = np.empty(n_t)
+    for p in range(n):
+        for i in range(n_t):
+            vv = vv_db[p, i] if np.isfinite(vv_db[p, i]) else edges[0]
+            vh = vh_db[p, i] if np.isfinite(vh_db[p, i]) else edges[2]
+            iv = min(max(int((vv - edges[0]) * scale_v), 0), bins - 1)
+            ih = min(max(int((vh - edges[2]) * scale_h), 0), bins - 1)
+            looked_up[i] = table[iv * bins + ih]
+        for i in range(n_t):
+            acc = intercept
+            for k in range(taps):
+                at = min(max(i + k - reach, 0), n_t - 1)
+                vv = vv_db[p, at]
+                vh = vh_db[p, at]
+                acc += (coef[k] * looked_up[at] + coef[taps + k] * vv
+                        + coef[2 * taps + k] * vh + coef[3 * taps + k] * (vh - vv))
+            here = looked_up[i]
+            base = 4 * taps
+            acc += (coef[base] * calendar[0, i] + coef[base + 1] * calendar[1, i]
+                    + coef[base + 2] * here * calendar[0, i] + coef[base + 3] * here * calendar[1, i])
+            out[p, i] = acc
