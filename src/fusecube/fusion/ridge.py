@@ -63,8 +63,8 @@ class RidgeConfig:
     bins: int = 24
     lag_reach: int = 3
     alpha: float = 1.0
-    radar_samples: int = 60_000
-    blend_pixels: int = 4_000
+    radar_samples: int = 30_000
+    blend_pixels: int = 2_000
     seed: int = 0
 
 
