@@ -27,9 +27,10 @@ MB = 1024**2
 #: 256 px blocks), since not every allocated page is touched. 120 B is the safe side of both.
 BYTES_PER_PIXEL_PERIOD = 120
 #: Resident memory of the interpreter, numpy/xarray/zarr/dask and the run's global state
-#: (mask, screen) before any block is read (measured 190-220 MB); torch for the fusion
-#: model adds more.
-BASE_OVERHEAD = 250 * MB
+#: (mask, screen) before any block is read (measured 190-220 MB), plus numba and LLVM with
+#: the compiled Whittaker and season kernels loaded (+~175 MB measured, of which ~100 MB is
+#: importing numba); torch for the fusion model adds more.
+BASE_OVERHEAD = 400 * MB
 FUSION_OVERHEAD = 700 * MB
 #: Block edges are multiples of this, so chunks stay aligned when blocks are split.
 EDGE_STEP = 16
