@@ -144,3 +144,5 @@ def test_too_few_observations_give_nan_and_bad_inputs_raise(series):
         guided_whittaker(ndvi, guide, times[::-1].copy())
     with pytest.raises(ConfigError, match="> 0"):
         guided_whittaker(ndvi, guide, times, lams=(0.0,))
+    with pytest.raises(ConfigError, match="min_obs"):
+        guided_whittaker(ndvi, guide, times, min_obs=0)

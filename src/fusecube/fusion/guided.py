@@ -112,13 +112,16 @@ def guided_whittaker(
 
     Raises:
         CubeSchemaError: Shapes disagree or times are not strictly increasing.
-        ConfigError: A smoothing strength is not finite and positive.
+        ConfigError: A smoothing strength is not finite and positive, or ``min_obs < 3``.
     """
     values = np.asarray(ndvi, np.float64)
     times = np.asarray(times, np.float64)
     _check(values, np.asarray(guide), times, lams)
     if guide_lams is not None:
         _check(values, np.asarray(guide), times, guide_lams)
+    if min_obs < 3:
+        raise ConfigError(f"min_obs must be at least 3 (a trend through fewer observations has "
+                          f"nothing left to leave out); got {min_obs}.")
     # a series without any guide value gets a zero guide: b = 0, a plain Whittaker fit
     guides = np.nan_to_num(smoothed_guides(np.asarray(guide, np.float32), times, guide_lams))
     n, n_t = values.shape
