@@ -119,7 +119,7 @@ def run_cmd(
     config: Annotated[Optional[Path], typer.Argument(help="Run config (YAML/TOML/JSON).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (overrides config).")] = None,
     mask: Annotated[Optional[str], typer.Option(help="'cube', 'auto', 'none' or a mask file.")] = None,
-    gapfill: Annotated[Optional[str], typer.Option(help="linear | whittaker | fusion")] = None,
+    gapfill: Annotated[Optional[str], typer.Option(help="linear | whittaker | fusion | ridge")] = None,
     block_size: Annotated[Optional[int], typer.Option("--block-size", help="Largest block edge, px.")] = None,
     memory_limit: MemoryOpt = None,
     scheduler: SchedulerOpt = None,
@@ -144,7 +144,8 @@ def demo(
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT in pixels (default: Demak).")] = "671x893",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     mask: Annotated[str, typer.Option(help="'cube', 'blocks' (the scene's GeoPackage), 'none' or a file.")] = "cube",
-    gapfill: Annotated[str, typer.Option(help="fusion (S1→NDVI, trained here) | linear | whittaker")] = "fusion",
+    gapfill: Annotated[str, typer.Option(
+        help="fusion (S1→NDVI, trained here) | ridge (closed-form S1 fusion) | linear | whittaker")] = "fusion",
     memory_limit: MemoryOpt = None,
     scheduler: SchedulerOpt = None,
     ledger: LedgerOpt = None,

@@ -1,4 +1,4 @@
-"""``fusecube fuse train|predict``: the S1→NDVI fusion model from the command line."""
+"""``fusecube fuse train|predict|series``: S1→NDVI fusion from the command line."""
 
 from __future__ import annotations
 
@@ -95,6 +95,39 @@ def predict_cmd(
     model = FusionModel.load(model_path, device=select_device(device))
     target = out_path or cube.with_name(f"{cube.stem}_fused.zarr")
     out.print(f"written: {fuse_cube(ds, model=model, out=target, block=block)}")
+
+
+@fuse_app.command("series")
+def series_cmd(
+    table: Annotated[Path, typer.Argument(help="CSV (or .parquet) with one row per date (and field).")],
+    ndvi: Annotated[str, typer.Option(help="NDVI column.")] = "NDVI",
+    radar: Annotated[str, typer.Option(help="Radar column (RVI, or VH in linear units).")] = "RVI_DESC",
+    date: Annotated[str, typer.Option(help="Date column.")] = "date",
+    id_column: Annotated[Optional[str], typer.Option("--id", help="Field id column (many series).")] = None,
+    out_path: Annotated[Optional[Path], typer.Option(
+        "--out", help="CSV to write (default: TABLE name + _fused.csv).")] = None,
+    plot: Annotated[bool, typer.Option(help="Also write a PNG of the first series.")] = True,
+) -> None:
+    """Gap-fill field series from a table: radar-guided Whittaker, smoothing chosen per series."""
+    import os
+
+    from fusecube.cli import out
+    from fusecube.fusion.series import fuse_series, plot_series, read_series_table
+
+    series = read_series_table(table, ndvi=ndvi, radar=radar, date=date, id_column=id_column)
+    fused = fuse_series(series)
+    target = out_path or table.with_name(f"{table.stem}_fused.csv")
+    partial = target.with_name(f".{target.name}.partial")
+    fused.to_csv(partial, index=False, date_format="%Y-%m-%dT%H:%M:%S")
+    os.replace(partial, target)  # a failed write never leaves a half CSV under the real name
+    per_series = fused.drop_duplicates("id")
+    for row in per_series.head(10).itertuples():
+        out.print(f"{row.id}: {int((~fused[fused['id'] == row.id]['filled']).sum())} observations, "
+                  f"λ {row.lam:g}, λ_g {row.guide_lam:g}, radar coefficient {row.coef:.3f}, "
+                  f"leave-one-out RMSE {row.loo_rmse:.4f}", highlight=False)
+    out.print(f"written: {target} ({len(per_series)} series x {series.dates.size} dates)")
+    if plot:
+        out.print(f"plot: {plot_series(fused, target.with_suffix('.png'))}")
 
 
 def register(app: typer.Typer) -> None:
