@@ -123,3 +123,14 @@ def test_auto_mask_finds_the_paddy(small_scene, tmp_path):
     assert np.isnan(read_cube(res.result)["season_count"].values[:, ~detected]).all()
     quality = json.loads((tmp_path / "quality" / "quality.json").read_text())
     assert "auto" in json.dumps(quality), "the report's mask section describes the detected mask"
+
+
+@pytest.mark.parametrize(("gapfill", "weight"), [("fusion", 1.0), ("ridge", 1.0), ("linear", 0.3),
+                                                 ("whittaker", 0.3)])
+def test_gap_weight_default_follows_the_gapfill(gapfill, weight):
+    from fusecube.config import RunConfig
+    from fusecube.pipeline import smooth_config
+
+    assert smooth_config(RunConfig(gapfill=gapfill)).gap_weight == weight
+    explicit = RunConfig(gapfill=gapfill, smooth={"gap_weight": 0.5})
+    assert smooth_config(explicit).gap_weight == 0.5

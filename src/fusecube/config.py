@@ -41,8 +41,8 @@ class SmoothOptions(_Model):
     method: Literal["fixed", "gcv", "vcurve"] = Field(
         "fixed", description="fixed lambda, or per-pixel lambda by GCV or V-curve.")
     gap_weight: float | None = Field(
-        None, ge=0, le=1, description="Weight of gap-filled values; default 1.0 after fusion (radar-backed), "
-                                      "0.3 after linear/Whittaker gap-fill (interpolated guesses).")
+        None, ge=0, le=1, description="Weight of gap-filled values; default 1.0 after fusion or ridge "
+                                      "(radar-backed), 0.3 after linear/Whittaker gap-fill (guesses).")
     envelope_iterations: int = Field(0, ge=0, le=5, description="Upper-envelope iterations.")
 
 
