@@ -12,7 +12,7 @@ import xarray as xr
 
 torch = pytest.importorskip("torch")
 
-from fusecube.cube import NDVI, NDVI_FUSED, PADDY_MASK, VH, read_cube  # noqa: E402
+from fusecube.cube import DIMS, NDVI, NDVI_FUSED, PADDY_MASK, VH, read_cube  # noqa: E402
 from fusecube.errors import CubeSchemaError, FusionModelError, InputFileError  # noqa: E402
 from fusecube.fusion.features import (  # noqa: E402
     Normalizer,
@@ -293,6 +293,24 @@ def test_model_for_run_trains_and_saves_beside_the_outputs(tmp_path, small_scene
     assert saved.meta["trained_on"] == trained.meta["trained_on"]
     n_train = saved.meta["trained_on"]["train_pixels"]
     assert saved.meta["trained_on"]["steps"] == max(5, -(-n_train // TINY.batch_size))
+
+
+def test_fused_values_do_not_depend_on_block_size(tmp_path, small_scene, cube, model):
+    """Blocks are read with the radar context around them: edge pixels match the whole scene."""
+    from fusecube.config import CubeSource, RunConfig
+    from fusecube.runner import run
+
+    assert model.context_radius == model.window // 2 == 2
+    path = model.save(tmp_path / "given.pt")
+    whole = fuse(cube, model=model)[NDVI_FUSED].transpose(*DIMS).values
+    for edge in (16, 32):
+        config = RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path / f"b{edge}",
+                           gapfill="fusion", fusion_model=path, block_size=edge, report=False,
+                           ledger=str(tmp_path / "ledger.sqlite"))
+        result = run(config)
+        assert result.n_blocks == (48 // edge + (48 % edge > 0)) ** 2
+        blocks = read_cube(result.result)[NDVI_FUSED].transpose(*DIMS).values
+        np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- real data

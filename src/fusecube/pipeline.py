@@ -57,6 +57,21 @@ def phenology_config(config: RunConfig) -> PhenologyConfig:
                            year_start_month=p.year_start_month, paddy_only=p.paddy_only)
 
 
+def context_halo(config: RunConfig, model=None) -> int:
+    """Pixels of spatial context the gap-fill reads around each pixel (0: per-pixel methods).
+
+    The runner reads every block with this margin and keeps only the block's own pixels, so
+    a pixel near a block edge gets the box-filtered radar it would get in the whole scene.
+    """
+    if config.gapfill == "fusion" and model is not None:
+        return int(model.context_radius)
+    if config.gapfill == "ridge":
+        from fusecube.fusion.ridge import RidgeConfig
+
+        return RidgeConfig().window // 2
+    return 0
+
+
 def gapfill_stage(block: xr.Dataset, config: RunConfig, model=None) -> xr.Dataset:
     """Gap-fill a block with the configured method."""
     if config.gapfill == "fusion":

@@ -160,6 +160,22 @@ class FusionModel:
     meta: dict = field(default_factory=dict)
 
     @property
+    def context_radius(self) -> int:
+        """Pixels of neighbourhood the radar features read on each side of a pixel.
+
+        ``*_local`` channels box-filter ``window`` px, ``*_wide`` ones ``2 * window + 1``:
+        a block read with this many extra pixels around it gives its pixels the features
+        they would have in the whole scene.
+        """
+        radius = 0
+        for name in self.radar_features:
+            if name.endswith("_wide"):
+                radius = max(radius, self.window)
+            elif name.endswith("_local"):
+                radius = max(radius, self.window // 2)
+        return radius
+
+    @property
     def in_channels(self) -> int:
         """Input channels of the network."""
         return len(self.radar_features) + len(CALENDAR_FEATURES) + len(OPTICAL_FEATURES)

@@ -18,7 +18,7 @@ import xarray as xr
 from fusecube.config import RunConfig
 from fusecube.cube import PADDY_MASK, X, Y
 from fusecube.gates import PeriodScreen
-from fusecube.pipeline import StageTimer, process_block
+from fusecube.pipeline import StageTimer, context_halo, process_block
 from fusecube.runner.control import block_delay, fault_point
 from fusecube.runner.memory import rss_bytes
 from fusecube.runner.store import merge_block, write_region
@@ -52,6 +52,17 @@ def read_block(cube: xr.Dataset, mask: xr.DataArray | None, ys: slice, xs: slice
     elif PADDY_MASK in block:
         block = block.drop_vars(PADDY_MASK)
     return block
+
+
+def with_halo(window: slice, halo: int, size: int) -> tuple[slice, slice]:
+    """``window`` grown by ``halo`` px on both sides (within ``0..size``).
+
+    Returns:
+        ``(grown, inner)``: the grown window, and where ``window`` lies inside it.
+    """
+    start, stop = max(0, window.start - halo), min(size, window.stop + halo)
+    inner = slice(window.start - start, window.stop - start)
+    return slice(start, stop), inner
 
 
 def sub_windows(ys: slice, xs: slice, split: int) -> list[tuple[slice, slice]]:
@@ -89,11 +100,17 @@ def run_block(task: BlockTask, *, cube: xr.Dataset, mask: xr.DataArray | None,
     start = time.perf_counter()
     timer = StageTimer()
     delay = block_delay()
+    halo = context_halo(config, model)
     for ys, xs in sub_windows(task.ys, task.xs, split):
         t0 = time.perf_counter()
-        block = read_block(cube, mask, ys, xs)
+        # read with the gap-fill's spatial context around the window, keep the window only
+        (read_y, keep_y), (read_x, keep_x) = (with_halo(ys, halo, cube.sizes[Y]),
+                                              with_halo(xs, halo, cube.sizes[X]))
+        block = read_block(cube, mask, read_y, read_x)
         timer.seconds["read"] += time.perf_counter() - t0
         series, seasons = process_block(block, config, screen, timer, model)
+        if halo:
+            series, seasons = (part.isel({Y: keep_y, X: keep_x}) for part in (series, seasons))
         merged = merge_block(series, seasons)
         del block, series, seasons
         if delay:
