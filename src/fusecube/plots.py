@@ -77,27 +77,39 @@ def pixel_curves(cube: xr.Dataset, result: xr.Dataset, truth: xr.Dataset | None,
     picks = _example_pixels(cube, truth)
     fig, axes = plt.subplots(len(picks), 1, figsize=(11, 2.8 * len(picks)), squeeze=False)
     times = cube[TIME].values
-    for ax, (iy, ix) in zip(axes[:, 0], picks, strict=True):
-        sel = {Y: iy, X: ix}
-        ax.plot(times, cube[NDVI].isel(sel).values, "o", color="tab:green", ms=4, label="observed NDVI")
+    # every series of every pick in one point selection per variable: each zarr chunk is read
+    # once, not once per pick
+    points = {Y: xr.DataArray([p[0] for p in picks], dims="pick"),
+              X: xr.DataArray([p[1] for p in picks], dims="pick")}
+
+    def at_picks(ds: xr.Dataset, name: str) -> np.ndarray:
+        return ds[name].isel(points).transpose("pick", ...).values
+
+    series = {name: at_picks(cube, name) for name in (NDVI, VV, VH)}
+    series |= {name: at_picks(result, name) for name in (NDVI_FUSED, NDVI_SMOOTH, "sos", "eos")
+               if name in result}
+    if truth is not None:
+        series["ndvi_true"] = at_picks(truth, "ndvi_true")
+    paddy_at = at_picks(cube, PADDY_MASK) if PADDY_MASK in cube else np.ones(len(picks), bool)
+    for k, (ax, (iy, ix)) in enumerate(zip(axes[:, 0], picks, strict=True)):
+        ax.plot(times, series[NDVI][k], "o", color="tab:green", ms=4, label="observed NDVI")
         for name, style in ((NDVI_FUSED, ":"), (NDVI_SMOOTH, "-")):
-            if name in result:
-                ax.plot(times, result[name].isel(sel).values, style, color="tab:blue", label=name)
+            if name in series:
+                ax.plot(times, series[name][k], style, color="tab:blue", label=name)
         if truth is not None:
-            ax.plot(times, truth["ndvi_true"].isel(sel).values, "--", color="k", lw=1, label="true NDVI")
-        if "sos" in result:
-            for key, color in (("sos", "tab:orange"), ("eos", "tab:red")):
-                for value in result[key].isel(sel).values:
-                    if not np.isnat(value):
-                        ax.axvline(value, color=color, lw=1, alpha=0.7)
+            ax.plot(times, series["ndvi_true"][k], "--", color="k", lw=1, label="true NDVI")
+        for key, color in (("sos", "tab:orange"), ("eos", "tab:red")):
+            for value in series.get(key, np.empty((len(picks), 0)))[k]:
+                if not np.isnat(value):
+                    ax.axvline(value, color=color, lw=1, alpha=0.7)
         ax.set_ylim(-0.2, 1.0)
         ax.set_ylabel("NDVI")
         twin = ax.twinx()
         for name, color in ((VV, "0.6"), (VH, "tab:purple")):
-            twin.plot(times, 10 * np.log10(cube[name].isel(sel).values), color=color, lw=0.8, alpha=0.6,
+            twin.plot(times, 10 * np.log10(series[name][k]), color=color, lw=0.8, alpha=0.6,
                       label=f"{name.upper()} dB")
         twin.set_ylabel("backscatter (dB)")
-        paddy = bool(cube[PADDY_MASK].isel(sel).values) if PADDY_MASK in cube else True
+        paddy = bool(paddy_at[k])
         ax.set_title(f"pixel y={iy} x={ix} ({'paddy' if paddy else 'not paddy'}); orange SOS, red EOS",
                      fontsize=9)
     handles, labels = axes[0, 0].get_legend_handles_labels()
