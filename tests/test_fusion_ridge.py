@@ -155,7 +155,7 @@ def test_compiled_blend_equals_the_blend_features_it_was_fitted_on():
 def test_compiled_radar_stage_and_sampled_design_equal_the_radar_features():
     from fusecube.fusion.features import calendar_features
     from fusecube.fusion.ridge_features import BackscatterTable, radar_design, radar_features
-    from fusecube.fusion.ridge_kernel import radar_rows
+    from fusecube.fusion.ridge_kernel import radar_grid
 
     rng = np.random.default_rng(8)
     days = 18000.0 + 12.0 * np.arange(20)
@@ -165,10 +165,12 @@ def test_compiled_radar_stage_and_sampled_design_equal_the_radar_features():
                                                     rng.random(600))
     features = radar_features(vv_db, vh_db, table.predict(vv_db, vh_db), days, reach=2)
     rows, cols = np.divmod(np.arange(600), 20)
-    np.testing.assert_allclose(radar_design(vv_db, vh_db, table, days, 2, rows, cols),
-                               features.design(rows, cols), rtol=1e-6)
+    vv_grid, vh_grid = np.ascontiguousarray(vv_db.T), np.ascontiguousarray(vh_db.T)  # (T, N)
+    # the same values: the compiled design converts exactly as the numpy features do
+    np.testing.assert_array_equal(radar_design(vv_grid, vh_grid, table, days, 2, rows, cols),
+                                  features.design(rows, cols))
     coef = rng.standard_normal(features.width) * 0.05
     out = np.empty_like(vv_db)
-    radar_rows(vv_db, vh_db, table.edges_, table.bins, table.table_,
+    radar_grid(vv_grid, vh_grid, table.edges_, table.bins, table.table_,
                calendar_features(days).astype(np.float64), coef, 0.3, 2, out)
     np.testing.assert_allclose(out, features.combine(coef, 0.3, vv_db.shape), atol=1e-4)

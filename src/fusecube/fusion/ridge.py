@@ -34,7 +34,7 @@ from fusecube.fusion.ridge_features import (
     blend_features,
     radar_design,
 )
-from fusecube.fusion.ridge_kernel import blend_rows, radar_rows
+from fusecube.fusion.ridge_kernel import blend_rows, radar_grid
 from fusecube.kernels_whittaker import linear_fill
 from fusecube.periods import to_days
 
@@ -116,6 +116,11 @@ def _as_series(grid: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(grid.reshape(t, -1).T, dtype=np.float32)
 
 
+def _as_grid(grid: np.ndarray) -> np.ndarray:
+    """``(T, Y, X)`` → ``(T, N)`` float32, C-contiguous (a view when it already is)."""
+    return np.ascontiguousarray(grid.reshape(grid.shape[0], -1), dtype=np.float32)
+
+
 class RidgeFusion:
     """Gap-fill NDVI from S1 VV/VH with two closed-form ridge stages (module docstring).
 
@@ -134,20 +139,23 @@ class RidgeFusion:
             raise CubeSchemaError(
                 f"RidgeFusion needs vv, vh and ndvi as (time, y, x) grids of one shape; got "
                 f"{vv.shape}, {vh.shape} and {ndvi.shape}.")
+        # the radar stays (T, N), the layout the radar stage reads; NDVI goes pixel-major
         w = self.config.window
-        return _as_series(_box_db(vv, w)), _as_series(_box_db(vh, w)), _as_series(ndvi)
+        return _as_grid(_box_db(vv, w)), _as_grid(_box_db(vh, w)), _as_series(ndvi)
 
-    def _radar_ndvi(self, vv_db, vh_db, times_days) -> np.ndarray:
-        out = np.empty(vv_db.shape, np.float32)
-        radar_rows(vv_db, vh_db, self.table_.edges_, self.table_.bins, self.table_.table_,
+    def _radar_ndvi(self, vv_grid, vh_grid, times_days) -> np.ndarray:
+        out = np.empty(vv_grid.shape[::-1], np.float32)
+        radar_grid(vv_grid, vh_grid, self.table_.edges_, self.table_.bins, self.table_.table_,
                    calendar_features(times_days).astype(np.float64), self.radar_stage_.coef_,
                    self.radar_stage_.intercept_, self.config.lag_reach, out)
         return out
 
-    def _fit(self, vv_db, vh_db, ndvi, times_days) -> np.ndarray:
+    def _fit(self, vv_grid, vh_grid, ndvi, times_days) -> np.ndarray:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
-        observed = np.isfinite(ndvi) & np.isfinite(vv_db) & np.isfinite(vh_db)
+        observed = np.isfinite(ndvi)
+        if not (np.isfinite(vv_grid).all() and np.isfinite(vh_grid).all()):
+            observed &= (np.isfinite(vv_grid) & np.isfinite(vh_grid)).T
         if observed.sum() < MIN_TRAINING_VALUES:
             raise CubeSchemaError(
                 f"RidgeFusion needs at least {MIN_TRAINING_VALUES} observed NDVI values with "
@@ -159,10 +167,10 @@ class RidgeFusion:
         draw = np.sort(flat[rng.integers(0, flat.size, cfg.radar_samples)])  # sorted: cache-friendly
         rows, cols = np.divmod(draw, ndvi.shape[1])
         target = ndvi[rows, cols].astype(np.float64)
-        self.table_.fit(vv_db[rows, cols], vh_db[rows, cols], target)
-        self.radar_stage_.fit(radar_design(vv_db, vh_db, self.table_, times_days, cfg.lag_reach,
-                                           rows, cols), target)
-        radar_ndvi = self._radar_ndvi(vv_db, vh_db, times_days)
+        self.table_.fit(vv_grid[cols, rows], vh_grid[cols, rows], target)
+        self.radar_stage_.fit(radar_design(vv_grid, vh_grid, self.table_, times_days,
+                                           cfg.lag_reach, rows, cols), target)
+        radar_ndvi = self._radar_ndvi(vv_grid, vh_grid, times_days)
         # blend stage: hide observations under another pixel's clouds, learn to predict them
         has_obs = np.flatnonzero(np.isfinite(ndvi).any(axis=1))
         pixels = np.sort(rng.choice(has_obs, min(cfg.blend_pixels, has_obs.size), replace=False))
@@ -209,16 +217,16 @@ class RidgeFusion:
     def predict(self, vv: np.ndarray, vh: np.ndarray, ndvi: np.ndarray,
                 times_days: np.ndarray) -> np.ndarray:
         """Gap-filled NDVI ``(N, T)`` float32 (``N = Y * X`` row-major): observations kept."""
-        vv_db, vh_db, series = self._backscatter(vv, vh, ndvi)
+        vv_grid, vh_grid, series = self._backscatter(vv, vh, ndvi)
         times_days = np.asarray(times_days, np.float64)
-        return self._predict(series, self._radar_ndvi(vv_db, vh_db, times_days), times_days)
+        return self._predict(series, self._radar_ndvi(vv_grid, vh_grid, times_days), times_days)
 
     def fit_predict(self, vv: np.ndarray, vh: np.ndarray, ndvi: np.ndarray,
                     times_days: np.ndarray) -> np.ndarray:
         """:meth:`fit` then :meth:`predict` on the same scene, preparing the radar once."""
-        vv_db, vh_db, series = self._backscatter(vv, vh, ndvi)
+        vv_grid, vh_grid, series = self._backscatter(vv, vh, ndvi)
         times_days = np.asarray(times_days, np.float64)
-        radar_ndvi = self._fit(vv_db, vh_db, series, times_days)
+        radar_ndvi = self._fit(vv_grid, vh_grid, series, times_days)
         return self._predict(series, radar_ndvi, times_days)
 
 

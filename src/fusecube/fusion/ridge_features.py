@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from fusecube.fusion.features import GAP_DAYS_SCALE, calendar_features
+from fusecube.fusion.ridge_kernel import radar_samples
 
 
 @dataclass(frozen=True)
@@ -123,29 +124,21 @@ def radar_features(vv_db: np.ndarray, vh_db: np.ndarray, table_ndvi: np.ndarray,
                       reach=reach)
 
 
-def radar_design(vv_db: np.ndarray, vh_db: np.ndarray, table: BackscatterTable,
+def radar_design(vv_grid: np.ndarray, vh_grid: np.ndarray, table: BackscatterTable,
                  times_days: np.ndarray, reach: int, rows: np.ndarray,
                  cols: np.ndarray) -> np.ndarray:
     """``radar_features(...).design(rows, cols)`` without the scene-wide table lookup.
 
-    The backscatter is gathered at the samples (and their lagged dates) first and only those
-    values are looked up, which is what fitting needs.
+    Takes the backscatter as ``(T, N)`` grids (``vv_grid[t, n]`` is ``vv_db[n, t]``) and looks
+    up only the sampled values (and their lagged dates), in one compiled pass.
     """
-    n_t = vv_db.shape[1]
-    lagged: list[list[np.ndarray]] = [[], [], [], []]
-    table_here = None
-    for lag in range(-reach, reach + 1):
-        at = np.clip(cols + lag, 0, n_t - 1)
-        vv, vh = vv_db[rows, at], vh_db[rows, at]
-        looked_up = table.predict(vv, vh)
-        for store, column in zip(lagged, (looked_up, vv, vh, vh - vv), strict=True):
-            store.append(column)
-        if lag == 0:
-            table_here = looked_up
-    calendar = calendar_features(times_days)[:, cols]
-    columns = [c for store in lagged for c in store]
-    columns += [calendar[0], calendar[1], table_here * calendar[0], table_here * calendar[1]]
-    return np.stack(columns, axis=1).astype(np.float64)
+    width = 4 * (2 * reach + 1) + 4
+    design = np.empty((rows.size, width))
+    radar_samples(np.ascontiguousarray(vv_grid, np.float32),
+                  np.ascontiguousarray(vh_grid, np.float32), table.edges_, table.bins,
+                  table.table_, calendar_features(times_days), reach,
+                  np.asarray(rows, np.int64), np.asarray(cols, np.int64), design)
+    return design
 
 
 @dataclass(frozen=True)

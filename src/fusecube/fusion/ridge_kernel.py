@@ -85,13 +85,32 @@ def blend_rows(ndvi, radar_ndvi, times, coef, intercept, out):
             out[p, i] = min(max(pred, -1.0), 1.0)
 
 
-@njit(cache=True, nogil=True)
-def radar_rows(vv_db, vh_db, edges, bins, table, calendar, coef, intercept, reach, out):
-    """Stage-1 radar NDVI of ``(N, T)`` series: table lookup, lags and dot product in one pass.
+PIXEL_BLOCK = 256
+"""Pixels computed side by side by :func:`radar_grid` (its per-date loops run over them)."""
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _lookup(vv, vh, edges, bins, table):
+    """Table NDVI of the (VV, VH) bin of one sample (NaN backscatter: the lowest bin)."""
+    vv = vv if np.isfinite(vv) else edges[0]
+    vh = vh if np.isfinite(vh) else edges[2]
+    iv = min(max(int((vv - edges[0]) * (bins / (edges[1] - edges[0]))), 0), bins - 1)
+    ih = min(max(int((vh - edges[2]) * (bins / (edges[3] - edges[2]))), 0), bins - 1)
+    return table[iv * bins + ih]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def radar_grid(vv_grid, vh_grid, edges, bins, table, calendar, coef, intercept, reach, out):
+    """Stage-1 radar NDVI of a scene: table lookup, lags and dot product in one pass.
+
+    The backscatter comes as ``(T, N)`` grids (the cube's own layout: no transposition);
+    :data:`PIXEL_BLOCK` pixels are computed side by side, so every loop over them runs over
+    contiguous memory and vectorises. Each sample's sum is accumulated in the order of the
+    ``radar_features`` columns.
 
     Args:
-        vv_db: ``(N, T)`` float32 box-filtered VV in dB.
-        vh_db: ``(N, T)`` float32 box-filtered VH in dB.
+        vv_grid: ``(T, N)`` float32 box-filtered VV in dB.
+        vh_grid: ``(T, N)`` float32 box-filtered VH in dB.
         edges: ``(4,)`` the table's fitted ``(low_vv, high_vv, low_vh, high_vh)``.
         bins: Bins per axis of the table.
         table: ``(bins * bins,)`` NDVI per bin.
@@ -100,30 +119,80 @@ def radar_rows(vv_db, vh_db, edges, bins, table, calendar, coef, intercept, reac
             ``-reach..reach``, then sin, cos, table·sin, table·cos.
         intercept: The radar stage's constant.
         reach: Largest lag.
-        out: ``(N, T)`` float32 output.
+        out: ``(N, T)`` float32 output (pixel-major, as the blend stage reads it).
     """
-    n, n_t = vv_db.shape
+    n_t, n = vv_grid.shape
     taps = 2 * reach + 1
-    scale_v = bins / (edges[1] - edges[0])
-    scale_h = bins / (edges[3] - edges[2])
-    looked_up = np.empty(n_t)
-    for p in range(n):
+    base = 4 * taps
+    nb = PIXEL_BLOCK
+    looked_up = np.empty((n_t, nb))
+    acc = np.empty(nb)
+    for start in range(0, n, nb):
+        m = min(nb, n - start)
         for i in range(n_t):
-            vv = vv_db[p, i] if np.isfinite(vv_db[p, i]) else edges[0]
-            vh = vh_db[p, i] if np.isfinite(vh_db[p, i]) else edges[2]
-            iv = min(max(int((vv - edges[0]) * scale_v), 0), bins - 1)
-            ih = min(max(int((vh - edges[2]) * scale_h), 0), bins - 1)
-            looked_up[i] = table[iv * bins + ih]
+            for b in range(m):
+                looked_up[i, b] = _lookup(vv_grid[i, start + b], vh_grid[i, start + b],
+                                          edges, bins, table)
         for i in range(n_t):
-            acc = intercept
+            for b in range(m):
+                acc[b] = intercept
             for k in range(taps):
                 at = min(max(i + k - reach, 0), n_t - 1)
-                vv = vv_db[p, at]
-                vh = vh_db[p, at]
-                acc += (coef[k] * looked_up[at] + coef[taps + k] * vv
-                        + coef[2 * taps + k] * vh + coef[3 * taps + k] * (vh - vv))
-            here = looked_up[i]
-            base = 4 * taps
-            acc += (coef[base] * calendar[0, i] + coef[base + 1] * calendar[1, i]
-                    + coef[base + 2] * here * calendar[0, i] + coef[base + 3] * here * calendar[1, i])
-            out[p, i] = acc
+                c_table, c_vv = coef[k], coef[taps + k]
+                c_vh, c_diff = coef[2 * taps + k], coef[3 * taps + k]
+                lu_row = looked_up[at]
+                vv_row = vv_grid[at, start : start + m]
+                vh_row = vh_grid[at, start : start + m]
+                for b in range(m):
+                    vv = vv_row[b]
+                    vh = vh_row[b]
+                    acc[b] += (c_table * lu_row[b] + c_vv * vv + c_vh * vh + c_diff * (vh - vv))
+            sin_i, cos_i = calendar[0, i], calendar[1, i]
+            for b in range(m):
+                here = looked_up[i, b]
+                acc[b] += (coef[base] * sin_i + coef[base + 1] * cos_i
+                           + coef[base + 2] * here * sin_i + coef[base + 3] * here * cos_i)
+            for b in range(m):
+                out[start + b, i] = acc[b]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def radar_samples(vv_grid, vh_grid, edges, bins, table, calendar, reach, rows, cols, design):
+    """The radar stage's design matrix at the samples ``(rows, cols)`` (pixel, date).
+
+    Equal to ``radar_features(...).design(rows, cols)`` (float32 table values and products,
+    as there), but only the sampled backscatter is looked up.
+
+    Args:
+        vv_grid: ``(T, N)`` float32 box-filtered VV in dB.
+        vh_grid: ``(T, N)`` float32 box-filtered VH in dB.
+        edges: ``(4,)`` the table's fitted edges.
+        bins: Bins per axis of the table.
+        table: ``(bins * bins,)`` NDVI per bin.
+        calendar: ``(2, T)`` float32 day-of-year sin and cos.
+        reach: Largest lag.
+        rows: ``(S,)`` pixel of each sample.
+        cols: ``(S,)`` date of each sample.
+        design: ``(S, 4 * (2 * reach + 1) + 4)`` float64 output.
+    """
+    n_t = vv_grid.shape[0]
+    taps = 2 * reach + 1
+    for s in range(rows.size):
+        p, c = rows[s], cols[s]
+        here = np.float32(0.0)
+        for k in range(taps):
+            at = min(max(c + k - reach, 0), n_t - 1)
+            vv = vv_grid[at, p]
+            vh = vh_grid[at, p]
+            looked_up = np.float32(_lookup(vv, vh, edges, bins, table))
+            design[s, k] = looked_up
+            design[s, taps + k] = vv
+            design[s, 2 * taps + k] = vh
+            design[s, 3 * taps + k] = vh - vv
+            if k == reach:
+                here = looked_up
+        sin_c, cos_c = calendar[0, c], calendar[1, c]
+        design[s, 4 * taps] = sin_c
+        design[s, 4 * taps + 1] = cos_c
+        design[s, 4 * taps + 2] = here * sin_c
+        design[s, 4 * taps + 3] = here * cos_c
