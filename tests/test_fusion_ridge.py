@@ -174,3 +174,29 @@ def test_compiled_radar_stage_and_sampled_design_equal_the_radar_features():
     radar_grid(vv_grid, vh_grid, table.edges_, table.bins, table.table_,
                calendar_features(days).astype(np.float64), coef, 0.3, 2, out)
     np.testing.assert_allclose(out, features.combine(coef, 0.3, vv_db.shape), atol=1e-4)
+
+
+def test_compiled_blend_training_rows_equal_the_blend_features():
+    from fusecube.fusion.ridge_features import BlendInputs, blend_features
+    from fusecube.fusion.ridge_kernel import blend_samples
+
+    rng = np.random.default_rng(9)
+    n, n_t = 300, 45
+    days = 18000.0 + np.cumsum(rng.integers(3, 9, n_t)).astype(float)
+    ndvi = rng.random((n, n_t)).astype(np.float32)
+    ndvi[rng.random((n, n_t)) < 0.55] = np.nan
+    ndvi[5] = np.nan  # never observed
+    radar_ndvi = rng.random((n, n_t)).astype(np.float32)
+    pixels = np.sort(rng.choice(n, 200, replace=False))
+    donors = rng.integers(0, n, 200)
+    donors[0] = 5  # all of the first pixel's observations hidden: nothing to interpolate
+    seen = np.where(np.isfinite(ndvi[donors]), ndvi[pixels], np.nan)
+    hidden = np.isfinite(ndvi[pixels]) & np.isnan(seen)
+    features = blend_features(BlendInputs(ndvi=seen, radar_ndvi=radar_ndvi[pixels]), days)
+    design = np.empty((pixels.size * n_t, 11))
+    target = np.empty(pixels.size * n_t)
+    rows = blend_samples(ndvi, radar_ndvi, pixels, donors, days, design, target)
+    assert rows == hidden.sum()
+    # the same float32 arithmetic, the pixel's mean included: equal, not just close
+    np.testing.assert_array_equal(design[:rows], features.design(*np.nonzero(hidden)))
+    np.testing.assert_array_equal(target[:rows], ndvi[pixels][hidden])

@@ -29,17 +29,17 @@ from fusecube.errors import CubeSchemaError
 from fusecube.fusion.features import box_mean, calendar_features, screen_zero_periods, to_db
 from fusecube.fusion.ridge_features import (
     BackscatterTable,
-    BlendInputs,
     FeatureSet,
-    blend_features,
     radar_design,
 )
-from fusecube.fusion.ridge_kernel import blend_rows, radar_grid
+from fusecube.fusion.ridge_kernel import blend_rows, blend_samples, radar_grid
 from fusecube.kernels_whittaker import linear_fill
 from fusecube.periods import to_days
 
 logger = logging.getLogger(__name__)
 
+BLEND_WIDTH = 11
+"""Columns of the blend stage's design (``blend_features`` order)."""
 MIN_TRAINING_VALUES = 200
 """Fewer observed (or simulated hidden) values than this cannot fit a stage: an error."""
 
@@ -175,17 +175,16 @@ class RidgeFusion:
         has_obs = np.flatnonzero(np.isfinite(ndvi).any(axis=1))
         pixels = np.sort(rng.choice(has_obs, min(cfg.blend_pixels, has_obs.size), replace=False))
         donors = rng.integers(0, ndvi.shape[0], pixels.size)
-        seen = np.where(np.isfinite(ndvi[donors]), ndvi[pixels], np.nan)
-        hidden = np.isfinite(ndvi[pixels]) & np.isnan(seen)
-        if hidden.sum() < MIN_TRAINING_VALUES:
+        design = np.empty((pixels.size * ndvi.shape[1], BLEND_WIDTH))
+        target = np.empty(pixels.size * ndvi.shape[1])
+        hidden = blend_samples(ndvi, radar_ndvi, pixels, donors,
+                               np.asarray(times_days, np.float64), design, target)
+        if hidden < MIN_TRAINING_VALUES:
             raise CubeSchemaError(
-                f"RidgeFusion found only {int(hidden.sum())} observations to hide for training "
+                f"RidgeFusion found only {hidden} observations to hide for training "
                 "(the scene is almost cloud-free or almost never observed); use a baseline "
                 "gap-fill (linear, whittaker).")
-        h_rows, h_cols = np.nonzero(hidden)
-        inputs = BlendInputs(ndvi=seen, radar_ndvi=radar_ndvi[pixels])
-        self.blend_stage_.fit(blend_features(inputs, times_days).design(h_rows, h_cols),
-                              ndvi[pixels][hidden].astype(np.float64))
+        self.blend_stage_.fit(design[:hidden], target[:hidden])
         return radar_ndvi
 
     def _predict(self, ndvi, radar_ndvi, times_days) -> np.ndarray:

@@ -196,3 +196,133 @@ def radar_samples(vv_grid, vh_grid, edges, bins, table, calendar, reach, rows, c
         design[s, 4 * taps + 1] = cos_c
         design[s, 4 * taps + 2] = here * sin_c
         design[s, 4 * taps + 3] = here * cos_c
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sum_f32(values, start, stop):
+    """Float32 sum of ``values[start:stop]`` rounded as numpy's own (pairwise, 8 partial sums).
+
+    Exact for runs of up to 128 values (numpy's block); longer ones, which numpy splits
+    recursively, are summed in float64 and rounded once (a numba function cannot both recurse
+    and be cached).
+    """
+    n = stop - start
+    if n < 8:
+        total = np.float32(0.0)
+        for i in range(start, stop):
+            total += values[i]
+        return total
+    if n > 128:
+        wide = 0.0
+        for i in range(start, stop):
+            wide += values[i]
+        return np.float32(wide)
+    r0, r1, r2, r3 = values[start], values[start + 1], values[start + 2], values[start + 3]
+    r4, r5, r6, r7 = values[start + 4], values[start + 5], values[start + 6], values[start + 7]
+    i = start + 8
+    while i < stop - n % 8:
+        r0 += values[i]
+        r1 += values[i + 1]
+        r2 += values[i + 2]
+        r3 += values[i + 3]
+        r4 += values[i + 4]
+        r5 += values[i + 5]
+        r6 += values[i + 6]
+        r7 += values[i + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < stop:
+        total += values[i]
+        i += 1
+    return total
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def blend_samples(ndvi, radar_ndvi, pixels, donors, times, design, target):
+    """The blend stage's training rows: observations hidden under another pixel's clouds.
+
+    Pixel ``pixels[q]`` keeps its observations only where pixel ``donors[q]`` is observed
+    too; every observation so hidden becomes a row of ``design`` (the ``blend_features``
+    columns, computed in float32 exactly as there) and of
+    ``target`` (the hidden value), in row-major ``(q, date)`` order.
+
+    Args:
+        ndvi: ``(N, T)`` float32 NDVI, NaN where not observed.
+        radar_ndvi: ``(N, T)`` float32 stage-1 radar NDVI.
+        pixels: ``(P,)`` the pixels whose observations are hidden.
+        donors: ``(P,)`` the pixel whose cloud mask each of them takes.
+        times: ``(T,)`` float64 sample times in days.
+        design: ``(>= rows, 11)`` float64 output.
+        target: ``(>= rows,)`` float64 output.
+
+    Returns:
+        The number of rows written.
+    """
+    n_t = ndvi.shape[1]
+    t = np.empty(n_t, np.float32)
+    for i in range(n_t):
+        t[i] = np.float32(times[i] - times[0])
+    seen = np.empty(n_t, np.float32)  # observed NDVI, 0 where hidden or missing
+    prev = np.empty(n_t, np.int64)
+    nxt = np.empty(n_t, np.int64)
+    scale = np.float32(GAP_DAYS_SCALE)
+    cap = np.float32(MAX_GAP)
+    zero = np.float32(0.0)
+    rows = 0
+    for q in range(pixels.size):
+        p, d = pixels[q], donors[q]
+        count = 0
+        last = -1
+        for i in range(n_t):
+            if np.isfinite(ndvi[p, i]) and np.isfinite(ndvi[d, i]):
+                seen[i] = ndvi[p, i]
+                count += 1
+                last = i
+            else:
+                seen[i] = zero
+            prev[i] = last
+        following = -1
+        for i in range(n_t - 1, -1, -1):
+            if np.isfinite(ndvi[p, i]) and np.isfinite(ndvi[d, i]):
+                following = i
+            nxt[i] = following
+        mean = np.float32(np.float64(_sum_f32(seen, 0, n_t)) / max(count, 1))
+        for i in range(n_t):
+            if not (np.isfinite(ndvi[p, i]) and not np.isfinite(ndvi[d, i])):
+                continue  # not an observation hidden by the donor's clouds
+            radar = radar_ndvi[p, i]
+            lo, hi = prev[i], nxt[i]
+            if lo < 0 and hi < 0:  # nothing left to interpolate: 0, the largest distance
+                interp = zero
+                resid = zero
+                gap = cap
+            else:
+                gap = np.float32(np.inf)
+                if lo >= 0:
+                    gap = t[i] - t[lo]
+                if hi >= 0:
+                    gap = min(gap, t[hi] - t[i])
+                gap = min(gap / scale, cap)
+                if lo < 0:
+                    lo = hi
+                if hi < 0:
+                    hi = lo
+                span = t[hi] - t[lo]
+                frac = (t[i] - t[lo]) / span if span > zero else zero
+                interp = seen[lo] + frac * (seen[hi] - seen[lo])
+                r_lo = seen[lo] - radar_ndvi[p, lo]
+                resid = r_lo + frac * ((seen[hi] - radar_ndvi[p, hi]) - r_lo)
+            design[rows, 0] = radar
+            design[rows, 1] = interp
+            design[rows, 2] = resid
+            design[rows, 3] = gap
+            design[rows, 4] = gap * interp
+            design[rows, 5] = gap * resid
+            design[rows, 6] = gap * radar
+            design[rows, 7] = mean
+            design[rows, 8] = mean * radar
+            design[rows, 9] = gap * gap
+            design[rows, 10] = gap * gap * resid
+            target[rows] = ndvi[p, i]
+            rows += 1
+    return rows
