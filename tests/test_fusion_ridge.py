@@ -200,3 +200,18 @@ def test_compiled_blend_training_rows_equal_the_blend_features():
     # the same float32 arithmetic, the pixel's mean included: equal, not just close
     np.testing.assert_array_equal(design[:rows], features.design(*np.nonzero(hidden)))
     np.testing.assert_array_equal(target[:rows], ndvi[pixels][hidden])
+
+
+def test_compiled_box_filter_equals_scipy_uniform_filter():
+    from scipy import ndimage
+
+    from fusecube.fusion.ridge_kernel import box_filter
+
+    rng = np.random.default_rng(10)
+    for shape in ((6, 17, 11), (3, 1, 9), (2, 5, 2)):
+        grid = rng.gamma(2.0, 0.02, shape).astype(np.float32)
+        for size in (2, 3, 5, 7):
+            out = np.empty_like(grid)
+            box_filter(grid, size, out)
+            np.testing.assert_array_equal(
+                out, ndimage.uniform_filter(grid, (1, size, size), mode="nearest"))

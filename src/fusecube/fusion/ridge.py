@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
-from scipy import ndimage
 
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_FUSED, TIME, VH, VV
 from fusecube.errors import CubeSchemaError
@@ -32,7 +31,7 @@ from fusecube.fusion.ridge_features import (
     FeatureSet,
     radar_design,
 )
-from fusecube.fusion.ridge_kernel import blend_rows, blend_samples, radar_grid
+from fusecube.fusion.ridge_kernel import blend_rows, blend_samples, box_filter, radar_grid
 from fusecube.kernels_whittaker import linear_fill
 from fusecube.periods import to_days
 
@@ -84,9 +83,12 @@ class LinearStage:
 
     def fit(self, design: np.ndarray, target: np.ndarray) -> LinearStage:
         """Fit on ``(S, F)`` features and ``(S,)`` targets."""
-        mean, std = design.mean(axis=0), design.std(axis=0)
+        mean = design.mean(axis=0)
+        z = design - mean
+        # design.std(axis=0) exactly as numpy computes it, without centring a second copy
+        std = np.sqrt(np.add.reduce(z * z, axis=0) / design.shape[0])
         std = np.where(std > 1e-9, std, 1.0)
-        z = (design - mean) / std
+        z /= std
         gram = z.T @ z + self.alpha * np.eye(z.shape[1])
         weights = np.linalg.solve(gram, z.T @ (target - target.mean()))
         self.coef_ = weights / std
@@ -101,12 +103,15 @@ class LinearStage:
 def _box_db(linear: np.ndarray, window: int) -> np.ndarray:
     """Box-filtered backscatter in dB, ``(T, Y, X)`` float32.
 
-    Gap-free radar (the usual case) takes one plain box filter; radar with NaN takes the
-    NaN-aware :func:`~fusecube.fusion.features.box_mean` (two filters).
+    Gap-free radar (the usual case) takes one plain box filter (compiled, the values of
+    ``scipy.ndimage.uniform_filter``); radar with NaN takes the NaN-aware
+    :func:`~fusecube.fusion.features.box_mean` (two filters).
     """
-    linear = np.asarray(linear, np.float32)
+    linear = np.ascontiguousarray(linear, np.float32)
     if window > 1 and np.isfinite(linear).all():
-        return to_db(ndimage.uniform_filter(linear, (1, window, window), mode="nearest"))
+        smoothed = np.empty_like(linear)
+        box_filter(linear, window, smoothed)
+        return to_db(smoothed)
     return to_db(box_mean(linear, window))
 
 

@@ -326,3 +326,50 @@ def blend_samples(ndvi, radar_ndvi, pixels, donors, times, design, target):
             target[rows] = ndvi[p, i]
             rows += 1
     return rows
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def box_filter(grid, size, out):
+    """``scipy.ndimage.uniform_filter(grid, (1, size, size), mode="nearest")``, same rounding.
+
+    As scipy does it: along y, then along x over the float32 result of the first pass, each
+    line a float64 running sum (the first window summed, then plus the entering minus the
+    leaving value per step) divided by ``size``, over the line extended by its edge values.
+
+    Args:
+        grid: ``(T, Y, X)`` float32, finite.
+        size: Window edge (pixels), ``>= 1``.
+        out: ``(T, Y, X)`` float32 output.
+    """
+    n_t, n_y, n_x = grid.shape
+    before = size // 2
+    after = size - before - 1
+    running = np.empty(n_x)
+    line = np.empty(n_x + size)
+    for t in range(n_t):
+        # along y: every column's running mean side by side
+        for x in range(n_x):
+            running[x] = 0.0
+        for k in range(size):
+            row = min(max(k - before, 0), n_y - 1)
+            for x in range(n_x):
+                running[x] += grid[t, row, x]
+        for x in range(n_x):
+            out[t, 0, x] = running[x] / size
+        for y in range(1, n_y):
+            entering = min(y + after, n_y - 1)
+            leaving = max(y - before - 1, 0)
+            for x in range(n_x):
+                running[x] += np.float64(grid[t, entering, x]) - grid[t, leaving, x]
+                out[t, y, x] = running[x] / size
+        # along x, row by row, over the float32 result of the first pass
+        for y in range(n_y):
+            for j in range(n_x + size - 1):
+                line[j] = out[t, y, min(max(j - before, 0), n_x - 1)]
+            total = 0.0
+            for j in range(size):
+                total += line[j]
+            out[t, y, 0] = total / size
+            for x in range(1, n_x):
+                total += line[x + size - 1] - line[x - 1]
+                out[t, y, x] = total / size
