@@ -146,3 +146,20 @@ def test_too_few_observations_give_nan_and_bad_inputs_raise(series):
         guided_whittaker(ndvi, guide, times, lams=(0.0,))
     with pytest.raises(ConfigError, match="min_obs"):
         guided_whittaker(ndvi, guide, times, min_obs=0)
+
+
+def test_series_solved_side_by_side_equal_their_fits_one_at_a_time():
+    rng = np.random.default_rng(11)
+    n, n_t = 37, 50  # more series than the kernel's lanes, and a last block part-full
+    times = _times(rng, n_t)
+    guide = np.sin(times / 11.0)[None] + 0.3 * rng.standard_normal((n, n_t))
+    ndvi = 0.4 * guide + 0.3 + 0.03 * rng.standard_normal((n, n_t))
+    ndvi[rng.random((n, n_t)) < rng.uniform(0.2, 0.8, (n, 1))] = np.nan
+    ndvi[[3, 20]] = np.nan  # too few observations: skipped, not given a lane
+    ndvi[3, [4, 30]] = 0.5
+    together = guided_whittaker(ndvi, guide, times)
+    for p in range(n):
+        alone = guided_whittaker(ndvi[p : p + 1], guide[p : p + 1], times)
+        for name in ("filled", "fitted", "coef", "lam", "guide_lam", "loo_rmse"):
+            np.testing.assert_array_equal(getattr(together, name)[p], getattr(alone, name)[0])
+    assert np.isnan(together.coef[3]) and np.isnan(together.coef[20])
