@@ -163,3 +163,19 @@ def test_series_solved_side_by_side_equal_their_fits_one_at_a_time():
         for name in ("filled", "fitted", "coef", "lam", "guide_lam", "loo_rmse"):
             np.testing.assert_array_equal(getattr(together, name)[p], getattr(alone, name)[0])
     assert np.isnan(together.coef[3]) and np.isnan(together.coef[20])
+
+
+def test_guide_smoothing_equals_the_whittaker_smoother():
+    from fusecube.fusion.guided import smoothed_guides
+    from fusecube.kernels_whittaker import whittaker
+
+    rng = np.random.default_rng(12)
+    times = _times(rng, 33)
+    guide = rng.random((40, 33)).astype(np.float32)
+    guide[rng.random(guide.shape) < 0.5] = np.nan
+    guide[3] = np.nan  # no guide at all
+    guide[4, 2:] = np.nan  # too few values to smooth
+    lams = (4.0, 16.0, 300.0)
+    expected = np.stack([whittaker(guide, times, lam=lam, min_obs=3) for lam in lams])
+    np.testing.assert_array_equal(smoothed_guides(guide, times, lams),
+                                  np.nan_to_num(expected.astype(np.float64)))

@@ -17,7 +17,7 @@ Radar carries the shape of the season through long cloud gaps; the trend ``s`` c
 radar does not see (soil, calibration), anchored by the observations on both sides.
 
 The fit of every candidate of every series runs in one compiled loop over series
-(:mod:`fusecube.fusion.guided_kernel`); the guide smoothing is one batched Whittaker call.
+(:mod:`fusecube.fusion.guided_kernel`), and so does the guide smoothing.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusecube.errors import ConfigError, CubeSchemaError
-from fusecube.fusion.guided_kernel import guided_rows, second_difference_penalty
-from fusecube.kernels_whittaker import linear_fill, whittaker
+from fusecube.fusion.guided_kernel import guided_rows, second_difference_penalty, smooth_guides
+from fusecube.kernels_whittaker import difference_penalty, linear_fill
 
 #: Candidate trend strengths λ (fixed a priori: powers of two from 1 to 256).
 DEFAULT_LAMS: tuple[float, ...] = tuple(2.0**k for k in range(9))
@@ -75,14 +75,17 @@ def smoothed_guides(guide: np.ndarray, times: np.ndarray,
                     guide_lams: tuple[float, ...] | None) -> np.ndarray:
     """The guide smoothed by each candidate λ_g, ``(G, N, T)`` float64, filled through gaps.
 
-    ``guide_lams=None`` uses the guide as given, its NaN filled by linear interpolation.
+    The values of :func:`~fusecube.kernels_whittaker.whittaker` (``min_obs=3``), computed in
+    the guided kernel's SIMD lanes; ``guide_lams=None`` uses the guide as given, its NaN
+    filled by linear interpolation. A series the smoother cannot fill (fewer than 3 values)
+    is 0: no guide.
     """
+    guide = np.ascontiguousarray(guide, np.float32)
     if guide_lams is None:
-        return linear_fill(guide, times)[None].astype(np.float64)
-    n = guide.shape[0]
-    lam = np.repeat(np.asarray(guide_lams, np.float64), n)  # one batched call for all λ_g
-    stacked = whittaker(np.tile(guide, (len(guide_lams), 1)), times, lam=lam, min_obs=3)
-    return stacked.reshape(len(guide_lams), n, -1).astype(np.float64)
+        return np.nan_to_num(linear_fill(guide, times)[None].astype(np.float64))
+    out = np.empty((len(guide_lams), *guide.shape))
+    smooth_guides(guide, np.asarray(guide_lams, np.float64), *difference_penalty(times), 3, out)
+    return out
 
 
 def guided_whittaker(
@@ -123,7 +126,7 @@ def guided_whittaker(
         raise ConfigError(f"min_obs must be at least 3 (a trend through fewer observations has "
                           f"nothing left to leave out); got {min_obs}.")
     # a series without any guide value gets a zero guide: b = 0, a plain Whittaker fit
-    guides = np.nan_to_num(smoothed_guides(np.asarray(guide, np.float32), times, guide_lams))
+    guides = smoothed_guides(guide, times, guide_lams)
     n, n_t = values.shape
     fitted = np.full((n, n_t), np.nan, np.float32)
     coef = np.full(n, np.nan)
@@ -132,7 +135,7 @@ def guided_whittaker(
     loo_mse = np.full(n, np.nan)
     lam_grid = np.asarray(lams, np.float64)
     guide_grid = np.full(1, np.nan) if guide_lams is None else np.asarray(guide_lams, np.float64)
-    guided_rows(values, np.ascontiguousarray(guides), lam_grid, *second_difference_penalty(times),
+    guided_rows(values, guides, lam_grid, *second_difference_penalty(times),
                 float(shrink), int(min_obs), fitted, coef, lam_index, guide_index, loo_mse)
     enough = np.isfinite(values).sum(axis=1) >= min_obs
     # NDVI is bounded: a trend extrapolated through a long gap at a series end must not leave

@@ -266,3 +266,81 @@ def guided_rows(values, guides, lams, p0, p1, p2, shrink, min_obs,
             for i in range(n_t):
                 at = (i + 2) * nb + b
                 fitted[p, i] = sol[at] + coef[p] * (g[(j * n_t + i) * nb + b] - sol[(j + 1) * rows + at])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def smooth_guides(guide, guide_lams, d0, d1, d2, min_obs, out):
+    """Whittaker-smooth every series of ``guide`` with every ``λ_g``, :data:`LANES` at a time.
+
+    The values of :func:`fusecube.kernels_whittaker.whittaker` (weight 1 on finite values,
+    rounded to float32 as it returns them), computed with its arithmetic in SIMD lanes as
+    :func:`_fit_lanes` does; series with fewer than ``min_obs`` values come back 0 (the
+    caller's no-guide value).
+
+    Args:
+        guide: ``(N, T)`` float32 guide, NaN where missing.
+        guide_lams: ``(G,)`` smoothing strengths.
+        d0: Main diagonal of the penalty (:func:`fusecube.kernels_whittaker.difference_penalty`).
+        d1: Its first off-diagonal.
+        d2: Its second off-diagonal.
+        min_obs: Fewest finite values to smooth.
+        out: ``(G, N, T)`` float64 output.
+    """
+    n, n_t = guide.shape
+    nb = LANES
+    lanes_u = _LANES
+    d1_full = np.zeros(n_t)  # zero-padded: the off-diagonals run out at the last dates
+    d1_full[: n_t - 1] = d1
+    d2_full = np.zeros(n_t + 2)  # d2 of date i - 2 at i; zero before the first and after the last
+    d2_full[2:n_t] = d2
+    w = np.empty(n_t * nb)
+    u = np.zeros((n_t + 4) * nb)  # date i at row i + 2 between zero rows
+    l1 = np.zeros((n_t + 4) * nb)
+    l2 = np.zeros((n_t + 4) * nb)
+    inv_d = np.empty(n_t * nb)
+    e_prev = np.empty(nb)
+    counts = np.empty(nb, np.int64)
+    for jg in range(guide_lams.size):
+        lp = guide_lams[jg]
+        for start in range(0, n, nb):
+            m = min(nb, n - start)
+            lanes = np.uint64(m)
+            for b in range(m):
+                counts[b] = 0
+                e_prev[b] = 0.0
+                for i in range(n_t):
+                    value = guide[start + b, i]
+                    ok = np.isfinite(value)
+                    w[i * nb + b] = 1.0 if ok else 0.0
+                    u[(i + 2) * nb + b] = 1.0 * value if ok else 0.0
+                    if ok:
+                        counts[b] += 1
+            for i in range(n_t):
+                here = np.uint64(i) * lanes_u
+                at = np.uint64(i + 2) * lanes_u
+                back1 = at - lanes_u
+                back2 = back1 - lanes_u
+                diag, off1 = lp * d0[i], lp * d1_full[i]
+                off2_prev, off2 = lp * d2_full[i], lp * d2_full[i + 2]
+                for b in range(lanes):
+                    di = w[here + b] + diag - l1[back1 + b] * e_prev[b] - l2[back2 + b] * off2_prev
+                    u[at + b] = (u[at + b] - l1[back1 + b] * u[back1 + b]
+                                 - l2[back2 + b] * u[back2 + b])
+                    inv = 1.0 / di
+                    inv_d[here + b] = inv
+                    e = off1 - l2[back1 + b] * e_prev[b]
+                    e_prev[b] = e
+                    l1[at + b] = e * inv
+                    l2[at + b] = inv * off2
+            for i in range(n_t - 1, -1, -1):
+                here = np.uint64(i) * lanes_u
+                at = np.uint64(i + 2) * lanes_u
+                ahead1 = at + lanes_u
+                ahead2 = ahead1 + lanes_u
+                for b in range(lanes):
+                    u[at + b] = (u[at + b] * inv_d[here + b] - l1[at + b] * u[ahead1 + b]
+                                 - l2[at + b] * u[ahead2 + b])
+            for b in range(m):
+                for i in range(n_t):
+                    smoothed = np.float32(u[(i + 2) * nb + b])
+                    out[jg, start + b, i] = smoothed if counts[b] >= min_obs else 0.0
