@@ -215,3 +215,17 @@ def test_compiled_box_filter_equals_scipy_uniform_filter():
             box_filter(grid, size, out)
             np.testing.assert_array_equal(
                 out, ndimage.uniform_filter(grid, (1, size, size), mode="nearest"))
+
+
+def test_compiled_standardisation_equals_numpy_mean_and_std():
+    from fusecube.fusion.ridge_kernel import standardise
+
+    rng = np.random.default_rng(13)
+    design = rng.standard_normal((5000, 9)) * rng.uniform(0.1, 5.0, 9) - 10.0
+    design[:, 4] = 2.5  # a constant column keeps scale 1
+    z, mean, std = np.empty_like(design), np.empty(9), np.empty(9)
+    standardise(design, z, mean, std)
+    expected_std = np.where(design.std(axis=0) > 1e-9, design.std(axis=0), 1.0)
+    np.testing.assert_array_equal(mean, design.mean(axis=0))
+    np.testing.assert_array_equal(std, expected_std)
+    np.testing.assert_array_equal(z, (design - design.mean(axis=0)) / expected_std)

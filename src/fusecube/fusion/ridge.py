@@ -31,7 +31,13 @@ from fusecube.fusion.ridge_features import (
     FeatureSet,
     radar_design,
 )
-from fusecube.fusion.ridge_kernel import blend_rows, blend_samples, box_filter, radar_grid
+from fusecube.fusion.ridge_kernel import (
+    blend_rows,
+    blend_samples,
+    box_filter,
+    radar_grid,
+    standardise,
+)
 from fusecube.kernels_whittaker import linear_fill
 from fusecube.periods import to_days
 
@@ -83,12 +89,10 @@ class LinearStage:
 
     def fit(self, design: np.ndarray, target: np.ndarray) -> LinearStage:
         """Fit on ``(S, F)`` features and ``(S,)`` targets."""
-        mean = design.mean(axis=0)
-        z = design - mean
-        # design.std(axis=0) exactly as numpy computes it, without centring a second copy
-        std = np.sqrt(np.add.reduce(z * z, axis=0) / design.shape[0])
-        std = np.where(std > 1e-9, std, 1.0)
-        z /= std
+        design = np.ascontiguousarray(design, np.float64)
+        z = np.empty_like(design)
+        mean, std = np.empty(design.shape[1]), np.empty(design.shape[1])
+        standardise(design, z, mean, std)  # numpy's mean and std, one compiled pass
         gram = z.T @ z + self.alpha * np.eye(z.shape[1])
         weights = np.linalg.solve(gram, z.T @ (target - target.mean()))
         self.coef_ = weights / std

@@ -373,3 +373,40 @@ def box_filter(grid, size, out):
             for x in range(1, n_x):
                 total += line[x + size - 1] - line[x - 1]
                 out[t, y, x] = total / size
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def standardise(design, z, mean, std):
+    """``z = (design - mean) / std`` per column, with numpy's own mean and std (same rounding).
+
+    numpy reduces a C-ordered ``(S, F)`` array over its rows one row at a time, so these
+    sequential sums round as ``design.mean(axis=0)`` and ``design.std(axis=0)`` do; one pass
+    centres and sums the squares, one scales. A column with ``std <= 1e-9`` keeps scale 1.
+
+    Args:
+        design: ``(S, F)`` float64 features.
+        z: ``(S, F)`` float64 output.
+        mean: ``(F,)`` output.
+        std: ``(F,)`` output (1 for a constant column).
+    """
+    n_s, n_f = design.shape
+    for c in range(n_f):
+        mean[c] = 0.0
+        std[c] = 0.0
+    for s in range(n_s):
+        for c in range(n_f):
+            mean[c] += design[s, c]
+    for c in range(n_f):
+        mean[c] /= n_s
+    for s in range(n_s):
+        for c in range(n_f):
+            centred = design[s, c] - mean[c]
+            z[s, c] = centred
+            std[c] += centred * centred
+    for c in range(n_f):
+        std[c] = np.sqrt(std[c] / n_s)
+        if not std[c] > 1e-9:
+            std[c] = 1.0
+    for s in range(n_s):
+        for c in range(n_f):
+            z[s, c] /= std[c]
