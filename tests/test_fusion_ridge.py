@@ -205,6 +205,8 @@ def test_compiled_blend_training_rows_equal_the_blend_features():
 def test_compiled_box_filter_equals_scipy_uniform_filter():
     from scipy import ndimage
 
+    from fusecube.fusion.features import to_db
+    from fusecube.fusion.ridge import _box_db
     from fusecube.fusion.ridge_kernel import box_filter
 
     rng = np.random.default_rng(10)
@@ -215,6 +217,9 @@ def test_compiled_box_filter_equals_scipy_uniform_filter():
             box_filter(grid, size, out)
             np.testing.assert_array_equal(
                 out, ndimage.uniform_filter(grid, (1, size, size), mode="nearest"))
+            np.testing.assert_array_equal(  # and in dB, as the ridge fusion uses it
+                _box_db(grid, size), to_db(ndimage.uniform_filter(grid, (1, size, size),
+                                                                  mode="nearest")))
 
 
 def test_compiled_standardisation_equals_numpy_mean_and_std():

@@ -25,7 +25,13 @@ import xarray as xr
 
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_FUSED, TIME, VH, VV
 from fusecube.errors import CubeSchemaError
-from fusecube.fusion.features import box_mean, calendar_features, screen_zero_periods, to_db
+from fusecube.fusion.features import (
+    DB_FLOOR,
+    box_mean,
+    calendar_features,
+    screen_zero_periods,
+    to_db,
+)
 from fusecube.fusion.ridge_features import (
     BackscatterTable,
     FeatureSet,
@@ -115,7 +121,10 @@ def _box_db(linear: np.ndarray, window: int) -> np.ndarray:
     if window > 1 and np.isfinite(linear).all():
         smoothed = np.empty_like(linear)
         box_filter(linear, window, smoothed)
-        return to_db(smoothed)
+        # features.to_db in place: the same float32 ufuncs, without three fresh scene-sized arrays
+        np.maximum(smoothed, DB_FLOOR, out=smoothed)
+        np.log10(smoothed, out=smoothed)
+        return np.multiply(smoothed, 10.0, out=smoothed)
     return to_db(box_mean(linear, window))
 
 
