@@ -3,10 +3,12 @@
 Knows nothing of xarray; arrays are ``(n_series, n_times)``. A compiled (numba) loop solves
 :data:`LANES` series side by side, one per SIMD lane: a single series' factorisation is a
 serial chain (each pivot waits on a division and the previous pivot), so alone it leaves the
-CPU idle; 16 chains in vector lanes cost about what one costs (the 36 candidates of the
-default grids: ~18 µs per 145-date series, against ~28 µs one series at a time; the same
-recurrences as numpy vector operations over time cost ~0.4 ms). Each series still gets
-exactly the arithmetic of a one-series solve (tested: a batch equals its series fitted alone).
+CPU mostly idle; in lanes the chains overlap (the 36 candidates of the default grids: ~18 µs
+per 145-date series, against ~28 µs one series at a time, and ~0.4 ms as numpy vector
+operations over time). The lanes' passes are then bound by memory traffic: the factors of 16
+series of 145 dates outgrow the L1 cache, and fewer lanes leave the chains exposed. Each series
+still gets exactly the arithmetic of a one-series solve (tested: a batch equals its series
+fitted alone).
 
 For one candidate λ the system ``A = W + λ DᵀD`` is factored once (LDLᵀ, pentadiagonal);
 the same factors solve for ``S y`` and every ``S g̃`` (``S = A⁻¹ W``) and give the diagonal of
