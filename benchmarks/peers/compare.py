@@ -40,21 +40,24 @@ LABELS = {"fusecube": "fusecube (fixed λ)", "fusecube_gcv": "fusecube (GCV λ p
 MATCH_DAYS = 40.0
 
 
-def _env() -> dict[str, str]:
+def single_thread_env() -> dict[str, str]:
+    """This process's environment with every BLAS/OpenMP pool held to one thread."""
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
 
 
-def _run(cmd: list[str], log: Path) -> int:
+def run_logged(cmd: list[str], log: Path) -> int:
+    """Run a peer runner single-threaded from the repository root, its output to ``log``."""
     with log.open("w") as out:
-        return subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
+        return subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=single_thread_env(),
+                               cwd=ROOT)
 
 
 def run_tools(work: Path, lam: float) -> None:
     """Run every runner; a missing peer virtualenv becomes a 'skipped' report."""
     main_py = sys.executable
-    _run([main_py, str(HERE / "run_fusecube.py"), str(work)], work / "fusecube.log")
+    run_logged([main_py, str(HERE / "run_fusecube.py"), str(work)], work / "fusecube.log")
     peers = {"fusets": (ROOT / ".venv-peers-fusets", ["run_fusets.py"], ("fusets",)),
              "timesat": (ROOT / ".venv-peers-timesat", ["run_timesat.py", str(lam)],
                          ("timesat", "whittaker_eilers"))}
@@ -66,7 +69,7 @@ def run_tools(work: Path, lam: float) -> None:
             reason = (f"virtualenv {venv.name} missing: run benchmarks/peers/setup_venvs.sh "
                       "(make bench-peers does)")
         else:
-            code = _run([str(python), str(HERE / script[0]), str(work), *script[1:]],
+            code = run_logged([str(python), str(HERE / script[0]), str(work), *script[1:]],
                         work / f"{name}.log")
             reason = f"runner exited with code {code}; see {work / (name + '.log')}"
         for tool in outputs:
@@ -247,7 +250,7 @@ def main() -> None:
     if not args.score_only:
         args.work.mkdir(parents=True, exist_ok=True)
         (args.work / ".gitignore").write_text("*\n")  # benchmark scratch: never committed
-        code = _run([sys.executable, str(HERE / "export_input.py"), "--work", str(args.work),
+        code = run_logged([sys.executable, str(HERE / "export_input.py"), "--work", str(args.work),
                      "--size", str(args.size), "--pixels", str(args.pixels)],
                     args.work / "export.log")
         if code != 0:

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +24,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))  # the sibling driver, whether run as a script or loaded by path
+from compare import run_logged  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 PEER_VENV = ROOT / ".venv-peers-fusets"
 METHODS = {"fusion": "fusecube fusion (neural)", "guided": "fusecube guided Whittaker (LOO)",
@@ -35,17 +37,6 @@ METHODS = {"fusion": "fusecube fusion (neural)", "guided": "fusecube guided Whit
 FUSECUBE_FUSIONS = ("fusion", "guided", "ridge")
 SETS = {"real": "Real field (mogpr_input.csv, 2019; NDVI + RVI descending)",
         "synth": "Synthetic Demak-like crop (held-out paddy pixels; true NDVI under clouds)"}
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return env
-
-
-def _run(cmd: list[str], log: Path) -> int:
-    with log.open("w") as out:
-        return subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
 
 
 def errors(pred: np.ndarray, target: np.ndarray, scored: np.ndarray) -> dict:
@@ -260,18 +251,18 @@ def main() -> None:
     if not args.score_only:
         work.mkdir(parents=True, exist_ok=True)
         (work / ".gitignore").write_text("*\n")  # benchmark scratch: never committed
-        code = _run([sys.executable, str(HERE / "fusion_export.py"), "--work", str(work),
+        code = run_logged([sys.executable, str(HERE / "fusion_export.py"), "--work", str(work),
                      "--size", str(args.size), "--pixels", str(args.pixels)], work / "export.log")
         if code:
             raise SystemExit(f"export failed (exit {code}); see {work / 'export.log'}")
-        code = _run([sys.executable, str(HERE / "fusion_run_fusecube.py"), str(work)],
+        code = run_logged([sys.executable, str(HERE / "fusion_run_fusecube.py"), str(work)],
                     work / "fusecube.log")
         if code:
             raise SystemExit(f"fusecube runner failed (exit {code}); see {work / 'fusecube.log'}")
         (work / "mogpr.json").unlink(missing_ok=True)
         python = PEER_VENV / "bin" / "python"
         if python.exists():
-            code = _run([str(python), str(HERE / "fusion_run_mogpr.py"), str(work)],
+            code = run_logged([str(python), str(HERE / "fusion_run_mogpr.py"), str(work)],
                         work / "mogpr.log")
             reason = f"runner exited with code {code}; see {work / 'mogpr.log'}"
         else:
