@@ -43,7 +43,8 @@ def train_cmd(
     width: Annotated[int, typer.Option(min=4, help="Hidden channels.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch.")] = 2,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="CPU threads for torch (default: every core).")] = None,
 ) -> None:
     """Train a fusion model on CUBE, validated on held-out blocks and dates; write --out."""
     from dataclasses import replace

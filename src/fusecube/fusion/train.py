@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -66,7 +67,8 @@ class TrainConfig:
             0 weighs every target alike, 0.5 lifts the rarely clear (wet-season) dates.
         seed: Random seed (sampling, split, masks, weights).
         device: ``auto``, ``cpu`` or ``cuda``.
-        threads: CPU threads for torch.
+        threads: CPU threads for torch; ``None`` (default): every core this process may
+            run on. A Dask worker (one core each) sets 1 for itself.
     """
 
     arch: Architecture = "conv"
@@ -91,7 +93,15 @@ class TrainConfig:
     balance_dates: float = 0.0
     seed: int = 0
     device: str = "auto"
-    threads: int = 1
+    threads: int | None = None
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 @dataclass
@@ -262,7 +272,7 @@ def fit_arrays(sample: PixelSample, config: TrainConfig, *,
     held-out dates on the training pixels, and ``metrics["pixels_seen"]`` says so.
     """
     torch = _torch()
-    torch.set_num_threads(max(1, config.threads))
+    torch.set_num_threads(max(1, config.threads or usable_cpus()))
     torch.manual_seed(config.seed)
     rng = np.random.default_rng([config.seed, 5])
     device = select_device(config.device)

@@ -136,6 +136,10 @@ def run_block_task(task: BlockTask, *, cube_path: str, mask: xr.DataArray | None
     from fusecube.runner.memory import keep_heap_flat
 
     keep_heap_flat()
+    if config.gapfill == "fusion":  # one worker per core: torch's pool would oversubscribe
+        import torch
+
+        torch.set_num_threads(1)
     cube = read_cube(cube_path)
     try:
         return run_block(task, cube=cube, mask=mask, config=config, screen=screen, model=model,
