@@ -360,3 +360,17 @@ def test_real_field_series_fusion_vs_baselines(real_data):
     spread = float(np.std(ndvi[0, observed]))
     assert rmse["fusion"] < 0.3 * spread  # R² above 0.9 on the held-out dates
     assert rmse["fusion"] < 1.5 * min(rmse["linear"], rmse["whittaker"])
+
+
+def test_torch_threads_follow_omp_num_threads_or_the_cores(monkeypatch):
+    import os
+
+    from fusecube.fusion.train import usable_cpus
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert usable_cpus() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert usable_cpus() == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert usable_cpus() == cores

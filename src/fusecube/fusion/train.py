@@ -97,7 +97,10 @@ class TrainConfig:
 
 
 def usable_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    """CPU threads for torch: ``OMP_NUM_THREADS`` when set, else the cores this process may run on."""
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    if requested.isdigit() and int(requested) > 0:
+        return int(requested)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
