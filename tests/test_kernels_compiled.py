@@ -127,3 +127,42 @@ def test_compiled_seasons_handle_many_seasons_and_none():
 def test_unknown_engine_is_a_config_error():
     with pytest.raises(ConfigError, match="engine"):
         detect_seasons(np.zeros((1, 10)), np.arange(10.0), engine="fortran")
+
+
+def _numpy_select(values, times, lambdas, weights, criterion):
+    """λ per pixel by GCV or the V-curve with the numpy recurrences (the pre-compiled path)."""
+    a, b, c = kw.difference_coefficients(times)
+    penalty = kw.difference_penalty(times)
+    wt, rhs = kw._prepare(values, weights)
+    y = np.where(wt > 0, rhs / np.where(wt > 0, wt, 1.0), 0.0)
+    n_w = np.maximum((wt > 0).sum(axis=0), 1)
+    first, second = [], []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for lam in lambdas:
+            z, factors = kw._factor_solve(wt, rhs.copy(), float(lam), penalty, keep_factors=True)
+            rss = (wt * (y - z) ** 2).sum(axis=0)
+            if criterion == "gcv":
+                trace = (wt * kw._inverse_diagonal(*factors)).sum(axis=0)
+                first.append((rss / n_w) / np.maximum(1.0 - trace / n_w, 1e-9) ** 2)
+            else:
+                rough = a[:, None] * z[:-2] + b[:, None] * z[1:-1] + c[:, None] * z[2:]
+                first.append(np.log(rss + 1e-12))
+                second.append(np.log((rough**2).sum(axis=0) + 1e-12))
+    if criterion == "gcv":
+        return lambdas[np.argmin(first, axis=0)]
+    k = np.argmin(np.hypot(np.diff(first, axis=0), np.diff(second, axis=0)), axis=0)
+    return np.sqrt(lambdas[k] * lambdas[k + 1])
+
+
+@pytest.mark.parametrize("criterion", ["gcv", "vcurve"])
+def test_compiled_lambda_choice_matches_numpy(noisy_series, criterion):
+    values, times, weights, _ = noisy_series
+    lambdas = kw.DEFAULT_LAMBDAS
+    select = kw.whittaker_gcv if criterion == "gcv" else kw.whittaker_vcurve
+    smoothed, chosen = select(values, times, lambdas=lambdas, weights=weights)
+    ok = np.isfinite(smoothed).all(axis=1)
+    assert ok.sum() == values.shape[0] - 2  # the two series with too few observations
+    expected = _numpy_select(values, times, lambdas, weights, criterion)
+    np.testing.assert_array_equal(chosen[ok], expected[ok])
+    assert len(np.unique(chosen[ok])) > 1  # the choice really varies between series
+    np.testing.assert_array_equal(smoothed, kw.whittaker(values, times, lam=chosen, weights=weights))
