@@ -45,7 +45,8 @@ def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
     tmp = _tmp(path)
     encoding = {}
     for name, var in ds.data_vars.items():
-        enc = {"zlib": True, "complevel": 4}
+        # level 1: Demak's phenology.nc in 1.7 s instead of 3.1 s (level 4), 39 vs 37 MB
+        enc = {"zlib": True, "complevel": 1}
         if np.issubdtype(var.dtype, np.datetime64):
             enc.update(units="days since 1970-01-01", dtype="float64")
         encoding[name] = enc
