@@ -134,3 +134,22 @@ def test_gap_weight_default_follows_the_gapfill(gapfill, weight):
     assert smooth_config(RunConfig(gapfill=gapfill)).gap_weight == weight
     explicit = RunConfig(gapfill=gapfill, smooth={"gap_weight": 0.5})
     assert smooth_config(explicit).gap_weight == 0.5
+
+
+def test_hidden_sample_is_capped_aligned_and_seeded():
+    from fusecube.evaluate import HiddenSample
+
+    def draw():
+        sample = HiddenSample(max_points=100)
+        for offset in (0.0, 1000.0):  # two blocks, half the scene each
+            true = np.arange(1000.0) + offset
+            sample.add(0.5, {"true": true, "ndvi_fused": true + 0.5})
+        return sample.arrays()
+
+    first, again = draw(), draw()
+    assert first["true"].size == 100 and (first["true"] >= 1000).sum() == 50
+    np.testing.assert_array_equal(first["ndvi_fused"] - first["true"], 0.5)  # pairs stay aligned
+    np.testing.assert_array_equal(first["true"], again["true"])
+    small = HiddenSample(max_points=100)
+    small.add(1.0, {"true": np.arange(10.0)})
+    assert small.arrays()["true"].size == 10  # a block with fewer values gives them all

@@ -20,6 +20,32 @@ DATE_KEYS = ("planting", "sos", "pos", "eos", "harvest")
 
 
 @dataclass
+class HiddenSample:
+    """A seeded random sample of cloud-hidden paddy NDVI: true, gap-filled and smoothed.
+
+    Drawn while :func:`evaluate` streams the blocks (for the scatter figure); each block
+    contributes in proportion to its pixels, up to ``max_points`` in all.
+    """
+
+    max_points: int = 50_000
+    seed: int = 0
+    values: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def add(self, share: float, arrays: dict[str, np.ndarray]) -> None:
+        """Keep a random ``share`` of the (equal-length) ``arrays``' values, at most all."""
+        n = len(next(iter(arrays.values())))
+        keep = min(n, int(np.ceil(self.max_points * share)))
+        rng = np.random.default_rng([self.seed, sum(len(v) for v in self.values.get("true", []))])
+        pick = np.sort(rng.choice(n, size=keep, replace=False)) if keep < n else np.arange(n)
+        for name, array in arrays.items():
+            self.values.setdefault(name, []).append(np.asarray(array)[pick])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The sample as one array per name (empty when nothing was drawn)."""
+        return {name: np.concatenate(parts) for name, parts in self.values.items()}
+
+
+@dataclass
 class ErrorSums:
     """Running sums for RMSE, MAE, bias and R²."""
 
@@ -91,7 +117,7 @@ def _days(var: xr.DataArray) -> np.ndarray:
 
 
 def evaluate(result: xr.Dataset, cube: xr.Dataset, truth: xr.Dataset, *, block: int = 256,
-             tolerance: float = 40.0) -> dict:
+             tolerance: float = 40.0, sample: HiddenSample | None = None) -> dict:
     """Score a run against the truth of a synthetic scene.
 
     Args:
@@ -100,6 +126,8 @@ def evaluate(result: xr.Dataset, cube: xr.Dataset, truth: xr.Dataset, *, block: 
         truth: The truth store (``ndvi_true``, ``cloud``, ``true_*`` seasons).
         block: Block edge in pixels for streaming.
         tolerance: Largest peak-date distance (days) for a detected season to match a true one.
+        sample: Filled with a random sample of cloud-hidden paddy values (true, fused,
+            smoothed) on the way, for the scatter figure (no second read of the stores).
 
     Returns:
         Nested dict of metrics: gap-fill on cloud-hidden values (all land, paddy, wet/dry
@@ -120,14 +148,18 @@ def evaluate(result: xr.Dataset, cube: xr.Dataset, truth: xr.Dataset, *, block: 
             true_ndvi = t["ndvi_true"].transpose(*DIMS).values
             paddy = (t[PADDY_MASK].values > 0)[None]
             land = (t["land_class"].values > 0)[None]
+            drawn = {"true": true_ndvi[hidden & paddy]}
             for name, var in (("fused", NDVI_FUSED), ("smooth", NDVI_SMOOTH)):
                 if var not in r:
                     continue
                 pred = r[var].transpose(*DIMS).values
+                drawn[var] = pred[hidden & paddy]
                 gap[f"{name}_all"].add(pred[hidden & land], true_ndvi[hidden & land])
                 gap[f"{name}_paddy"].add(pred[hidden & paddy], true_ndvi[hidden & paddy])
                 gap[f"{name}_paddy_wet"].add(pred[hidden & paddy & wet], true_ndvi[hidden & paddy & wet])
                 gap[f"{name}_paddy_dry"].add(pred[hidden & paddy & ~wet], true_ndvi[hidden & paddy & ~wet])
+            if sample is not None and drawn["true"].size:
+                sample.add(hidden[0].size / (ny * nx), drawn)
             if "pos" in r:
                 _score_seasons(seasons, r, t, tolerance)
     out = {"gapfill_hidden": {k: v.summary() for k, v in gap.items()}}

@@ -119,25 +119,24 @@ def pixel_curves(cube: xr.Dataset, result: xr.Dataset, truth: xr.Dataset | None,
     return _save(fig, path)
 
 
-def hidden_scatter(cube: xr.Dataset, result: xr.Dataset, truth: xr.Dataset, path: Path,
-                   max_points: int = 200_000) -> Path:
-    """Density of gap-filled vs true NDVI where clouds hid the observation (paddy pixels)."""
-    rng = np.random.default_rng(0)
-    ny, nx = cube.sizes[Y], cube.sizes[X]
-    iy = rng.integers(0, ny, 2000)
-    ix = rng.integers(0, nx, 2000)
-    pts = {Y: xr.DataArray(iy, dims="p"), X: xr.DataArray(ix, dims="p")}
-    hidden = np.isnan(cube[NDVI].isel(pts).values)
-    paddy = (truth[PADDY_MASK].isel(pts).values > 0)[None, :]
-    true = truth["ndvi_true"].isel(pts).values
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    for ax, name in zip(axes, (NDVI_FUSED, NDVI_SMOOTH), strict=True):
-        pred = result[name].isel(pts).values
-        sel = hidden & paddy & np.isfinite(pred)
-        ax.hexbin(true[sel][:max_points], pred[sel][:max_points], gridsize=40, cmap="viridis", mincnt=1)
+def hidden_scatter(sample: dict[str, np.ndarray], path: Path) -> Path:
+    """Density of gap-filled vs true NDVI where clouds hid the observation (paddy pixels).
+
+    Args:
+        sample: ``true`` and one array per gap-filled variable (``ndvi_fused``,
+            ``ndvi_smooth``), as drawn by :class:`fusecube.evaluate.HiddenSample`.
+        path: PNG to write.
+    """
+    names = [n for n in (NDVI_FUSED, NDVI_SMOOTH) if n in sample]
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 4.2),
+                             squeeze=False)
+    for ax, name in zip(axes[0], names, strict=False):
+        pred = sample[name]
+        sel = np.isfinite(pred) & np.isfinite(sample["true"])
+        ax.hexbin(sample["true"][sel], pred[sel], gridsize=40, cmap="viridis", mincnt=1)
         ax.plot([-0.2, 1], [-0.2, 1], "w--", lw=1)
         ax.set_xlabel("true NDVI (under clouds)")
         ax.set_ylabel(name)
-        ax.set_title(f"{name}: paddy, hidden values")
+        ax.set_title(f"{name}: paddy, hidden values (n = {int(sel.sum()):,})")
     fig.tight_layout()
     return _save(fig, path)

@@ -134,10 +134,11 @@ def write_products(result, config) -> tuple[dict[str, str], dict]:
         products["block_calendar"] = str(write_block_calendar_csv(table, out / "block_calendar.csv"))
     accuracy: dict = {}
     truth = read_cube(result.truth, chunks={}) if result.truth else None
-    if truth is not None:
-        from fusecube.evaluate import evaluate
+    from fusecube.evaluate import HiddenSample, evaluate
 
-        accuracy = evaluate(res, cube, truth, block=config.block_size)
+    sample = HiddenSample()
+    if truth is not None:
+        accuracy = evaluate(res, cube, truth, block=config.block_size, sample=sample)
     try:
         from fusecube import plots
     except ImportError:  # pragma: no cover - viz extra missing
@@ -148,6 +149,7 @@ def write_products(result, config) -> tuple[dict[str, str], dict]:
     products["map_planting"] = str(plots.season_map(pheno, "planting_doy", fig_dir / "map_planting.png"))
     products["map_intensity"] = str(plots.intensity_map(pheno, fig_dir / "map_intensity.png"))
     products["curves"] = str(plots.pixel_curves(cube, res, truth, fig_dir / "pixel_curves.png"))
-    if truth is not None:
-        products["scatter"] = str(plots.hidden_scatter(cube, res, truth, fig_dir / "gapfill_scatter.png"))
+    drawn = sample.arrays()
+    if "true" in drawn:  # a truth with cloud-hidden paddy values
+        products["scatter"] = str(plots.hidden_scatter(drawn, fig_dir / "gapfill_scatter.png"))
     return products, accuracy
