@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusecube.errors import ConfigError, CubeSchemaError
-from fusecube.fusion.guided_kernel import guided_rows, second_difference_penalty, smooth_guides
+from fusecube.fusion.guided_kernel import guided_rows, smooth_guides
 from fusecube.kernels_whittaker import difference_penalty, linear_fill
 
 #: Candidate trend strengths λ (fixed a priori: powers of two from 1 to 256).
@@ -135,7 +135,7 @@ def guided_whittaker(
     loo_mse = np.full(n, np.nan)
     lam_grid = np.asarray(lams, np.float64)
     guide_grid = np.full(1, np.nan) if guide_lams is None else np.asarray(guide_lams, np.float64)
-    guided_rows(values, guides, lam_grid, *second_difference_penalty(times),
+    guided_rows(values, guides, lam_grid, *difference_penalty(times),
                 float(shrink), int(min_obs), fitted, coef, lam_index, guide_index, loo_mse)
     enough = np.isfinite(values).sum(axis=1) >= min_obs
     # NDVI is bounded: a trend extrapolated through a long gap at a series end must not leave

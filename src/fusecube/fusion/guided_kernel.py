@@ -21,46 +21,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from fusecube.errors import CubeSchemaError
-
 LOO_FLOOR = 1e-6
 """Smallest ``1 - H_ii`` used in a leave-one-out residual (an observation the fit must pass
 through, e.g. alone at the end of a series, would otherwise divide by 0)."""
-
-
-def second_difference_penalty(times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Diagonals of DᵀD for scaled second-order divided differences on ``times``.
-
-    The scaling (squared mean spacing) is the one of :mod:`fusecube.kernels_whittaker`, so a
-    λ means the same in both.
-
-    Args:
-        times: ``(T,)`` strictly increasing sample times in days, ``T >= 3``.
-
-    Returns:
-        ``(p0, p1, p2)``: main ``(T,)``, first ``(T-1,)`` and second ``(T-2,)`` diagonals.
-
-    Raises:
-        CubeSchemaError: Fewer than 3 times, or times not strictly increasing.
-    """
-    t = np.asarray(times, np.float64)
-    if t.ndim != 1 or t.size < 3:
-        raise CubeSchemaError(f"A second-difference penalty needs at least 3 times on one axis; "
-                              f"got shape {t.shape}. Use a longer series.")
-    h = np.diff(t)
-    if not np.all(np.isfinite(h)) or np.any(h <= 0):
-        raise CubeSchemaError("Sample times must be finite and strictly increasing; sort the "
-                              "series by time and drop duplicate dates.")
-    h1, h2 = h[:-1], h[1:]
-    scale = h.mean() ** 2
-    rows = (scale * 2.0 / (h1 * (h1 + h2)), -scale * 2.0 / (h1 * h2), scale * 2.0 / (h2 * (h1 + h2)))
-    n = t.size
-    p0, p1 = np.zeros(n), np.zeros(n - 1)
-    for offset in range(3):  # row i of D touches z[i], z[i+1], z[i+2]
-        p0[offset : offset + n - 2] += rows[offset] ** 2
-    p1[: n - 2] += rows[0] * rows[1]
-    p1[1 : n - 1] += rows[1] * rows[2]
-    return p0, p1, rows[0] * rows[2]
 
 
 LANES = 16
@@ -152,7 +115,7 @@ def guided_rows(values, guides, lams, p0, p1, p2, shrink, min_obs,
         values: ``(N, T)`` float64 NDVI, NaN where not observed.
         guides: ``(G, N, T)`` float64 smoothed guides, finite.
         lams: ``(K,)`` candidate trend strengths.
-        p0: Main diagonal of the penalty (:func:`second_difference_penalty`).
+        p0: Main diagonal of the penalty (:func:`fusecube.kernels_whittaker.difference_penalty`).
         p1: Its first off-diagonal.
         p2: Its second off-diagonal.
         shrink: Ridge penalty κ on the guide coefficient.
