@@ -424,9 +424,10 @@ def whittaker(
     weights = np.asarray(weights)
     if weights.dtype not in (np.float32, np.float64):
         weights = weights.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        _solve_rows(np.ascontiguousarray(values), np.ascontiguousarray(weights), lam_n,
-                    d0, d1, d2, min_obs, out)
+    # compiled with error_model="numpy": singular series (too few observations) give inf/NaN
+    # silently, and are set to NaN by the kernel
+    _solve_rows(np.ascontiguousarray(values), np.ascontiguousarray(weights), lam_n,
+                d0, d1, d2, min_obs, out)
     return out
 
 
