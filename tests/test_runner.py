@@ -221,3 +221,23 @@ def test_a_second_run_into_a_busy_folder_is_refused(small_scene, tmp_path):
         run(config)
     with pytest.raises(LedgerError, match="still running"):
         run(config, resume="busy-1")
+
+
+def test_processes_opening_a_new_ledger_together_all_succeed(tmp_path):
+    """A runner and its Dask workers create the same new SQLite ledger at the same moment."""
+    import subprocess
+    import sys
+    import time
+
+    # every process imports first, then waits for the same instant to open the ledger
+    code = ("import sys, time; from fusecube.runner.ledger import Ledger; "
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+            "Ledger(sys.argv[1]).list_runs(); print('ok')")
+    for round_ in range(3):
+        path = str(tmp_path / f"ledger-{round_}.sqlite")
+        start = str(time.time() + 6.0)
+        procs = [subprocess.Popen([sys.executable, "-c", code, path, start], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        results = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 6, [err[-500:] for _, err in results]
+        assert all(out.strip() == "ok" for out, _ in results)

@@ -170,10 +170,16 @@ def _as_url(location: str) -> str:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
+    # first: switching a new file to WAL takes a lock another opener may hold at that moment
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA journal_mode=WAL")  # readers (status) never block the runner
     cursor.execute("PRAGMA synchronous=FULL")  # a committed 'done' survives a power cut
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+#: Tries at creating the tables when other processes create them at the same moment (a runner
+#: and its Dask workers opening a new SQLite ledger together).
+CREATE_ATTEMPTS = 8
 
 
 class Ledger:
@@ -195,13 +201,16 @@ class Ledger:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            for attempt in range(3):
+            for attempt in range(CREATE_ATTEMPTS):
                 try:
                     metadata.create_all(self.engine)
                     break
                 except OperationalError as exc:  # another process created it between check and create
-                    if "already exists" not in str(exc.orig) or attempt == 2:
+                    if "already exists" not in str(exc.orig) or attempt == CREATE_ATTEMPTS - 1:
                         raise
+                    # fresh connections (no cached schema) once the other creator has committed
+                    self.engine.dispose()
+                    time.sleep(0.05 * (attempt + 1))
         except OperationalError as exc:
             raise LedgerError(
                 f"Ledger {self.url} cannot be opened ({exc.orig}); check the path or URL and "
