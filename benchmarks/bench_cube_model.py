@@ -62,12 +62,12 @@ def main() -> None:
 
     from fusecube.cube import NDVI, NDVI_QUALITY, read_cube, write_cube
     from fusecube.fusion.baselines import fill_array
-    from fusecube.fusion.features import screen_zero_periods
-    from fusecube.fusion.predict import fuse
-    from fusecube.fusion.train import TrainConfig, choose_holdout_dates, fit
-    from fusecube.fusion.validation import SpatialSplit, score_groups, wet_season
+    from fusecube.fusion.neural.features import screen_zero_periods
+    from fusecube.fusion.neural.predict import fuse
+    from fusecube.fusion.neural.train import TrainConfig, choose_holdout_dates, fit
+    from fusecube.fusion.neural.validation import SpatialSplit, score_groups, wet_season
     from fusecube.ml.training import CubeFusionDataModule, CubeFusionTask, FusedCubeWriter
-    from fusecube.periods import to_days
+    from fusecube.grid.periods import to_days
     from fusecube.sources.synthetic import SceneConfig, synthesize
 
     torch.set_num_threads(args.threads)

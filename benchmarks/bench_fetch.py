@@ -27,7 +27,7 @@ AOI_KM = 10.0
 
 
 def run(fault_rate: float, scene, aoi, args, seed: int) -> dict:
-    from fusecube.grid import resolve_geobox
+    from fusecube.grid.geobox import resolve_geobox
     from fusecube.sources.retry import RetryPolicy
     from fusecube.sources.stac import Catalogue, StacOptions, fetch, s1_spec, s2_spec
     from fusecube.testing import FaultPlan, LoopbackServer

@@ -32,8 +32,8 @@ def _grid(cube, method, model=None):
     """Gap-fill the cube block by block (like the runner); returns ``(T, Y, X)`` and seconds."""
     from fusecube.cube import NDVI_FUSED, X, Y
     from fusecube.fusion.baselines import gapfill
-    from fusecube.fusion.predict import fuse
-    from fusecube.gates import apply_screen, screen_periods
+    from fusecube.fusion.neural.predict import fuse
+    from fusecube.quality.gates import apply_screen, screen_periods
 
     screen = screen_periods(cube)
     ny, nx = cube.sizes[Y], cube.sizes[X]
@@ -55,8 +55,8 @@ def run(size: tuple[int, int], seed: int, workdir: Path, config, scene: Path | N
     import torch
 
     from fusecube.cube import DIMS, NDVI, read_cube
-    from fusecube.fusion.train import fit
-    from fusecube.fusion.validation import (
+    from fusecube.fusion.neural.train import fit
+    from fusecube.fusion.neural.validation import (
         SpatialSplit,
         holdout_pixels,
         score_groups,
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--balance-dates", type=float, default=None)
     parser.add_argument("--holdout-dates", type=float, default=None)
     args = parser.parse_args()
-    from fusecube.fusion.train import TrainConfig
+    from fusecube.fusion.neural.train import TrainConfig
 
     size = args.size or ("128x128" if args.quick else "671x893")
     width, height = (int(v) for v in size.lower().split("x"))

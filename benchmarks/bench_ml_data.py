@@ -166,7 +166,7 @@ def write_big_cube(path: Path, side: int, periods: int) -> float:
     from odc.geo.geobox import GeoBox
 
     from fusecube.cube import DIMS, with_geobox, write_cube
-    from fusecube.periods import period_centres
+    from fusecube.grid.periods import period_centres
 
     rs = da.random.RandomState(0)
     vh = rs.gamma(4.5, 0.02 / 4.5, size=(periods, side, side),

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fusecube.cube import read_cube
-from fusecube.paddy import (
+from fusecube.masks.paddy import (
     DEFAULT_RULES,
     PaddyClassifier,
     PaddyConfig,
@@ -28,7 +28,7 @@ from fusecube.paddy import (
     detect_paddy,
     labels_from_vector,
 )
-from fusecube.paddy_features import FEATURE_NAMES, paddy_features
+from fusecube.masks.paddy_features import FEATURE_NAMES, paddy_features
 from fusecube.sources.synthetic import CLASS_NAMES, PADDY, SceneConfig, synthesize
 
 RESULTS = Path(__file__).parent / "results" / "paddy.json"

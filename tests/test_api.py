@@ -481,9 +481,9 @@ def test_upload_size_limit(client):
 
 
 def test_predict_with_a_fusion_model(tmp_path, small_cube):
-    from fusecube.fusion.features import Normalizer
-    from fusecube.fusion.model import FusionModel
-    from fusecube.fusion.predict import fuse
+    from fusecube.fusion.neural.features import Normalizer
+    from fusecube.fusion.neural.model import FusionModel
+    from fusecube.fusion.neural.predict import fuse
 
     names = ("vv_db", "vh_db")
     rng = np.random.default_rng(0)

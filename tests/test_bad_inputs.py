@@ -3,7 +3,7 @@ leaves earlier outputs untouched.
 
 Each case builds its broken input from the small synthetic scene (or writes a broken mask,
 config or output path) and returns the ``fusecube`` arguments that must fail. The CLI runs
-in-process through ``fusecube.cli.main`` (the code path of the console script; the error
+in-process through ``fusecube.cli.app.main`` (the code path of the console script; the error
 class is the context of the ``SystemExit``), and a few cases also run as a real subprocess.
 """
 
@@ -373,7 +373,7 @@ def test_disk_full_keeps_previous_output(base, tmp_path, capsys, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("fusecube.gates.QualityReport.write_json", disk_full)
+    monkeypatch.setattr("fusecube.quality.gates.QualityReport.write_json", disk_full)
     with pytest.raises(SystemExit) as info:
         main(["check", str(scene["cube"]), "--out", str(out / "quality")])
     assert info.value.code != 0 and type(info.value.__context__) is OutputWriteError
@@ -399,7 +399,7 @@ def test_check_writes_diagnostics_on_a_good_cube(base, tmp_path, capsys):
     scene, _ = base
     main_ok = ["check", str(scene["cube"]), "--mask", str(scene["blocks"]),
                "--out", str(tmp_path / "q")]
-    from fusecube.cli import app
+    from fusecube.cli.app import app
 
     app(args=main_ok, standalone_mode=False)
     printed = capsys.readouterr().out
@@ -412,7 +412,7 @@ def test_check_writes_diagnostics_on_a_good_cube(base, tmp_path, capsys):
 
 def test_check_aoi_crops_the_cube_on_its_own_pixels(base):
     scene, cube = base
-    from fusecube.commands.check import crop_to_aoi
+    from fusecube.cli.check import crop_to_aoi
     from fusecube.cube import read_cube as open_cube
 
     full = open_cube(scene["cube"])

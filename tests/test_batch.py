@@ -223,7 +223,7 @@ def test_interrupted_aoi_is_redone_on_resume(tmp_path):
 
 
 def _app():
-    from fusecube.cli import app
+    from fusecube.cli.app import app
 
     return app
 

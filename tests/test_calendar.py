@@ -9,14 +9,14 @@ import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from fusecube.calendar import (
+from fusecube.products.block_calendar import (
     align_to_block_calendar,
     block_calendar_table,
     write_block_calendar_csv,
 )
 from fusecube.errors import CubeSchemaError, InputFileError, MaskError
-from fusecube.periods import from_days, to_days
-from fusecube.phenology import season_coords
+from fusecube.grid.periods import from_days, to_days
+from fusecube.stages.phenology import season_coords
 
 gpd = pytest.importorskip("geopandas")
 from shapely.geometry import box  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from fusecube.cli import main
-from fusecube.convert import (
+from fusecube.sources.convert import (
     choose_chunks,
     convert,
     dataset_manifest,
@@ -95,7 +95,7 @@ def test_integrity_check_catches_a_missing_chunk(netcdf, tmp_path):
 
 def test_statistics_check_catches_consistent_rewrite(netcdf, tmp_path):
     """Values changed and checksums re-recorded (e.g. a tool that rewrites the manifest)."""
-    from fusecube.convert import store_checksums
+    from fusecube.sources.convert import store_checksums
 
     path = convert(netcdf, tmp_path / "cube.zarr", chunks="time=-1,y=16,x=16").path
     ds = read_cube(path).load()

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from fusecube.cube import DIMS, NDVI, NDVI_FUSED, PADDY_MASK, VH, read_cube  # noqa: E402
 from fusecube.errors import CubeSchemaError, FusionModelError, InputFileError  # noqa: E402
-from fusecube.fusion.features import (  # noqa: E402
+from fusecube.fusion.neural.features import (  # noqa: E402
     Normalizer,
     box_mean,
     gap_days,
@@ -23,9 +23,9 @@ from fusecube.fusion.features import (  # noqa: E402
     rvi,
     screen_zero_periods,
 )
-from fusecube.fusion.model import FusionModel  # noqa: E402
-from fusecube.fusion.predict import fuse, fuse_cube, predict_array  # noqa: E402
-from fusecube.fusion.train import (  # noqa: E402
+from fusecube.fusion.neural.model import FusionModel  # noqa: E402
+from fusecube.fusion.neural.predict import fuse, fuse_cube, predict_array  # noqa: E402
+from fusecube.fusion.neural.train import (  # noqa: E402
     PixelSample,
     TrainConfig,
     fit,
@@ -33,14 +33,14 @@ from fusecube.fusion.train import (  # noqa: E402
     hide_mask,
     sample_pixels,
 )
-from fusecube.fusion.validation import (  # noqa: E402
+from fusecube.fusion.neural.validation import (  # noqa: E402
     SpatialSplit,
     baseline_fills,
     holdout_pixels,
     score_groups,
     trained_pixels,
 )
-from fusecube.periods import to_days  # noqa: E402
+from fusecube.grid.periods import to_days  # noqa: E402
 
 #: Small and quick: a few dozen optimiser steps of a narrow network on a 48 x 48 scene.
 TINY = TrainConfig(width=8, epochs=1, min_steps=60, batch_size=256, max_train_pixels=2000,
@@ -254,7 +254,7 @@ def test_errors_name_the_problem(tmp_path, cube, model):
 def test_cli_train_and_predict(tmp_path, small_scene):
     from typer.testing import CliRunner
 
-    from fusecube.cli import app
+    from fusecube.cli.app import app
 
     runner = CliRunner()
     model_path = tmp_path / "m.pt"
@@ -271,7 +271,7 @@ def test_cli_train_and_predict(tmp_path, small_scene):
 
 def test_model_for_run_loads_the_configured_model(tmp_path, small_scene, model):
     from fusecube.config import CubeSource, RunConfig
-    from fusecube.fusion.model import model_for_run
+    from fusecube.fusion.neural.model import model_for_run
 
     path = model.save(tmp_path / "given.pt")
     config = RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path / "run",
@@ -281,9 +281,9 @@ def test_model_for_run_loads_the_configured_model(tmp_path, small_scene, model):
 
 
 def test_model_for_run_trains_and_saves_beside_the_outputs(tmp_path, small_scene, monkeypatch):
-    import fusecube.fusion.train as train_module
+    import fusecube.fusion.neural.train as train_module
     from fusecube.config import CubeSource, RunConfig
-    from fusecube.fusion.model import model_for_run
+    from fusecube.fusion.neural.model import model_for_run
 
     monkeypatch.setattr(train_module, "TrainConfig", lambda: replace(TINY, min_steps=5))
     config = RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path / "run",
@@ -365,7 +365,7 @@ def test_real_field_series_fusion_vs_baselines(real_data):
 def test_torch_threads_follow_omp_num_threads_or_the_cores(monkeypatch):
     import os
 
-    from fusecube.fusion.train import usable_cpus
+    from fusecube.fusion.neural.train import usable_cpus
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert usable_cpus() == 3

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fusecube.errors import ConfigError, CubeSchemaError
-from fusecube.fusion.guided import guided_whittaker
+from fusecube.fusion.guided.model import guided_whittaker
 
 
 def _times(rng: np.random.Generator, n_t: int) -> np.ndarray:
@@ -166,8 +166,8 @@ def test_series_solved_side_by_side_equal_their_fits_one_at_a_time():
 
 
 def test_guide_smoothing_equals_the_whittaker_smoother():
-    from fusecube.fusion.guided import smoothed_guides
-    from fusecube.kernels_whittaker import whittaker
+    from fusecube.fusion.guided.model import smoothed_guides
+    from fusecube.kernels.whittaker import whittaker
 
     rng = np.random.default_rng(12)
     times = _times(rng, 33)

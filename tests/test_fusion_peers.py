@@ -74,8 +74,8 @@ def test_score_set_groups_real_cases():
 def test_synthetic_crop_is_held_out_paddy(tmp_path):
     from scipy import ndimage
 
-    from fusecube.fusion.train import TrainConfig
-    from fusecube.fusion.validation import trained_pixels
+    from fusecube.fusion.neural.train import TrainConfig
+    from fusecube.fusion.neural.validation import trained_pixels
     from fusecube.sources.synthetic import SceneConfig, synthesize
 
     synthesize(SceneConfig(width=128, height=128, seed=0), tmp_path / "scene")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from fusecube.errors import CubeSchemaError
-from fusecube.fusion.ridge import RidgeConfig, RidgeFusion
-from fusecube.fusion.ridge_features import FeatureSet, interpolation
-from fusecube.kernels_whittaker import linear_fill
+from fusecube.fusion.ridge.model import RidgeConfig, RidgeFusion
+from fusecube.fusion.ridge.features import FeatureSet, interpolation
+from fusecube.kernels.whittaker import linear_fill
 
 
 def _scene(seed: int = 0, size: int = 48, n_t: int = 40):
@@ -104,7 +104,7 @@ def _block(vv, vh, ndvi, days):
 
 def test_gapfill_ridge_option_runs_the_ridge_fusion_per_block():
     from fusecube.config import RunConfig
-    from fusecube.pipeline import gapfill_stage
+    from fusecube.runner.pipeline import gapfill_stage
 
     vv, vh, ndvi, days, truth, cloud = _scene(seed=5)
     config = RunConfig(gapfill="ridge")
@@ -118,12 +118,12 @@ def test_gapfill_ridge_option_runs_the_ridge_fusion_per_block():
 
 
 def test_gapfill_ridge_falls_back_to_linear_in_a_block_without_enough_observations(caplog):
-    from fusecube.fusion.ridge import fuse_ridge
+    from fusecube.fusion.ridge.model import fuse_ridge
 
     vv, vh, ndvi, days, *_ = _scene(seed=6)
     sparse = np.full_like(ndvi, np.nan)
     sparse[::5, :2, :2] = 0.4  # 8 dates x 4 pixels = 32 observations < MIN_TRAINING_VALUES
-    with caplog.at_level("WARNING", logger="fusecube.fusion.ridge"):
+    with caplog.at_level("WARNING", logger="fusecube.fusion.ridge.model"):
         out = fuse_ridge(_block(vv, vh, sparse, days))
     assert out["ndvi_fused"].attrs["gapfill_method"].startswith("linear")
     assert "fell back" in caplog.text
@@ -131,8 +131,8 @@ def test_gapfill_ridge_falls_back_to_linear_in_a_block_without_enough_observatio
 
 
 def test_compiled_blend_equals_the_blend_features_it_was_fitted_on():
-    from fusecube.fusion.ridge_features import BlendInputs, blend_features
-    from fusecube.fusion.ridge_kernel import blend_rows
+    from fusecube.fusion.ridge.features import BlendInputs, blend_features
+    from fusecube.kernels.ridge import blend_rows
 
     rng = np.random.default_rng(7)
     days = np.cumsum(rng.integers(5, 15, 25)).astype(float)
@@ -153,9 +153,9 @@ def test_compiled_blend_equals_the_blend_features_it_was_fitted_on():
 
 
 def test_compiled_radar_stage_and_sampled_design_equal_the_radar_features():
-    from fusecube.fusion.features import calendar_features
-    from fusecube.fusion.ridge_features import BackscatterTable, radar_design, radar_features
-    from fusecube.fusion.ridge_kernel import radar_grid
+    from fusecube.fusion.neural.features import calendar_features
+    from fusecube.fusion.ridge.features import BackscatterTable, radar_design, radar_features
+    from fusecube.kernels.ridge import radar_grid
 
     rng = np.random.default_rng(8)
     days = 18000.0 + 12.0 * np.arange(20)
@@ -177,8 +177,8 @@ def test_compiled_radar_stage_and_sampled_design_equal_the_radar_features():
 
 
 def test_compiled_blend_training_rows_equal_the_blend_features():
-    from fusecube.fusion.ridge_features import BlendInputs, blend_features
-    from fusecube.fusion.ridge_kernel import blend_samples
+    from fusecube.fusion.ridge.features import BlendInputs, blend_features
+    from fusecube.kernels.ridge import blend_samples
 
     rng = np.random.default_rng(9)
     n, n_t = 300, 45
@@ -205,9 +205,9 @@ def test_compiled_blend_training_rows_equal_the_blend_features():
 def test_compiled_box_filter_equals_scipy_uniform_filter():
     from scipy import ndimage
 
-    from fusecube.fusion.features import to_db
-    from fusecube.fusion.ridge import _box_db
-    from fusecube.fusion.ridge_kernel import box_filter
+    from fusecube.fusion.neural.features import to_db
+    from fusecube.fusion.ridge.model import _box_db
+    from fusecube.kernels.ridge import box_filter
 
     rng = np.random.default_rng(10)
     for shape in ((6, 17, 11), (3, 1, 9), (2, 5, 2)):
@@ -223,7 +223,7 @@ def test_compiled_box_filter_equals_scipy_uniform_filter():
 
 
 def test_compiled_standardisation_equals_numpy_mean_and_std():
-    from fusecube.fusion.ridge_kernel import standardise
+    from fusecube.kernels.ridge import standardise
 
     rng = np.random.default_rng(13)
     design = rng.standard_normal((5000, 9)) * rng.uniform(0.1, 5.0, 9) - 10.0

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from fusecube.cli import app, main
+from fusecube.cli.app import app, main
 from fusecube.errors import CubeSchemaError, InputFileError
-from fusecube.fusion.series import fuse_series, read_series_table
+from fusecube.fusion.guided.series import fuse_series, read_series_table
 
 FIELD_CSV = "fusets_bids/mogpr_input.csv"
 

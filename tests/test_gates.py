@@ -13,7 +13,7 @@ import xarray as xr
 from fusecube.config import RunConfig
 from fusecube.cube import NDVI, NDVI_SMOOTH, PADDY_MASK, TIME, VH, VV, read_cube
 from fusecube.errors import GateFailed, OutputWriteError
-from fusecube.gates import (
+from fusecube.quality.gates import (
     GateThresholds,
     PeriodScreen,
     apply_screen,
@@ -23,7 +23,7 @@ from fusecube.gates import (
     stage_gates,
     stage_results,
 )
-from fusecube.pipeline import StageTimer, process_block
+from fusecube.runner.pipeline import StageTimer, process_block
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,7 @@ def test_process_block_records_stage_gates_and_strict(cube, clean):
 
 
 def test_quality_report_json_html_and_atomic_write(cube, tmp_path, monkeypatch):
-    from fusecube.diagnostics import quality_html, write_diagnostics
+    from fusecube.quality.diagnostics import quality_html, write_diagnostics
 
     report, arrays, mask = quality_report(cube, source="scene48")
     out = tmp_path / "quality"
@@ -245,7 +245,7 @@ def test_quality_report_json_html_and_atomic_write(cube, tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("fusecube.gates.QualityReport.write_json", disk_full)
+    monkeypatch.setattr("fusecube.quality.gates.QualityReport.write_json", disk_full)
     with pytest.raises(OutputWriteError, match="No space left"):
         write_diagnostics(report, arrays, mask, out)
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
@@ -256,7 +256,7 @@ def test_quality_report_json_html_and_atomic_write(cube, tmp_path, monkeypatch):
 def test_write_run_quality_uses_the_recorded_gates(small_scene, cube, tmp_path):
     from types import SimpleNamespace
 
-    from fusecube.diagnostics import write_run_quality
+    from fusecube.quality.diagnostics import write_run_quality
 
     screen = screen_periods(cube)
     screen.stage_counts = {"smooth:ndvi_smooth_range": 0, "phenology:season_length": 3}
@@ -295,9 +295,9 @@ def test_gapfill_completeness_gate(clean):
 
 
 def test_block_statistics_match_numpy_on_any_chunking(clean, monkeypatch):
-    from fusecube.gates import variable_stats
+    from fusecube.quality.gates import variable_stats
 
-    monkeypatch.setattr("fusecube.gates.COMPOSITE_EDGE", 10)  # 48 px → every 5th pixel
+    monkeypatch.setattr("fusecube.quality.gates.COMPOSITE_EDGE", 10)  # 48 px → every 5th pixel
     ndvi = clean[NDVI].chunk({"time": -1, "y": 16, "x": 16})  # block edges not multiples of 5
     stats = variable_stats({"ndvi": (ndvi, -1.0, 1.0, True)})["ndvi"]
     values = clean[NDVI].values
@@ -315,7 +315,7 @@ def test_block_statistics_match_numpy_on_any_chunking(clean, monkeypatch):
 
 
 def test_grids_gate_names_what_differs(clean):
-    from fusecube.gates import grids_gate
+    from fusecube.quality.gates import grids_gate
 
     s1, s2 = clean[[VV, VH]], clean[[NDVI]]
     assert grids_gate(s1, s2).status == "pass"

@@ -11,7 +11,7 @@ from odc.geo import geom
 from odc.geo.geobox import GeoBox
 
 from fusecube.errors import GridError, InputFileError
-from fusecube.grid import aoi_geometry, parse_bbox, resolve_geobox, utm_crs
+from fusecube.grid.geobox import aoi_geometry, parse_bbox, resolve_geobox, utm_crs
 
 DEMAK = (110.60, -6.95, 110.70, -6.85)  # lon/lat, UTM 49S
 REAL_ROI = Path(__file__).parents[2] / "shared/data/real/sen2rts/csv/sampleroi.geojson"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusecube import kernels_whittaker as kw
+from fusecube.kernels import whittaker as kw
 from fusecube.errors import ConfigError, CubeSchemaError
-from fusecube.seasons import SEASON_METRICS, SeasonRules, detect_seasons
+from fusecube.kernels.seasons import SEASON_METRICS, SeasonRules, detect_seasons
 
 
 def _numpy_whittaker(values, times, lam, weights=None, min_obs=3):

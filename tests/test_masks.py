@@ -11,7 +11,7 @@ from odc.geo.geobox import GeoBox
 
 from fusecube.cube import PADDY_MASK, read_cube
 from fusecube.errors import InputFileError, MaskError
-from fusecube.masks import (
+from fusecube.masks.files import (
     mask_with_report,
     pixel_areas_km2,
     raster_mask_with_report,

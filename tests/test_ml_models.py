@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 lightning = pytest.importorskip("lightning")
 pytest.importorskip("jsonargparse")
 
-from fusecube.convert import dataset_manifest  # noqa: E402
+from fusecube.sources.convert import dataset_manifest  # noqa: E402
 from fusecube.cube import NDVI, NDVI_FUSED, read_cube  # noqa: E402
 from fusecube.errors import CubeModelError  # noqa: E402
 from fusecube.ml.models import (  # noqa: E402

@@ -220,7 +220,7 @@ def test_export_side_needs_no_torch():
     import sys
 
     code = ("import sys, fusecube, fusecube.ml.patches, fusecube.ml.sar, fusecube.ml.samplers, "
-            "fusecube.ml.transforms, fusecube.commands.patches; "
+            "fusecube.ml.transforms, fusecube.cli.patches; "
             "print('torch' in sys.modules, 'lightning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -10,7 +10,7 @@ import xarray as xr
 
 from fusecube.cube import NDVI, PADDY_MASK, TIME, VH, VV, X, Y, read_cube
 from fusecube.errors import CubeSchemaError, MaskError
-from fusecube.paddy import (
+from fusecube.masks.paddy import (
     DEFAULT_RULES,
     PADDY_PROBABILITY,
     UNKNOWN,
@@ -27,7 +27,7 @@ from fusecube.paddy import (
     rule_probability_array,
     spatial_split,
 )
-from fusecube.paddy_features import (
+from fusecube.masks.paddy_features import (
     FEATURE,
     FEATURE_NAMES,
     FeatureConfig,
@@ -317,7 +317,7 @@ def test_mmu_pixels_and_area(scene):
 def test_products_and_report(scene, tmp_path):
     import rasterio
 
-    from fusecube.paddy_products import (
+    from fusecube.products.paddy import (
         confusion_matrix,
         paddy_section_html,
         write_paddy_products,
@@ -343,7 +343,7 @@ def test_products_and_report(scene, tmp_path):
 
 
 def test_confusion_matrix_skips_unknown_labels():
-    from fusecube.paddy_products import confusion_matrix
+    from fusecube.products.paddy import confusion_matrix
 
     pred = np.array([1, 1, 0, 0, 1])
     ref = np.array([1, 0, 0, UNKNOWN, UNKNOWN])

@@ -9,11 +9,11 @@ import pytest
 import xarray as xr
 
 from fusecube.errors import ConfigError, CubeSchemaError
-from fusecube.evaluate import match_seasons
-from fusecube.periods import to_days
-from fusecube.phenology import PhenologyConfig, assign_to_years, phenology
-from fusecube.seasons import SEASON_METRICS, SeasonRules, detect_seasons
-from fusecube.smooth import SmoothConfig, smooth
+from fusecube.evaluate.accuracy import match_seasons
+from fusecube.grid.periods import to_days
+from fusecube.stages.phenology import PhenologyConfig, assign_to_years, phenology
+from fusecube.kernels.seasons import SEASON_METRICS, SeasonRules, detect_seasons
+from fusecube.stages.smooth import SmoothConfig, smooth
 
 BASE, PEAK = 0.2, 0.8
 FLAT, RISE, FALL = 20, 60, 40  # days; one cycle = 120 days, three a year

@@ -11,7 +11,7 @@ import xarray as xr
 from fusecube.config import CubeSource, RunConfig
 from fusecube.cube import NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, read_cube
 from fusecube.fusion.baselines import fill_array
-from fusecube.periods import to_days
+from fusecube.grid.periods import to_days
 from fusecube.runner import run
 
 
@@ -129,7 +129,7 @@ def test_auto_mask_finds_the_paddy(small_scene, tmp_path):
                                                  ("whittaker", 0.3)])
 def test_gap_weight_default_follows_the_gapfill(gapfill, weight):
     from fusecube.config import RunConfig
-    from fusecube.pipeline import smooth_config
+    from fusecube.runner.pipeline import smooth_config
 
     assert smooth_config(RunConfig(gapfill=gapfill)).gap_weight == weight
     explicit = RunConfig(gapfill=gapfill, smooth={"gap_weight": 0.5})
@@ -137,7 +137,7 @@ def test_gap_weight_default_follows_the_gapfill(gapfill, weight):
 
 
 def test_hidden_sample_is_capped_aligned_and_seeded():
-    from fusecube.evaluate import HiddenSample
+    from fusecube.evaluate.accuracy import HiddenSample
 
     def draw():
         sample = HiddenSample(max_points=100)

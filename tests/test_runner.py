@@ -161,7 +161,8 @@ def test_values_do_not_depend_on_block_size(reference, small_scene, tmp_path):
 
 def test_split_blocks_under_pressure_write_the_same_bytes(reference, small_scene, tmp_path,
                                                          monkeypatch):
-    from fusecube.runner import blocks, memory
+    from fusecube.runner import memory
+    from fusecube.runner import run as blocks
 
     class Pressed(memory.MemoryGuard):
         def __init__(self, limit):
@@ -194,7 +195,7 @@ def test_memory_limit_sets_the_block_edge(small_scene, tmp_path):
 
 # ----------------------------------------------------------------------------- progress
 def test_json_lines_reporter_is_hierarchical_and_quiet_heartbeats():
-    from fusecube.progress import JsonLinesReporter
+    from fusecube.runner.progress import JsonLinesReporter
 
     stream = io.StringIO()
     report = JsonLinesReporter(stream)

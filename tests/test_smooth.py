@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from fusecube.errors import ConfigError, CubeSchemaError
-from fusecube.kernels_whittaker import (
+from fusecube.kernels.whittaker import (
     _factor_solve,
     _inverse_diagonal,
     _prepare,
@@ -19,7 +19,7 @@ from fusecube.kernels_whittaker import (
     whittaker_gcv,
     whittaker_vcurve,
 )
-from fusecube.smooth import SmoothConfig, smooth
+from fusecube.stages.smooth import SmoothConfig, smooth
 
 
 def dense_difference(times: np.ndarray) -> np.ndarray:

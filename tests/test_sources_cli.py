@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fusecube.cli import app
+from fusecube.cli.app import app
 from fusecube.cube import NDVI, read_cube, validate_cube
 from fusecube.errors import InputFileError, SourceError
-from fusecube.sources.inspect import inspect_raster
+from fusecube.sources.inspection import inspect_raster
 from fusecube.testing import Fault, FaultPlan, LoopbackServer
 from fusecube.testing.scenes import expected_ndvi, make_scene
 

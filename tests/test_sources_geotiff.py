@@ -11,7 +11,7 @@ from odc.geo.geobox import GeoBox
 
 from fusecube.cube import NDVI, NDVI_QUALITY, VH, VV, read_cube, validate_cube
 from fusecube.errors import ConfigError, FusecubeWarning, GridError, InputFileError
-from fusecube.grid import resolve_geobox
+from fusecube.grid.geobox import resolve_geobox
 from fusecube.sources.geotiff import import_geotiff, read_dates_file, read_geotiff_stack
 
 # a GEE-like export grid: EPSG:4326, 0.0005 deg (~55 m) pixels near Demak

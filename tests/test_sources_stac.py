@@ -18,7 +18,7 @@ from odc.geo.geobox import GeoBox
 
 from fusecube.cube import NDVI, NDVI_QUALITY, VV, read_cube, validate_cube
 from fusecube.errors import SourceError
-from fusecube.grid import aoi_geometry, resolve_geobox
+from fusecube.grid.geobox import aoi_geometry, resolve_geobox
 from fusecube.sources.compose import period_index, periods_between
 from fusecube.sources.retry import RetriesExhausted, RetryPolicy, with_retries
 from fusecube.sources.stac import Catalogue, StacOptions, fetch, s1_spec, s2_scale_offset, s2_spec
@@ -180,7 +180,7 @@ def test_killed_fetch_resumes_reading_only_missing_items(scene, tmp_path):
         srv.items = scene.items(srv.url)
         script = textwrap.dedent(f"""
             import time
-            from fusecube.grid import aoi_geometry
+            from fusecube.grid.geobox import aoi_geometry
             from fusecube.sources.retry import RetryPolicy
             from fusecube.sources.stac import Catalogue, StacOptions, fetch, s1_spec, s2_spec
 

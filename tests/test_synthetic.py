@@ -111,7 +111,7 @@ def test_flooding_before_transplanting_is_dark(scene):
 
 
 def test_blocks_polygons_reproduce_paddy_mask(small_scene):
-    from fusecube.masks import resolve_mask
+    from fusecube.masks.files import resolve_mask
 
     cube = read_cube(small_scene["cube"])
     mask = resolve_mask(str(small_scene["blocks"]), cube)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fusecube.evaluate import match_seasons
-from fusecube.phenology import assign_to_years
+from fusecube.evaluate.accuracy import match_seasons
+from fusecube.stages.phenology import assign_to_years
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from fusecube.cube import read_cube
-from fusecube.periods import to_days
-from fusecube.phenology import PhenologyConfig
+from fusecube.grid.periods import to_days
+from fusecube.stages.phenology import PhenologyConfig
 from fusecube.sources.synthetic import SceneConfig, synthesize
 
 FUSED_NOISE = 0.02  # NDVI standard deviation of the gap-free input, like a clear observation

@@ -104,15 +104,15 @@ def real_cases(path: Path, **kwargs) -> dict[str, np.ndarray]:
 def synthetic_crop(scene: Path, *, pixels: int, seed: int) -> dict[str, np.ndarray]:
     """Paddy pixels of a synthetic scene that a default fusion training never sees.
 
-    The training windows and spatial split are the ones :func:`fusecube.fusion.train.fit`
-    uses with the default :class:`~fusecube.fusion.train.TrainConfig`; the runner checks that
+    The training windows and spatial split are the ones :func:`fusecube.fusion.neural.train.fit`
+    uses with the default :class:`~fusecube.fusion.neural.train.TrainConfig`; the runner checks that
     the fitted model used the same windows.
     """
     from fusecube.cube import DIMS, NDVI, VH, VV, read_cube
-    from fusecube.fusion.features import radar_features, screen_zero_periods
-    from fusecube.fusion.train import TrainConfig, sample_windows
-    from fusecube.fusion.validation import holdout_pixels, trained_pixels, wet_season
-    from fusecube.periods import to_days
+    from fusecube.fusion.neural.features import radar_features, screen_zero_periods
+    from fusecube.fusion.neural.train import TrainConfig, sample_windows
+    from fusecube.fusion.neural.validation import holdout_pixels, trained_pixels, wet_season
+    from fusecube.grid.periods import to_days
 
     cube = read_cube(scene / "cube.zarr").load()
     truth = read_cube(scene / "truth.zarr").load()

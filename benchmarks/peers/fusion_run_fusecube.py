@@ -4,8 +4,8 @@ Reads ``<work>/fusion_input.npz``; writes ``<work>/fusecube_fusion.npz`` (``<met
 reconstructed NDVI) and ``<work>/fusecube_fusion.json`` (seconds).
 
 - **Synthetic**: the fusion model is trained the way the pipeline trains it, once per scene
-  (default :class:`~fusecube.fusion.train.TrainConfig`, VV/VH features, spatial split), then
-  the whole scene is gap-filled with :func:`~fusecube.fusion.predict.fuse`; the crop's pixels
+  (default :class:`~fusecube.fusion.neural.train.TrainConfig`, VV/VH features, spatial split), then
+  the whole scene is gap-filled with :func:`~fusecube.fusion.neural.predict.fuse`; the crop's pixels
   are in the validation blocks, never trained on. Cost per pixel = (train + predict) / scene
   pixels, and predict alone.
 - **Real** (one field-mean series, RVI only): there is no scene to train on, so a model is
@@ -14,13 +14,13 @@ reconstructed NDVI) and ``<work>/fusecube_fusion.json`` (seconds).
   channel. The values a case hides are never shown to the model that predicts them: one model
   per fold of cases (``real__fold``), trained with every hidden value of its fold removed.
   Cost per series = one training + one prediction.
-- **Guided Whittaker** (both sets): :func:`~fusecube.fusion.guided.guided_whittaker` per
+- **Guided Whittaker** (both sets): :func:`~fusecube.fusion.guided.model.guided_whittaker` per
   series with the RVI as guide (real: the field's RVI; synthetic: the pixel's box-filtered
   RVI, the series MOGPR gets), λ and λ_g chosen per series by exact leave-one-out CV on its
   own observations. Cost per series = the whole call (guide smoothing, every candidate, the
   choice) / series.
 - **Ridge fusion** (synthetic only: it learns across the pixels of a scene, and the real field
-  is one series): :class:`~fusecube.fusion.ridge.RidgeFusion` fitted on the scene's own
+  is one series): :class:`~fusecube.fusion.ridge.model.RidgeFusion` fitted on the scene's own
   observations and gap-filling the whole scene; cost per pixel = (fit + predict, zero-period
   screening included) / scene pixels.
 - **Baselines** (both sets): linear interpolation and Whittaker-only (``fill_array``).
@@ -61,8 +61,8 @@ def baselines(ndvi: np.ndarray, days: np.ndarray) -> tuple[dict, dict]:
 
 def fusion_real(data, threads: int = 1) -> tuple[np.ndarray, dict]:
     """Self-supervised fusion per fold of the field's hiding cases (see module docstring)."""
-    from fusecube.fusion.predict import predict_array
-    from fusecube.fusion.train import PixelSample, TrainConfig, fit_arrays
+    from fusecube.fusion.neural.predict import predict_array
+    from fusecube.fusion.neural.train import PixelSample, TrainConfig, fit_arrays
 
     days, ndvi, rvi = data["real__days"], data["real__ndvi"], data["real__rvi"]
     fold, scored = data["real__fold"], data["real__scored"]
@@ -94,8 +94,8 @@ def fusion_real(data, threads: int = 1) -> tuple[np.ndarray, dict]:
 def fusion_synthetic(data, threads: int = 1) -> tuple[np.ndarray, dict]:
     """Train once on the scene, gap-fill the whole scene, return the crop's rows."""
     from fusecube.cube import DIMS, NDVI_FUSED, read_cube
-    from fusecube.fusion.predict import fuse
-    from fusecube.fusion.train import TrainConfig, fit
+    from fusecube.fusion.neural.predict import fuse
+    from fusecube.fusion.neural.train import TrainConfig, fit
 
     cube = read_cube(Path(str(data["synth__scene"])) / "cube.zarr").load()
     start = time.perf_counter()
@@ -117,7 +117,7 @@ def fusion_synthetic(data, threads: int = 1) -> tuple[np.ndarray, dict]:
 
 def guided(ndvi: np.ndarray, rvi: np.ndarray, days: np.ndarray) -> tuple[np.ndarray, dict]:
     """Radar-guided Whittaker of every series (LOO-chosen λ, λ_g), best-of-REPEAT seconds."""
-    from fusecube.fusion.guided import guided_whittaker
+    from fusecube.fusion.guided.model import guided_whittaker
 
     guided_whittaker(ndvi[:2], rvi[:2], days)  # compile the kernel outside the timing
     best = np.inf
@@ -136,9 +136,9 @@ def guided(ndvi: np.ndarray, rvi: np.ndarray, days: np.ndarray) -> tuple[np.ndar
 def ridge_synthetic(data) -> tuple[np.ndarray, dict]:
     """Ridge fusion fitted on the whole scene and gap-filling it; the crop's rows."""
     from fusecube.cube import DIMS, NDVI, VH, VV, read_cube
-    from fusecube.fusion.features import screen_zero_periods
-    from fusecube.fusion.ridge import RidgeFusion
-    from fusecube.periods import to_days
+    from fusecube.fusion.neural.features import screen_zero_periods
+    from fusecube.fusion.ridge.model import RidgeFusion
+    from fusecube.grid.periods import to_days
 
     cube = read_cube(Path(str(data["synth__scene"])) / "cube.zarr").load()
     vv, vh, ndvi = (cube[n].transpose(*DIMS).values for n in (VV, VH, NDVI))

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fusecube.kernels_whittaker import linear_fill
-from fusecube.phenology import PhenologyConfig
-from fusecube.seasons import detect_seasons
-from fusecube.smooth import SmoothConfig, smooth_array
+from fusecube.kernels.whittaker import linear_fill
+from fusecube.stages.phenology import PhenologyConfig
+from fusecube.kernels.seasons import detect_seasons
+from fusecube.stages.smooth import SmoothConfig, smooth_array
 
 REPEAT = int(os.environ.get("PEERS_REPEAT", "3"))
 

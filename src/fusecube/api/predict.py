@@ -67,7 +67,7 @@ class ModelStore:
             if cached and cached[0] == mtime:
                 return cached[1], cached[2]
             try:
-                from fusecube.fusion.model import FusionModel
+                from fusecube.fusion.neural.model import FusionModel
 
                 model, error = FusionModel.load(path, device="cpu"), None
             except FusecubeError as exc:
@@ -280,7 +280,7 @@ def fill(ds: xr.Dataset, models: ModelStore, model_name: str | None) -> Predicti
         filled = gapfill(ds, method="linear")
         method = "baseline-linear"
     else:
-        from fusecube.fusion.predict import fuse
+        from fusecube.fusion.neural.predict import fuse
 
         filled = fuse(ds, model=model)
         method, note = "fusion", f"Gaps filled by the fusion model {name!r}; observed NDVI kept."

@@ -77,8 +77,8 @@ def _input_cube(out: Path, config: RunConfig) -> xr.Dataset | None:
 
 
 def _labels(ds: xr.Dataset, start_month: int) -> tuple[list[str], list[str]]:
-    from fusecube.periods import year_label
-    from fusecube.phenology import season_labels
+    from fusecube.grid.periods import year_label
+    from fusecube.stages.phenology import season_labels
 
     seasons = season_labels(ds, start_month) if "season_year" in ds.coords else []
     years = [year_label(int(y), start_month) for y in ds["year"].values] if "year" in ds.dims else []

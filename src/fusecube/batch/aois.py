@@ -31,7 +31,7 @@ from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 
 from fusecube.errors import BatchInputError, FusecubeError
-from fusecube.grid import aoi_geometry, normalise_crs, resolve_geobox
+from fusecube.grid.geobox import aoi_geometry, normalise_crs, resolve_geobox
 
 #: Batch settings an AOI row may override (CSV columns / GeoJSON properties).
 OVERRIDE_FIELDS = ("start", "end", "resolution", "max_cloud", "patch_size", "time_budget_s")
@@ -269,7 +269,7 @@ def aoi_geobox(aoi: AOI, resolution: float) -> GeoBox:
     on the point; a bbox/polygon AOI the pixels covering it.
 
     Raises:
-        GridError: The AOI cannot be put on a grid (see :func:`fusecube.grid.resolve_geobox`).
+        GridError: The AOI cannot be put on a grid (see :func:`fusecube.grid.geobox.resolve_geobox`).
     """
     if aoi.geometry is not None:
         return resolve_geobox(aoi.geometry, resolution=resolution)

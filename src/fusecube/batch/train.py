@@ -56,7 +56,7 @@ def train_on_batch(out: str | os.PathLike, *, epochs: int = 1, batch_size: int =
         PatchError: Fewer than two done AOIs with tiles, or tiles without vv/vh.
     """
     torch = require("torch", "ml")
-    from fusecube.batch.runner import batch_status
+    from fusecube.batch.run import batch_status
 
     status = batch_status(out)
     with_tiles = [r for r in status["records"]

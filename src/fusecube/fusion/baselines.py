@@ -8,8 +8,8 @@ import numpy as np
 import xarray as xr
 
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_FUSED, TIME
-from fusecube.kernels_whittaker import linear_fill, whittaker
-from fusecube.periods import to_days
+from fusecube.kernels.whittaker import linear_fill, whittaker
+from fusecube.grid.periods import to_days
 
 BaselineMethod = Literal["linear", "whittaker"]
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_FUSED, TIME, VH, VV, X, Y, read_cube, write_cube
 from fusecube.errors import CubeModelError, require
-from fusecube.fusion.features import screen_zero_periods
+from fusecube.fusion.neural.features import screen_zero_periods
 from fusecube.ml.datamodules import CubeDataModule
 from fusecube.ml.datasets import CubeDataset
 from fusecube.ml.models.losses import (
@@ -144,7 +144,7 @@ class CubeFusionDataModule(CubeDataModule):
             return
         super().setup(stage)
         if self.hash_data and self.data_manifest is None:
-            from fusecube.convert import dataset_manifest
+            from fusecube.sources.convert import dataset_manifest
 
             self.data_manifest = dataset_manifest(self.cubes)
         if self.restored is not None:
@@ -242,7 +242,7 @@ def observed(batch):
     """``(B, 1, T, Y, X)`` bool: usable NDVI observations of a batch.
 
     A date whose observed values in the window are all exactly 0 is a broken composite (as
-    :func:`fusecube.fusion.features.screen_zero_periods` finds per scene), not vegetation.
+    :func:`fusecube.fusion.neural.features.screen_zero_periods` finds per scene), not vegetation.
     """
     valid = batch["target_mask"]
     some = valid.any(dim=(-2, -1), keepdim=True)

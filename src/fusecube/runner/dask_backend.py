@@ -21,7 +21,7 @@ import xarray as xr
 
 from fusecube.config import RunConfig
 from fusecube.errors import ConfigError, require
-from fusecube.gates import PeriodScreen
+from fusecube.quality.gates import PeriodScreen
 from fusecube.runner.tasks import BlockOutcome, BlockTask, run_block, run_block_task
 
 log = logging.getLogger(__name__)

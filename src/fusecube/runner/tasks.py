@@ -17,8 +17,8 @@ import xarray as xr
 
 from fusecube.config import RunConfig
 from fusecube.cube import PADDY_MASK, X, Y
-from fusecube.gates import PeriodScreen
-from fusecube.pipeline import StageTimer, context_halo, process_block
+from fusecube.quality.gates import PeriodScreen
+from fusecube.runner.pipeline import StageTimer, context_halo, process_block
 from fusecube.runner.control import block_delay, fault_point
 from fusecube.runner.memory import rss_bytes
 from fusecube.runner.store import merge_block, write_region

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from fusecube.errors import ConfigError
-from fusecube.periods import period_starts
+from fusecube.grid.periods import period_starts
 
 
 def periods_between(start: str, end: str, period_days: int) -> np.ndarray:

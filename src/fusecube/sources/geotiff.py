@@ -37,8 +37,8 @@ from rasterio.windows import Window, from_bounds
 
 from fusecube.cube import NDVI, NDVI_QUALITY, VH, VV, write_cube
 from fusecube.errors import ConfigError, FusecubeWarning, GridError, InputFileError
-from fusecube.grid import normalise_crs, resolve_geobox
-from fusecube.periods import period_starts
+from fusecube.grid.geobox import normalise_crs, resolve_geobox
+from fusecube.grid.periods import period_starts
 from fusecube.sources.compose import median_composite, period_index, to_naive_utc
 from fusecube.sources.stac import build_cube
 
@@ -269,7 +269,7 @@ def read_geotiff_stack(
             period (per-date files; default the first date).
         period_days: Period length in days.
         dates_file: Period start dates, one per line (per-period files), instead of ``start``.
-        aoi: Crop to this AOI (see :func:`fusecube.grid.resolve_geobox`).
+        aoi: Crop to this AOI (see :func:`fusecube.grid.geobox.resolve_geobox`).
         geobox: Output grid (instead of ``aoi``).
         resolution: Pixel size in metres of the automatic UTM grid (default: native size).
         bands: Role of each band in file order: ``vv_db``, ``vh_db``, ``vv``, ``vh``, ``ndvi``.

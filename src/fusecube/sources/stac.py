@@ -36,7 +36,7 @@ from odc.geo.geobox import GeoBox
 
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_QUALITY, TIME, VH, VV, with_geobox, write_cube
 from fusecube.errors import ConfigError, SourceError, require
-from fusecube.grid import aoi_geometry, resolve_geobox
+from fusecube.grid.geobox import aoi_geometry, resolve_geobox
 from fusecube.sources.compose import (
     median_composite,
     period_index,
@@ -426,7 +426,7 @@ def fetch(
     """Fetch a cube for an AOI from a STAC API and write it to ``out`` (zarr).
 
     Args:
-        aoi: Where (bbox, polygon, vector file; see :func:`fusecube.grid.resolve_geobox`).
+        aoi: Where (bbox, polygon, vector file; see :func:`fusecube.grid.geobox.resolve_geobox`).
         start: First day of the first period (ISO date).
         end: Last day to cover (ISO date).
         out: Output zarr path; partial results live in ``<out>.parts`` until the cube is done.

@@ -42,9 +42,9 @@ from fusecube.cube import (
     Y,
     with_geobox,
 )
-from fusecube.periods import agricultural_years, period_centres, period_starts, to_days
-from fusecube.phenology import PhenologyConfig, assign_to_years, season_coords
-from fusecube.seasons import detect_seasons
+from fusecube.grid.periods import agricultural_years, period_centres, period_starts, to_days
+from fusecube.stages.phenology import PhenologyConfig, assign_to_years, season_coords
+from fusecube.kernels.seasons import detect_seasons
 
 log = logging.getLogger(__name__)
 

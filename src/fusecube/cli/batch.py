@@ -1,0 +1,145 @@
+"""``fusecube batch run|status|train``: many AOIs in one resumable command (parses, calls fusecube.batch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+batch_app = typer.Typer(help="Many AOIs (CSV/GeoJSON) into cubes, tiles and products, resumable.",
+                        no_args_is_help=True)
+
+
+def _record_line(record) -> str:
+    extra = f" {record.tiles} tiles" if record.tiles else ""
+    if record.bytes_read:
+        from fusecube.batch.report import human_bytes
+
+        extra += f", {human_bytes(record.bytes_read)} read"
+    reason = f" — {record.reason}" if record.reason else ""
+    return f"{record.aoi_id:<20} {record.state:<10} {record.seconds:6.1f} s{extra}{reason}"
+
+
+@batch_app.command("run")
+def run_cmd(
+    aois: Annotated[Path, typer.Argument(help="AOIs: CSV (id,lon,lat,size_km or id,bbox) or GeoJSON.")],
+    start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option(help="Last day (YYYY-MM-DD).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Batch folder.")],
+    source: Annotated[str, typer.Option(help="synthetic (offline, seeded per AOI id) or stac.")] = "synthetic",
+    produce: Annotated[str, typer.Option(help="Comma-separated: cube, patches, products.")] = "cube,patches",
+    resolution: Annotated[float, typer.Option(help="Pixel size in metres.")] = 10.0,
+    concurrency: Annotated[int, typer.Option(help="AOIs processed at the same time.")] = 2,
+    time_budget: Annotated[Optional[float], typer.Option(
+        "--time-budget", help="Seconds one AOI may take before it is failed.")] = None,
+    patch_size: Annotated[int, typer.Option("--patch-size", help="Tile edge in pixels.")] = 64,
+    patch_vars: Annotated[str, typer.Option("--vars", help="Tile variables, comma-separated.")] = "vv,vh",
+    max_invalid: Annotated[float, typer.Option(
+        "--max-invalid", help="Skip tiles with more than this share of invalid values.")] = 0.05,
+    stac_url: Annotated[Optional[str], typer.Option("--stac-url", help="STAC API root.")] = None,
+    catalogue: Annotated[str, typer.Option(help="Known catalogue for collections and assets.")
+                         ] = "planetary-computer",
+    sign: Annotated[Optional[str], typer.Option(
+        help="URL signing: 'planetary-computer' or module:function.")] = None,
+    max_cloud: Annotated[float, typer.Option("--max-cloud", help="Skip S2 items above this cloud %.")] = 80.0,
+    retries: Annotated[int, typer.Option(help="Tries per search and asset read.")] = 5,
+    timeout: Annotated[float, typer.Option(help="HTTP timeout of one request, seconds.")] = 30.0,
+    item_workers: Annotated[int, typer.Option("--item-workers", help="Items of one AOI read in parallel.")] = 2,
+    mask: Annotated[Optional[str], typer.Option(help="Paddy mask for products.")] = None,
+    ledger: Annotated[Optional[str], typer.Option(
+        "--ledger", help="Ledger: SQLite path or SQLAlchemy URL (default DIR/ledger.sqlite).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the batch in --out.")] = False,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Continue the batch in --out and retry its failed AOIs.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run every AOI of AOIS (fetch, tiles, products), recorded per AOI in one ledger."""
+    from fusecube.batch import BatchConfig, run_batch
+    from fusecube.cli.console import out
+    from fusecube.errors import ConfigError
+
+    try:
+        config = BatchConfig(
+            start=start, end=end, out=out_dir, source=source,
+            produce=tuple(p.strip() for p in produce.split(",") if p.strip()),
+            resolution=resolution, concurrency=concurrency, time_budget_s=time_budget,
+            patch_size=patch_size, patch_vars=tuple(v.strip() for v in patch_vars.split(",") if v.strip()),
+            max_invalid_fraction=max_invalid, stac_url=stac_url, catalogue=catalogue,
+            sign=sign, max_cloud=max_cloud, retries=retries, timeout_s=timeout, item_workers=item_workers,
+            mask=mask, ledger=ledger)
+    except ValueError as exc:  # pydantic ValidationError
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())  # type: ignore[attr-defined]
+        raise ConfigError(f"Invalid batch options: {detail}") from exc
+
+    def on_aoi(record) -> None:
+        if record.state in ("done", "failed", "skipped") and not as_json:
+            out.print(_record_line(record), highlight=False, soft_wrap=True)
+
+    result = run_batch(aois, config, resume=resume, retry_failed=retry_failed, on_aoi=on_aoi)
+    if as_json:
+        out.print_json(json.dumps(result.to_json(), default=str))
+        return
+    _print_totals(result.totals)
+    out.print(f"report: {result.report['html']}")
+
+
+def _print_totals(t: dict) -> None:
+    from fusecube.batch.report import human_bytes
+    from fusecube.cli.console import out
+
+    states = ", ".join(f"{n} {s}" for s, n in t["states"].items() if n)
+    out.print(f"{t['aois']} AOIs: {states}; {t['tiles']} tiles, {human_bytes(t['bytes_read'])} read, "
+              f"{t['seconds']:.1f} s of AOI work", highlight=False)
+
+
+@batch_app.command("status")
+def status_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Batch folder.")],
+    ledger: Annotated[Optional[str], typer.Option("--ledger", help="Ledger, if not the recorded one.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the table of AOIs (state, reason, attempts, bytes, seconds) and the totals."""
+    from rich.table import Table
+
+    from fusecube.batch import batch_status
+    from fusecube.batch.report import human_bytes
+    from fusecube.cli.console import out
+
+    status = batch_status(out_dir, ledger)
+    if as_json:
+        out.print_json(json.dumps({**status, "records": [r.to_dict() for r in status["records"]]},
+                                  default=str))
+        return
+    out.print(f"batch {status['batch_id']}  [bold]{status['state']}[/bold]  {status['message']}",
+              highlight=False)
+    table = Table()
+    for name in ("AOI", "state", "attempts", "tiles", "bytes read", "seconds"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("reason")
+    for r in status["records"]:
+        table.add_row(r.aoi_id, r.state, str(r.attempts), str(r.tiles), human_bytes(r.bytes_read),
+                      f"{r.seconds:.1f}", r.reason)
+    out.print(table)
+    _print_totals(status["totals"])
+
+
+@batch_app.command("train")
+def train_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Batch folder (with tiles from --produce patches).")],
+    epochs: Annotated[int, typer.Option(help="Passes over the training tiles.")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per step.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the model.")] = 0,
+) -> None:
+    """Fit a tiny model on the tiles of every done AOI (held-out AOIs validate it)."""
+    from fusecube.batch.train import train_on_batch
+    from fusecube.cli.console import out
+
+    report = train_on_batch(out_dir, epochs=epochs, batch_size=batch_size, seed=seed)
+    out.print_json(json.dumps(report))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``batch`` command group to the CLI."""
+    app.add_typer(batch_app, name="batch")

@@ -1,0 +1,160 @@
+"""``fusecube fetch``, ``fusecube import-geotiff`` and ``fusecube inspect``: data in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def _catalogue(name: str, s2_collection, s2_assets, s1_collection, s1_assets, s1_units, no_s1,
+               no_s2):
+    from fusecube.sources.stac import (
+        CATALOGUES,
+        S1_ROLES,
+        S2_ROLES,
+        Catalogue,
+        CollectionSpec,
+        parse_assets,
+        s1_spec,
+        s2_spec,
+    )
+
+    base = CATALOGUES.get(name) or Catalogue(name, s2_spec(), s1_spec())
+    s2 = base.s2 or s2_spec()
+    if s2_collection:
+        s2 = CollectionSpec(s2_collection, "s2", s2.assets)
+    s1 = base.s1 or s1_spec()
+    if s1_collection:
+        s1 = CollectionSpec(s1_collection, "s1", s1.assets, s1.units)
+    if s1_units:
+        s1 = CollectionSpec(s1.id, "s1", s1.assets, s1_units)
+    s2 = parse_assets(s2_assets, s2, S2_ROLES)
+    s1 = parse_assets(s1_assets, s1, S1_ROLES)
+    if base.s1 is None and not (s1_collection or s1_assets):
+        s1 = None  # this catalogue has no Sentinel-1 fusecube can read
+    return Catalogue(base.url, None if no_s2 else s2, None if no_s1 else s1)
+
+
+def fetch_cmd(
+    aoi: Annotated[str, typer.Option(help="bbox minx,miny,maxx,maxy or a vector file.")],
+    start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option(help="Last day (YYYY-MM-DD).")],
+    out: Annotated[Path, typer.Option("--out", help="Output zarr cube.")],
+    catalogue: Annotated[str, typer.Option(
+        help="planetary-computer | earth-search | cdse | a STAC API URL.")
+                         ] = "planetary-computer",
+    aoi_crs: Annotated[str, typer.Option(help="CRS of a bbox AOI.")] = "EPSG:4326",
+    resolution: Annotated[float, typer.Option(help="Pixel size in metres (UTM grid).")] = 10.0,
+    period_days: Annotated[int, typer.Option(help="Compositing period in days.")] = 12,
+    max_cloud: Annotated[float, typer.Option(help="Skip S2 items cloudier than this %.")] = 80.0,
+    s2_collection: Annotated[Optional[str], typer.Option(help="S2 L2A collection id.")] = None,
+    s2_assets: Annotated[Optional[str], typer.Option(help="e.g. red=B04,nir=B08,scl=SCL")] = None,
+    s1_collection: Annotated[Optional[str], typer.Option(help="S1 collection id.")] = None,
+    s1_assets: Annotated[Optional[str], typer.Option(help="e.g. vv=vv,vh=vh")] = None,
+    s1_units: Annotated[Optional[str], typer.Option(help="linear | db")] = None,
+    no_s1: Annotated[bool, typer.Option("--no-s1", help="Skip Sentinel-1.")] = False,
+    no_s2: Annotated[bool, typer.Option("--no-s2", help="Skip Sentinel-2.")] = False,
+    retries: Annotated[int, typer.Option(help="Tries per asset read and search.")] = 5,
+    timeout: Annotated[float, typer.Option(help="HTTP timeout in seconds.")] = 30.0,
+    workers: Annotated[int, typer.Option(help="Items read in parallel.")] = 2,
+    fail_on_error: Annotated[bool, typer.Option(
+        "--fail-on-error", help="Stop at the first item that fails after all retries.")] = False,
+    restart: Annotated[bool, typer.Option(
+        "--restart", help="Discard partial results of a fetch with other settings.")] = False,
+    sign: Annotated[Optional[str], typer.Option(
+        help="URL signing: 'planetary-computer' or module:function.")] = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Progress as JSON lines.")] = False,
+) -> None:
+    """Fetch a cube for an AOI from a STAC catalogue (AOI windows only; resumable)."""
+    import dataclasses
+
+    from fusecube.cli.console import err
+    from fusecube.cli.console import out as console
+    from fusecube.grid.geobox import aoi_geometry, resolve_geobox
+    from fusecube.runner.progress import progress_reporter
+    from fusecube.sources.retry import RetryPolicy
+    from fusecube.sources.stac import StacOptions, fetch, sign_hook
+
+    if s1_units not in (None, "linear", "db"):
+        raise typer.BadParameter("--s1-units must be linear or db")
+    cat = _catalogue(catalogue, s2_collection, s2_assets, s1_collection, s1_assets, s1_units,
+                     no_s1, no_s2)
+    options = StacOptions(catalogue=cat, period_days=period_days, max_cloud=max_cloud,
+                          retry=RetryPolicy(attempts=max(1, retries)), timeout_s=timeout,
+                          fail_on_error=fail_on_error, workers=workers)
+    region = aoi_geometry(aoi, crs=aoi_crs)
+    geobox = resolve_geobox(region, resolution=resolution)
+    def item_line(item) -> None:
+        if log_json:  # one JSON line per item, beside the stage progress lines
+            err.print_json(json.dumps({"stage": "item", **dataclasses.asdict(item)}),
+                           indent=None)
+
+    with progress_reporter(json_lines=log_json) as report:
+        result = fetch(region, start=start, end=end, out=out, geobox=geobox, options=options,
+                       sign_url=sign_hook(sign), progress=report, on_item=item_line)
+    console.print(f"cube: {result.path} ({geobox.shape.x} x {geobox.shape.y} px); items "
+                  f"{result.n_items} ({result.n_read} read now, "
+                  f"{result.bytes_read / 1e6:.1f} MB), retries {result.retries}, "
+                  f"failed {len(result.failures)}")
+    for failure in result.failures:
+        console.print(f"  failed: {failure.item_id} {failure.asset} after {failure.attempts} "
+                      f"tries: {failure.error}", highlight=False)
+
+
+def import_geotiff_cmd(
+    folder: Annotated[Path, typer.Argument(help="Folder of period_NN.tif or dated GeoTIFFs.")],
+    out: Annotated[Path, typer.Option("--out", help="Output zarr cube.")],
+    start: Annotated[Optional[str], typer.Option(help="First day of period 1.")] = None,
+    period_days: Annotated[int, typer.Option(help="Period length in days.")] = 12,
+    dates: Annotated[Optional[Path], typer.Option(help="File of period start dates.")] = None,
+    aoi: Annotated[Optional[str], typer.Option(help="Crop: bbox (lon/lat) or vector file.")
+                   ] = None,
+    resolution: Annotated[Optional[float], typer.Option(help="Pixel size in metres.")] = None,
+    bands: Annotated[str, typer.Option(help="Band roles in file order.")] = "vv_db,vh_db,ndvi",
+    pattern: Annotated[str, typer.Option(help="File glob.")] = "*.tif",
+    ndvi_scale: Annotated[Optional[float], typer.Option(help="NDVI multiplier.")] = None,
+) -> None:
+    """Import a folder of per-period GeoTIFFs (e.g. Earth Engine exports) as a cube."""
+    from fusecube.cli.console import out as console
+    from fusecube.cube import read_cube
+    from fusecube.grid.geobox import normalise_crs
+    from fusecube.runner.progress import progress_reporter
+    from fusecube.sources.geotiff import import_geotiff
+
+    with progress_reporter() as report:
+        path = import_geotiff(folder, out, start=start, period_days=period_days,
+                              dates_file=dates, aoi=aoi, resolution=resolution,
+                              bands=tuple(b.strip() for b in bands.split(",") if b.strip()),
+                              pattern=pattern, ndvi_scale=ndvi_scale, progress=report)
+    ds = read_cube(path)
+    gbox = ds.odc.geobox
+    console.print(f"cube: {path} ({gbox.shape.x} x {gbox.shape.y} px, {ds.sizes['time']} "
+                  f"periods from {str(ds.period_start.values[0])[:10]}, "
+                  f"{normalise_crs(gbox.crs)})")
+
+
+def inspect_cmd(
+    path: Annotated[str, typer.Argument(help="Raster path or http(s) URL.")],
+    timeout: Annotated[float, typer.Option(help="Seconds before giving up.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print a raster's bounds, CRS, resolution, bands, overviews and tiling (header only)."""
+    from fusecube.cli.console import out as console
+    from fusecube.sources.inspection import inspect_raster
+
+    info = inspect_raster(path, timeout_s=timeout)
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    for key, value in info.items():
+        console.print(f"{key:>14}: {value}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the data-in commands to the CLI."""
+    app.command("fetch")(fetch_cmd)
+    app.command("import-geotiff")(import_geotiff_cmd)
+    app.command("inspect")(inspect_cmd)

@@ -1,0 +1,1 @@
+"""Radar-guided Whittaker for field series."""

@@ -1,0 +1,1 @@
+"""Neural S1→NDVI fusion: features, model, training, prediction, validation."""

@@ -1,0 +1,422 @@
+"""Training the fusion model, masked-autoencoder style, with honest validation.
+
+Clear optical observations of training pixels are hidden at random (single dates and long
+spans, like cloudy seasons) and the network learns to predict them from the radar series and
+the observations left. Validation uses pixels in held-out spatial blocks (with a buffer) and
+whole held-out dates, and reports the linear and Whittaker-only baselines on the same values.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fusecube.cube import DIMS, NDVI, NDVI_QUALITY, PADDY_MASK, TIME, VH, VV, X, Y
+from fusecube.errors import FusionModelError
+from fusecube.fusion.neural.features import (
+    RADAR_FEATURES,
+    Normalizer,
+    assemble,
+    calendar_features,
+    optical_features,
+    radar_features,
+    screen_zero_periods,
+)
+from fusecube.fusion.neural.model import Architecture, FusionModel, _torch, select_device
+from fusecube.fusion.neural.validation import SpatialSplit, baseline_fills, compare, wet_season
+from fusecube.grid.periods import to_days
+
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray as xr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of :func:`fit`.
+
+    Attributes:
+        arch: Network type, ``mlp``, ``conv`` or ``gru`` (see ``build_network``).
+        width: Hidden units (``mlp``) or channels (``conv``, ``gru``).
+        dilations: Dilation of each residual convolution (``conv``).
+        window: Box-filter edge of the ``*_local`` radar channels (1 = no spatial context).
+        radar_features: Radar channels used.
+        epochs: Passes over the training pixels.
+        min_steps: Fewest optimiser steps, whatever the number of pixels (tiny inputs).
+        batch_size: Pixels per step.
+        lr: Peak learning rate (one-cycle schedule).
+        weight_decay: AdamW weight decay.
+        max_train_pixels: Cap on training pixels sampled from the scene (bounds memory/time).
+        max_val_pixels: Cap on validation pixels.
+        sample_window: Edge of the square windows read from the scene to sample pixels.
+        split: Spatial train/validation split.
+        holdout_dates: Share of dates held out of training entirely.
+        hide_rate: Range of the per-pixel share of observations hidden at random.
+        spans: Contiguous spans hidden per pixel and step (like a cloudy season).
+        max_span: Longest hidden span, in time steps.
+        min_quality: Observations with lower quality (haze) are not used as targets.
+        balance_dates: Loss weight per date ∝ (share of clear values) ** -balance_dates;
+            0 weighs every target alike, 0.5 lifts the rarely clear (wet-season) dates.
+        seed: Random seed (sampling, split, masks, weights).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: CPU threads for torch; ``None`` (default): every core this process may
+            run on. A Dask worker (one core each) sets 1 for itself.
+    """
+
+    arch: Architecture = "conv"
+    width: int = 16
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1)
+    window: int = 5
+    radar_features: tuple[str, ...] = RADAR_FEATURES
+    epochs: int = 10
+    min_steps: int = 300
+    batch_size: int = 512
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    max_train_pixels: int = 30_000
+    max_val_pixels: int = 20_000
+    sample_window: int = 64
+    split: SpatialSplit = field(default_factory=SpatialSplit)
+    holdout_dates: float = 0.1
+    hide_rate: tuple[float, float] = (0.1, 0.5)
+    spans: int = 2
+    max_span: int = 12
+    min_quality: float = 0.7
+    balance_dates: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+
+
+def usable_cpus() -> int:
+    """CPU threads for torch: ``OMP_NUM_THREADS`` when set, else the cores this process may run on."""
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    if requested.isdigit() and int(requested) > 0:
+        return int(requested)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass
+class PixelSample:
+    """Pixels drawn from a scene for training, as flat arrays.
+
+    Attributes:
+        radar: ``(N, R, T)`` raw radar channels.
+        ndvi: ``(N, T)`` observed NDVI, NaN missing.
+        quality: ``(N, T)`` observation quality.
+        role: ``(N,)`` 0 = train, 1 = validation.
+        paddy: ``(N,)`` bool or None.
+        times: ``(T,)`` datetime64.
+        windows: ``[y0, y1, x0, x1]`` of the windows read from the scene.
+    """
+
+    radar: np.ndarray
+    ndvi: np.ndarray
+    quality: np.ndarray
+    role: np.ndarray
+    paddy: np.ndarray | None
+    times: np.ndarray
+    windows: list[list[int]] = field(default_factory=list)
+
+
+def sample_windows(shape: tuple[int, int], config: TrainConfig) -> list[tuple[slice, slice]]:
+    """Square windows of the scene to read: the whole scene when small, else random tiles."""
+    ny, nx = shape
+    wanted = config.max_train_pixels / max(1e-6, 1 - config.split.val_fraction)
+    if ny * nx <= 1.5 * wanted:
+        return [(slice(0, ny), slice(0, nx))]
+    size = config.sample_window
+    tiles = [(slice(y0, min(y0 + size, ny)), slice(x0, min(x0 + size, nx)))
+             for y0 in range(0, ny, size) for x0 in range(0, nx, size)]
+    k = min(len(tiles), math.ceil(wanted / size**2))
+    rng = np.random.default_rng([config.seed, 3])
+    chosen = np.sort(rng.choice(len(tiles), size=k, replace=False))
+    return [tiles[i] for i in chosen]
+
+
+def _flat(var: np.ndarray) -> np.ndarray:
+    """``(T, Y, X)`` → ``(Y*X, T)``."""
+    return np.ascontiguousarray(var.reshape(var.shape[0], -1).T)
+
+
+def sample_pixels(cube: xr.Dataset, config: TrainConfig) -> PixelSample:
+    """Read a bounded sample of pixels (whole series) from a cube, split by spatial blocks.
+
+    Args:
+        cube: The cube (lazy or in memory) with ``vv``, ``vh``, ``ndvi`` and optionally
+            ``ndvi_quality`` and ``paddy_mask``.
+        config: Training options (sample size, windows, split).
+
+    Returns:
+        The sampled pixels with their role (train/validation).
+    """
+    import dask
+
+    shape = (cube.sizes[Y], cube.sizes[X])
+    names = [n for n in (VV, VH, NDVI, NDVI_QUALITY, PADDY_MASK) if n in cube]
+    windows = sample_windows(shape, config)
+    parts = dask.compute(*[cube[names].isel({Y: ys, X: xs}) for ys, xs in windows])
+    val_grid = config.split.val_blocks(shape)
+    train_grid = config.split.train_pixels(shape)
+    radar, ndvi, quality, role, paddy = [], [], [], [], []
+    for (ys, xs), part in zip(windows, parts, strict=True):
+        series = {n: part[n].transpose(*DIMS).values for n in (VV, VH, NDVI)}
+        radar.append(radar_features(series, config.radar_features, window=config.window))
+        ndvi.append(_flat(series[NDVI]))
+        quality.append(_flat(part[NDVI_QUALITY].transpose(*DIMS).values) if NDVI_QUALITY in part
+                       else np.ones_like(ndvi[-1]))
+        is_val, is_train = val_grid[ys, xs].reshape(-1), train_grid[ys, xs].reshape(-1)
+        role.append(np.where(is_val, 1, np.where(is_train, 0, -1)).astype(np.int8))
+        if PADDY_MASK in part:
+            paddy.append(part[PADDY_MASK].values.reshape(-1) > 0)
+    role_all = np.concatenate(role)
+    keep = role_all >= 0
+    sample = PixelSample(
+        radar=np.concatenate(radar)[keep], ndvi=screen_zero_periods(np.concatenate(ndvi))[keep],
+        quality=np.concatenate(quality)[keep], role=role_all[keep],
+        paddy=np.concatenate(paddy)[keep] if len(paddy) == len(windows) else None,
+        times=cube[TIME].values,
+        windows=[[w[0].start, w[0].stop, w[1].start, w[1].stop] for w in windows])
+    return _cap(sample, config)
+
+
+def _cap(sample: PixelSample, config: TrainConfig) -> PixelSample:
+    """Subsample train/validation pixels to the configured caps (seeded)."""
+    rng = np.random.default_rng([config.seed, 4])
+    chosen = []
+    for role, cap in ((0, config.max_train_pixels), (1, config.max_val_pixels)):
+        idx = np.flatnonzero(sample.role == role)
+        if idx.size > cap:
+            idx = np.sort(rng.choice(idx, size=cap, replace=False))
+        chosen.append(idx)
+    sel = np.concatenate(chosen)
+    return PixelSample(sample.radar[sel], sample.ndvi[sel], sample.quality[sel], sample.role[sel],
+                       None if sample.paddy is None else sample.paddy[sel], sample.times,
+                       sample.windows)
+
+
+def hide_mask(valid: np.ndarray, rng: np.random.Generator, *, rate: tuple[float, float],
+              spans: int, max_span: int) -> np.ndarray:
+    """Random observations to hide ``(N, T)``: scattered dates plus contiguous spans per pixel."""
+    n, n_t = valid.shape
+    hide = rng.random((n, n_t)) < rng.uniform(*rate, size=(n, 1))
+    steps = np.arange(n_t)[None, :]
+    for _ in range(spans):  # a loop over spans, vectorised over pixels
+        start = rng.integers(-max_span // 2, n_t, size=(n, 1))
+        length = rng.integers(1, max_span + 1, size=(n, 1))
+        hide |= (steps >= start) & (steps < start + length)
+    return hide & valid
+
+
+def choose_holdout_dates(ndvi: np.ndarray, times: np.ndarray, share: float,
+                         rng: np.random.Generator) -> np.ndarray:
+    """Indices of dates to hold out: observed dates, half from the wet season when possible."""
+    observed = np.flatnonzero(np.isfinite(ndvi).mean(axis=0) > 0.02)
+    k = int(round(share * times.size))
+    if k == 0 or observed.size < 4:
+        return np.zeros(0, int)
+    wet = wet_season(times)[observed]
+    picks = []
+    for pool, count in ((observed[wet], k // 2), (observed[~wet], k - k // 2)):
+        count = min(count, max(pool.size - 1, 0))
+        if count:
+            picks.append(rng.choice(pool, size=count, replace=False))
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, int)
+
+
+def fit(cube: xr.Dataset, config: TrainConfig | None = None, *,
+        init: FusionModel | None = None) -> FusionModel:
+    """Train a fusion model on a scene (sampled pixels), validated on held-out blocks and dates.
+
+    Args:
+        cube: The cube (lazy or in memory).
+        config: Training options; defaults of :class:`TrainConfig` when None.
+        init: A trained model to fine-tune (its features and normalisation are kept; the
+            given object is not modified).
+
+    Returns:
+        The fitted model; ``model.metrics`` holds the validation scores beside the baselines.
+    """
+    config = config or TrainConfig()
+    if init is not None:  # fine-tuning: the features must be the ones the model was built on
+        config = replace(config, radar_features=tuple(init.radar_features), window=init.window,
+                         arch=init.arch.get("arch", config.arch))
+        n_times = init.arch.get("n_times")
+        if n_times and n_times != cube.sizes[TIME]:
+            raise FusionModelError(f"The model to fine-tune was built for {n_times} time steps; "
+                                   f"this cube has {cube.sizes[TIME]}. Train from scratch "
+                                   "or resample the cube to the model's periods.")
+    started = time.perf_counter()
+    sample = sample_pixels(cube, config)
+    read_s = time.perf_counter() - started
+    model = fit_arrays(sample, config, init=init)
+    model.meta["seconds"]["read"] = round(read_s, 3)
+    model.meta["scene_shape"] = [int(cube.sizes[Y]), int(cube.sizes[X])]
+    model.meta["windows"] = sample.windows
+    return model
+
+
+def fit_arrays(sample: PixelSample, config: TrainConfig, *,
+               init: FusionModel | None = None) -> FusionModel:
+    """Train on already-sampled pixels (see :func:`fit`); the core of training.
+
+    Pixels with role 1 are used only for validation. Without any, validation falls back to
+    held-out dates on the training pixels, and ``metrics["pixels_seen"]`` says so.
+    """
+    torch = _torch()
+    torch.set_num_threads(max(1, config.threads or usable_cpus()))
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng([config.seed, 5])
+    device = select_device(config.device)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    started = time.perf_counter()
+    times_days = to_days(sample.times)
+    train = sample.role == 0
+    if not train.any():
+        raise FusionModelError("No training pixels left after the spatial split; use a larger "
+                               "scene or a smaller SpatialSplit.block / buffer.")
+    held = choose_holdout_dates(sample.ndvi[train], sample.times, config.holdout_dates, rng)
+    ndvi_in = sample.ndvi.copy()
+    ndvi_in[:, held] = np.nan  # held-out dates: never an input, never a target
+    if init is not None:
+        model = copy.deepcopy(init)  # the given model stays as it was
+    else:
+        normalizer = Normalizer(tuple(config.radar_features)).fit(sample.radar[train])
+        arch = {"arch": config.arch, "width": config.width}
+        if config.arch == "mlp":
+            arch["n_times"] = int(sample.times.size)
+        if config.arch == "conv":
+            arch["dilations"] = [int(d) for d in config.dilations]
+        model = FusionModel.new(config.radar_features, normalizer, window=config.window, **arch)
+    radar_z = model.normalizer.transform(sample.radar)
+    calendar = calendar_features(times_days)
+    target_ok = np.isfinite(ndvi_in) & (np.nan_to_num(sample.quality) >= config.min_quality)
+    if not target_ok[train].any():
+        raise FusionModelError("No clear optical observation among the training pixels: the "
+                               "fusion model has nothing to learn from. Check the NDVI input "
+                               "or lower TrainConfig.min_quality.")
+    date_weight = _date_weights(target_ok[train], config.balance_dates)
+    net = model.net.to(device).train()
+    train_idx = np.flatnonzero(train)
+    steps_per_epoch = max(1, math.ceil(train_idx.size / config.batch_size))
+    total_steps = max(config.min_steps, config.epochs * steps_per_epoch)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps,
+                                                pct_start=0.15)
+    use_amp = device.startswith("cuda")
+    losses = []
+    order = np.zeros(0, int)
+    for _ in range(total_steps):
+        if order.size < config.batch_size:
+            order = np.concatenate([order, rng.permutation(train_idx)])
+            if order.size < config.batch_size:  # tiny inputs: draw with replacement
+                order = rng.choice(train_idx, size=config.batch_size)
+        batch, order = order[: config.batch_size], order[config.batch_size:]
+        valid = np.isfinite(ndvi_in[batch])
+        hidden = hide_mask(valid, rng, rate=config.hide_rate, spans=config.spans,
+                           max_span=config.max_span)
+        shown = np.where(hidden, np.nan, ndvi_in[batch])
+        x = assemble(radar_z[batch], calendar,
+                     optical_features(shown, sample.quality[batch], times_days))
+        weight = (hidden & target_ok[batch]) * date_weight
+        target = np.nan_to_num(ndvi_in[batch]).astype(np.float32)
+        xt, yt, wt = (_to_device(torch, a, device) for a in (x, target, weight))
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+            pred = net(xt)
+        loss = (wt * (pred.float() - yt) ** 2).sum() / wt.sum().clamp_min(1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    net.eval()
+    train_s = time.perf_counter() - started
+    t0 = time.perf_counter()
+    model.metrics = validate(model, sample, ndvi_in, held, config)
+    model.meta = {
+        "trained_on": {"train_pixels": int(train.sum()), "val_pixels": int((sample.role == 1).sum()),
+                       "steps": total_steps, "final_loss": float(np.mean(losses[-20:]))},
+        "heldout_dates": [str(np.datetime_as_string(sample.times[i], unit="D")) for i in held],
+        "config": {k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in asdict(config).items()},
+        "device": device, "fine_tuned": init is not None,
+        "seconds": {"train": round(train_s, 3), "validate": round(time.perf_counter() - t0, 3)},
+        "versions": {"torch": torch.__version__, "fusecube": _version()},
+    }
+    return model
+
+
+def _date_weights(clear: np.ndarray, power: float) -> np.ndarray:
+    """``(T,)`` float32 loss weight per date: ``(share of clear values) ** -power``, mean 1.
+
+    Dates that clouds hide for most pixels (the wet season) give few targets; weighting them up
+    keeps the loss from being all dry season.
+    """
+    share = clear.mean(axis=0)
+    weight = np.where(share > 0, np.maximum(share, 1e-3) ** -power, 0.0)
+    used = weight[share > 0]
+    return (weight / (used.mean() if used.size else 1.0)).astype(np.float32)
+
+
+def _to_device(torch, array: np.ndarray, device: str):
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.startswith("cuda"):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+def _version() -> str:
+    from fusecube import __version__
+
+    return __version__
+
+
+def validate(model: FusionModel, sample: PixelSample, ndvi_in: np.ndarray, held: np.ndarray,
+             config: TrainConfig) -> dict:
+    """Scores on pixels and dates never used in training, fusion beside the baselines.
+
+    Two tests on validation pixels (or, without any, on training pixels at held-out dates only):
+    ``heldout_dates`` predicts the held-out dates from everything else; ``heldout_spans`` also
+    hides random contiguous spans (long cloudy gaps) and predicts those clear values.
+    """
+    from fusecube.fusion.neural.predict import predict_array
+
+    times_days = to_days(sample.times)
+    pixels = sample.role == 1
+    pixels_seen = not pixels.any()
+    if pixels_seen:
+        pixels = sample.role == 0
+    obs = sample.ndvi[pixels]
+    clear = np.isfinite(obs) & (np.nan_to_num(sample.quality[pixels]) >= config.min_quality)
+    wet = wet_season(sample.times)
+    paddy = None if sample.paddy is None else sample.paddy[pixels]
+    out: dict = {"pixels_seen": pixels_seen, "n_pixels": int(pixels.sum())}
+    rng = np.random.default_rng([config.seed, 6])
+    inputs = ndvi_in[pixels]
+    span_hide = hide_mask(np.isfinite(inputs), rng, rate=(0.0, 0.0), spans=1,
+                          max_span=config.max_span)
+    tests = {"heldout_dates": (inputs, np.isin(np.arange(obs.shape[1]), held)[None] & clear)}
+    if not pixels_seen:
+        tests["heldout_spans"] = (np.where(span_hide, np.nan, inputs), span_hide & clear)
+    for name, (shown, scored) in tests.items():
+        if not scored.any():
+            continue
+        preds = {"fusion": predict_array(model, sample.radar[pixels], shown,
+                                         sample.quality[pixels], times_days)}
+        preds.update(baseline_fills(shown, times_days))
+        target = np.where(scored, obs, np.nan)
+        out[name] = compare(preds, target, wet=wet, paddy=paddy)
+    return out

@@ -1,0 +1,1 @@
+"""Closed-form ridge S1→NDVI fusion."""

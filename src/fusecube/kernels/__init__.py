@@ -1,0 +1,1 @@
+"""Pure numpy reference and compiled (numba) kernels: Whittaker, seasons, ridge, guided; no xarray."""

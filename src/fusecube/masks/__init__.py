@@ -1,0 +1,1 @@
+"""Paddy masks: vector and raster files, and masks detected from the time series."""

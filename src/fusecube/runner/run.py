@@ -1,0 +1,475 @@
+"""Block runner: cut the grid into spatial blocks (all time steps), run the stages, write regions.
+
+A run is recorded in the ledger (see :mod:`fusecube.runner.ledger`) before it starts; each
+block is read, processed and written on its own into a partial zarr store named after the
+run, and marked done in the ledger only once its region is durably written. A run killed
+at any point resumes from the ledger and writes the same bytes as an uninterrupted one; the
+store is renamed to ``result.zarr`` when all blocks are done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import xarray as xr
+from odc.geo.geobox import GeoBox
+
+from fusecube.config import CubeSource, RunConfig, SyntheticSource
+from fusecube.cube import read_cube, replace_path, validate_cube
+from fusecube.errors import FusecubeError, LedgerError, RunInterrupted
+from fusecube.quality.gates import screen_periods
+from fusecube.masks.files import resolve_mask
+from fusecube.runner.pipeline import StageTimer
+from fusecube.runner.control import RunControl, _Abandon, fault_point
+from fusecube.runner.ledger import Ledger, RunRecord
+from fusecube.runner.memory import (
+    MB,
+    MemoryGuard,
+    block_edge_for,
+    default_memory_limit,
+    keep_heap_flat,
+    parse_memory,
+    peak_rss_bytes,
+    release_memory,
+)
+from fusecube.runner.store import partial_store_path, write_template
+from fusecube.runner.tasks import BlockOutcome, BlockTask, run_block
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+
+#: Configuration fields that change how a run executes, not what it computes.
+RUNTIME_FIELDS = {"memory_limit", "ledger", "scheduler"}
+#: Stages of a run, in order (``fusion_train`` only with ``gapfill: fusion``).
+STAGES = ("source", "mask", "screen", "fusion_train", "blocks", "finalize", "products", "report")
+
+
+@dataclass
+class RunResult:
+    """What a run produced and measured."""
+
+    out: Path
+    result: Path
+    cube: Path
+    truth: Path | None
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    screen: dict = field(default_factory=dict)
+    n_blocks: int = 0
+    products: dict[str, str] = field(default_factory=dict)
+    accuracy: dict = field(default_factory=dict)
+    run_id: str = ""
+    block_edge: int = 0
+    memory_limit_mb: float = 0.0
+    blocks_resumed: int = 0
+    worker_peak_rss_mb: float = 0.0
+    memory_pressure_events: int = 0
+    scheduler: str = ""
+
+    def to_json(self) -> dict:
+        """JSON-able summary."""
+        return {"run_id": self.run_id, "out": str(self.out), "result": str(self.result),
+                "cube": str(self.cube), "truth": str(self.truth) if self.truth else None,
+                "seconds": self.seconds, "peak_rss_mb": self.peak_rss_mb,
+                "worker_peak_rss_mb": self.worker_peak_rss_mb,
+                "memory_limit_mb": self.memory_limit_mb, "block_edge": self.block_edge,
+                "memory_pressure_events": self.memory_pressure_events,
+                "screen": self.screen, "n_blocks": self.n_blocks,
+                "blocks_resumed": self.blocks_resumed, "scheduler": self.scheduler,
+                "products": self.products, "accuracy": self.accuracy}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return peak_rss_bytes() / MB
+
+
+def block_slices(geobox: GeoBox, size: int) -> Iterator[tuple[tuple[int, int], tuple[slice, slice]]]:
+    """Tile index and (y, x) slices of each block of ``size`` pixels."""
+    ny, nx = geobox.shape
+    for iy, y0 in enumerate(range(0, ny, size)):
+        for ix, x0 in enumerate(range(0, nx, size)):
+            yield (iy, ix), (slice(y0, min(y0 + size, ny)), slice(x0, min(x0 + size, nx)))
+
+
+def prepare_source(config: RunConfig, progress: Progress | None = None) -> tuple[Path, Path | None]:
+    """Make sure the input cube exists; returns ``(cube path, truth path or None)``."""
+    source = config.source
+    if isinstance(source, CubeSource):
+        truth = source.path.with_name("truth.zarr")
+        return source.path, truth if truth.exists() else None
+    assert isinstance(source, SyntheticSource)
+    from fusecube.sources.synthetic import SceneConfig, synthesize
+
+    scene = SceneConfig(width=source.width, height=source.height, seed=source.seed,
+                        n_periods=source.n_periods)
+    cb = (lambda done, total: progress("synth", done, total)) if progress else None
+    paths = synthesize(scene, config.out / "input", progress=cb)
+    return paths["cube"], paths["truth"]
+
+
+def _existing_source(config: RunConfig) -> tuple[Path, Path | None]:
+    """The input paths a finished ``source`` stage left (no synthesis again on resume)."""
+    if isinstance(config.source, CubeSource):
+        return prepare_source(config)
+    inp = config.out / "input"
+    truth = inp / "truth.zarr"
+    return inp / "cube.zarr", truth if truth.exists() else None
+
+
+def fingerprint(config: RunConfig) -> str:
+    """Hash of what a configuration computes (runtime options such as the ledger excluded)."""
+    data = config.model_dump(mode="json", exclude=RUNTIME_FIELDS)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20251125-131500-3f2a9c``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+class RunEvents:
+    """Fans run events out to the progress reporter, the ledger and the log."""
+
+    def __init__(self, ledger: Ledger, run_id: str, progress: Progress | None) -> None:
+        self.ledger = ledger
+        self.run_id = run_id
+        self.progress = progress
+
+    def emit(self, level: str, kind: str, message: str = "", *, record: bool = True,
+             **fields) -> None:
+        """Send one event (``record=False`` keeps it out of the ledger)."""
+        if self.progress is not None:
+            if hasattr(self.progress, "event"):
+                self.progress.event(level, kind, run=self.run_id, message=message, **fields)
+            elif level == "block" and kind == "done":
+                self.progress("blocks", fields["done"], fields["total"])
+        if record:
+            self.ledger.event(self.run_id, level, kind, message, **fields)
+        if message:
+            log.info("%s", message)
+
+
+class _Stages:
+    """Runs each stage once per run: skipped on resume when the ledger says it is done."""
+
+    def __init__(self, ledger: Ledger, run_id: str, events: RunEvents, timer: StageTimer) -> None:
+        self.ledger, self.run_id, self.events, self.timer = ledger, run_id, events, timer
+        self.done = ledger.done_stages(run_id)
+
+    def start(self, name: str, total: int | None = None) -> float:
+        self.ledger.stage_started(self.run_id, name)
+        self.events.emit("stage", "start", f"stage {name} started", stage=name, total=total)
+        return time.perf_counter()
+
+    def finish(self, name: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.ledger.stage_done(self.run_id, name, seconds)
+        self.done.add(name)
+        self.events.emit("stage", "done", f"stage {name} done in {seconds:.1f} s", stage=name,
+                         seconds=round(seconds, 3))
+
+    def run(self, name: str, func, *args, **kwargs):
+        started = self.start(name)
+        result = self.timer.time(name, func, *args, **kwargs)
+        self.finish(name, started)
+        return result
+
+
+def _open_run(config: RunConfig, ledger: Ledger, resume: bool | str, memory_limit: int,
+              ) -> tuple[RunConfig, RunRecord | None]:
+    """The run to resume (and its recorded configuration), or None for a new run."""
+    out = str(config.out)
+    busy = [r for r in ledger.unfinished_runs(out) if r.alive]
+    if busy and not (isinstance(resume, str) and busy[0].id.startswith(resume)):
+        raise LedgerError(
+            f"Run {busy[0].id} (pid {busy[0].pid} on {busy[0].host}) is writing to {out} now; "
+            f"wait for it, stop it with `fusecube stop {busy[0].id}`, or choose another --out.")
+    if isinstance(resume, str):
+        record = ledger.get_run(resume)
+        stored = RunConfig.model_validate_json(record.config)
+        overrides = {k: getattr(config, k) for k in RUNTIME_FIELDS if getattr(config, k) is not None}
+        config = stored.model_copy(update=overrides)
+    elif resume:
+        record = ledger.find_resumable(out, fingerprint(config))
+        if record is None:
+            other = ledger.find_other_config(out, fingerprint(config))
+            if other is not None:
+                raise LedgerError(
+                    f"Cannot resume: the unfinished run {other.id} in {out} used a different "
+                    f"configuration. Resume it with `fusecube resume {other.id}`, or run without "
+                    "--resume (or with another --out) to start afresh.")
+            log.info("no unfinished run of this configuration in %s: starting a new one", out)
+            return config, None
+    else:
+        return config, None
+    if record.alive:
+        raise LedgerError(
+            f"Run {record.id} is still running (pid {record.pid} on {record.host}); pause or stop "
+            f"it with `fusecube pause|stop {record.id}` before resuming it here.")
+    if record.status == "done":
+        raise LedgerError(f"Run {record.id} already finished; its results are in {record.out}. "
+                          "Start a new run without --resume to compute them again.")
+    return config, record
+
+
+def run(config: RunConfig, progress: Progress | None = None, *,
+        resume: bool | str = False) -> RunResult:
+    """Run the whole pipeline block by block, recorded in the ledger, and write products.
+
+    Args:
+        config: The run configuration.
+        progress: Optional reporter: a callable ``(stage, done, total)``, optionally with an
+            ``event(level, kind, **fields)`` method for hierarchical events
+            (see :mod:`fusecube.runner.progress`).
+        resume: ``True`` to continue the newest unfinished run of this configuration and
+            output folder (a new run if there is none); a run id to continue that run with
+            its recorded configuration; ``False`` for a new run.
+
+    Returns:
+        A :class:`RunResult` with paths, stage timings and memory.
+
+    Raises:
+        RunInterrupted: A signal or a ``fusecube stop`` ended the run before it finished;
+            it can be resumed.
+    """
+    config = config.model_copy(update={"out": Path(config.out).resolve()})
+    keep_heap_flat()
+    memory_limit = (parse_memory(config.memory_limit) if config.memory_limit
+                    else default_memory_limit())
+    ledger = Ledger(config.ledger)
+    config, record = _open_run(config, ledger, resume, memory_limit)
+    if config.memory_limit:
+        memory_limit = parse_memory(config.memory_limit)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    scheduler = config.scheduler or ""
+    if record is None:
+        run_id = new_run_id()
+        ledger.create_run(run_id=run_id, out=str(out), store=str(partial_store_path(out, run_id)),
+                          fingerprint=fingerprint(config), config=config.model_dump_json(),
+                          memory_limit=memory_limit, scheduler=scheduler)
+    else:
+        run_id = record.id
+        ledger.claim_run(run_id, memory_limit=memory_limit, scheduler=scheduler)
+    events = RunEvents(ledger, run_id, progress)
+    state = {"done": 0, "total": 0, "stage": ""}
+
+    def notice(kind: str, message: str) -> None:
+        events.emit("run", kind, message, done=state["done"], total=state["total"])
+
+    def tick(rss: int, peak: int) -> None:
+        events.emit("run", "heartbeat", record=False, stage=state["stage"], done=state["done"],
+                    total=state["total"], rss_mb=round(rss / MB, 1), peak_rss_mb=round(peak / MB, 1))
+
+    control = RunControl(ledger, run_id, on_event=notice, on_tick=tick)
+    verb = "resumed" if record is not None else "started"
+    events.emit("run", "start", f"run {run_id} {verb}: output {out}, memory limit "
+                f"{memory_limit / MB:.0f} MB, ledger {ledger.url}",
+                n_stages=len(STAGES) - (config.gapfill != "fusion") - 2 * (not config.report),
+                resumed=record is not None)
+    try:
+        with control.installed():
+            try:
+                result = _execute(config, run_id, ledger, events, control, state, memory_limit,
+                                  progress)
+            except _Abandon as exc:
+                raise control.interrupted(state["done"], state["total"], abandoned=True) from exc
+            except KeyboardInterrupt as exc:  # no handler installed (not the main thread)
+                control.signal_name = "SIGINT"
+                raise control.interrupted(state["done"], state["total"], abandoned=True) from exc
+    except RunInterrupted:
+        raise
+    except FusecubeError as exc:
+        ledger.set_status(run_id, "failed", str(exc))
+        ledger.event(run_id, "run", "failed", str(exc))
+        raise
+    except Exception as exc:
+        ledger.set_status(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        ledger.event(run_id, "run", "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        ledger.dispose()
+    return result
+
+
+def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
+             control: RunControl, state: dict, memory_limit: int,
+             progress: Progress | None) -> RunResult:
+    started = time.perf_counter()
+    out = config.out
+    timer = StageTimer()
+    stages = _Stages(ledger, run_id, events, timer)
+
+    def enter(name: str) -> None:
+        state["stage"] = name
+        control.checkpoint(state["done"], state["total"])
+
+    enter("source")
+    if "source" in stages.done and _existing_source(config)[0].exists():
+        cube_path, truth_path = _existing_source(config)
+    else:
+        t0 = stages.start("source")
+        cube_path, truth_path = timer.time("source", prepare_source, config, progress)
+        stages.finish("source", t0)
+    cube = read_cube(cube_path, chunks={})
+    # whole-cube passes one chunk at a time: dask's thread pool would hold a chunk per core
+    # (and grow the heap with the AOI), which would set the run's peak memory
+    with dask.config.set(scheduler="synchronous"):
+        validate_cube(cube)
+        enter("mask")
+        mask = stages.run("mask", resolve_mask, config.mask, cube)
+        enter("screen")
+        screen = stages.run("screen", screen_periods, cube)
+    release_memory()
+    model = None
+    if config.gapfill == "fusion":  # load the given model or train one on this scene
+        from fusecube.fusion.neural.model import model_for_run
+
+        enter("fusion_train")
+        saved = out / "fusion_model.pt"
+        if "fusion_train" in stages.done and config.fusion_model is None and saved.exists():
+            # the model this run trained before it was interrupted: same weights, same output
+            model = model_for_run(cube, config.model_copy(update={"fusion_model": saved}))
+        else:
+            model = stages.run("fusion_train", model_for_run, cube, config)
+
+    geobox = cube.odc.geobox
+    record = ledger.get_run(run_id)
+    if record.n_blocks == 0:
+        edge = block_edge_for(memory_limit, cube.sizes["time"], config.block_size,
+                              fusion=config.gapfill == "fusion")
+        ledger.add_blocks(run_id, edge, list(block_slices(geobox, edge)))
+    else:
+        edge = record.block_edge
+    regions = list(block_slices(geobox, edge))
+    store = Path(record.store)
+    result_path = out / "result.zarr"
+    done = ledger.done_blocks(run_id)
+    resumed = len(done)
+    state.update(done=len(done), total=len(regions))
+    guard = MemoryGuard(memory_limit)
+    worker_peak = 0
+
+    if "finalize" not in stages.done and not store.exists():
+        renamed = len(done) == len(regions) and result_path.exists()  # killed right after
+        if done and not renamed:
+            raise LedgerError(
+                f"Run {run_id}: {len(done)} blocks are recorded as written but the partial "
+                f"store {store} is gone; start a new run (without --resume).")
+        stages.done.discard("template")
+    if "finalize" not in stages.done:
+        enter("blocks")
+        t_blocks = stages.start("blocks", total=len(regions))
+        if done:
+            events.emit("stage", "progress", f"resuming: {len(done)}/{len(regions)} blocks "
+                        "already written", stage="blocks", done=len(done), total=len(regions))
+        pending = [BlockTask(index, ys, xs) for index, (ys, xs) in regions if index not in done]
+
+        def make_template(first: xr.Dataset) -> None:
+            ledger.stage_started(run_id, "template", current=False)
+            write_template(first, geobox, edge, store)
+            fault_point("template_written")
+            ledger.stage_done(run_id, "template", 0.0)
+            stages.done.add("template")
+
+        def record_block(outcome: BlockOutcome) -> None:
+            nonlocal worker_peak
+            ledger.block_done(run_id, outcome.index, seconds=outcome.seconds,
+                              rss=float(outcome.rss), worker=outcome.worker)
+            fault_point("block_done")
+            for name, seconds in outcome.stage_seconds.items():
+                timer.seconds[name] += seconds
+            worker_peak = max(worker_peak, outcome.rss)
+            state["done"] += 1
+            events.emit("block", "done", f"block {outcome.index} written in {outcome.seconds:.1f} s",
+                        stage="blocks", index=list(outcome.index),
+                        seconds=round(outcome.seconds, 3), rss_mb=round(outcome.rss / MB, 1),
+                        worker=outcome.worker, done=state["done"], total=state["total"])
+
+        if config.scheduler:
+            from fusecube.runner.dask_backend import run_blocks_dask
+
+            run_blocks_dask(pending, scheduler=config.scheduler, cube=cube, cube_path=cube_path,
+                            mask=mask, config=config, screen=screen, model=model, store=store,
+                            memory_limit=memory_limit, control=control, state=state,
+                            make_template=None if "template" in stages.done else make_template,
+                            record_block=record_block, events=events)
+        else:
+            for task in pending:
+                control.checkpoint(state["done"], state["total"])
+                events.emit("block", "start", record=False, index=list(task.index),
+                            done=state["done"], total=state["total"])
+                outcome = run_block(task, cube=cube, mask=mask, config=config, screen=screen,
+                                    model=model, store=store, split=guard.split,
+                                    before_write=None if "template" in stages.done
+                                    else make_template)
+                record_block(outcome)
+                release_memory()  # hand the block's heap back before the next one
+                message = guard.check(edge)
+                if message:
+                    events.emit("run", "memory_pressure", message, split=guard.split)
+        stages.finish("blocks", t_blocks)
+        enter("finalize")
+        t0 = stages.start("finalize")
+        if store.exists():
+            replace_path(store, result_path)
+        fault_point("finalized")
+        stages.finish("finalize", t0)
+    cube.close()
+
+    result = RunResult(out=out, result=result_path, cube=cube_path, truth=truth_path,
+                       screen=screen.__dict__, n_blocks=len(regions), run_id=run_id,
+                       block_edge=edge, memory_limit_mb=round(memory_limit / MB, 1),
+                       blocks_resumed=resumed, worker_peak_rss_mb=round(worker_peak / MB, 1),
+                       memory_pressure_events=guard.pressure_events,
+                       scheduler=config.scheduler or "")
+    if config.report:
+        from fusecube.products.writers import write_products
+
+        enter("products")
+        result.products, result.accuracy = stages.run("products", write_products, result, config)
+    result.seconds = {k: round(v, 3) for k, v in timer.seconds.items()}
+    result.seconds["total"] = round(time.perf_counter() - started, 3)
+    result.peak_rss_mb = round(max(peak_rss_mb(), control.peak_rss / MB), 1)
+    (out / "run.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+    if config.report:
+        from fusecube.products.report import write_report
+
+        enter("report")
+        result.products["report"] = str(stages.run("report", write_report, result, config))
+        (out / "run.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+    message = (f"run {run_id} finished: {len(regions)} blocks ({resumed} from before), "
+               f"peak RSS {result.peak_rss_mb:.0f} MB")
+    ledger.set_status(run_id, "done", message)
+    events.emit("run", "done", message, done=state["done"], total=state["total"])
+    return result
+
+
+def resume_run(run_id: str, progress: Progress | None = None, *, ledger: str | None = None,
+               memory_limit: str | None = None, scheduler: str | None = None) -> RunResult:
+    """Continue run ``run_id`` with the configuration recorded in the ledger.
+
+    Args:
+        run_id: The run (a unique prefix is enough).
+        progress: Optional reporter, as for :func:`run`.
+        ledger: Ledger URL or path (default: ``$FUSECUBE_LEDGER`` or the user's ledger).
+        memory_limit: Override the recorded memory limit (the block grid stays as recorded).
+        scheduler: Run the remaining blocks on this Dask scheduler.
+
+    Returns:
+        The finished run's :class:`RunResult`.
+    """
+    stored = RunConfig.model_validate_json(Ledger(ledger).get_run(run_id).config)
+    config = stored.model_copy(update={"ledger": ledger, "memory_limit": memory_limit,
+                                       "scheduler": scheduler})
+    return run(config, progress, resume=run_id)

@@ -1,0 +1,1 @@
+"""Pipeline stages, each ``Dataset -> Dataset``: gapfill, smooth, phenology."""

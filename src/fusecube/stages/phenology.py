@@ -1,0 +1,189 @@
+"""Phenology stage: seasons per pixel assigned to agricultural years, as ``(season, y, x)`` maps."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from fusecube.cube import NDVI_SMOOTH, PADDY_MASK, SEASON, TIME, YEAR, X, Y
+from fusecube.errors import ConfigError, CubeSchemaError
+from fusecube.grid.periods import (
+    agricultural_year_index,
+    agricultural_years,
+    day_of_year,
+    from_days,
+    to_days,
+    year_label,
+)
+from fusecube.kernels.seasons import SEASON_METRICS, SeasonRules, detect_seasons
+
+log = logging.getLogger(__name__)
+
+#: Largest |NDVI| accepted before the curve is taken for a scaled product (e.g. x10000).
+NDVI_SCALE_LIMIT = 1.5
+
+DATE_METRICS = ("planting", "sos", "pos", "eos", "harvest")
+SEASON_ATTRS = {
+    "planting": "planting (trough before green-up: the flooded field)",
+    "harvest": "harvest (steepest decline after the peak)",
+    "sos": "start of season (SOS fraction of the seasonal amplitude, or steepest green-up)",
+    "pos": "peak of season",
+    "eos": "end of season (EOS fraction of the seasonal amplitude, or steepest senescence)",
+    "length": "season length, SOS to EOS (days)",
+    "base_value": "base NDVI (mean of the two minima)", "peak_value": "peak NDVI",
+    "amplitude": "seasonal amplitude (NDVI)", "integral": "NDVI above base, SOS..EOS (NDVI*days)",
+    "greenup_rate": "largest green-up slope (NDVI/day)",
+    "senescence_rate": "largest senescence slope (NDVI/day)",
+}
+
+
+@dataclass(frozen=True)
+class PhenologyConfig:
+    """Options of the phenology stage."""
+
+    rules: SeasonRules = field(default_factory=SeasonRules)
+    """Season detection rules."""
+    seasons_per_year: int = 3
+    """Season slots per agricultural year (rice: up to 3)."""
+    year_start_month: int = 11
+    """First month of the agricultural year (November: Java's wet-season planting)."""
+    paddy_only: bool = True
+    """Compute only where ``paddy_mask`` is 1 (NaN elsewhere)."""
+    chunk_pixels: int = 8192
+    """Pixels per vectorised season detection (cache-friendly batches)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.seasons_per_year <= 6:
+            raise ConfigError(
+                f"seasons_per_year must be within 1..6; got {self.seasons_per_year}.")
+        if not 1 <= self.year_start_month <= 12:
+            raise ConfigError(
+                f"year_start_month must be within 1..12; got {self.year_start_month}.")
+        if self.chunk_pixels < 1:
+            raise ConfigError("chunk_pixels must be >= 1.")
+
+
+def assign_to_years(
+    metrics: dict[str, np.ndarray], first_year: int, n_years: int, start_month: int, per_year: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Place detected seasons (time-ordered slots) into ``per_year`` slots per agricultural year.
+
+    A season belongs to the agricultural year of its peak. Seasons beyond ``per_year`` in one
+    year are dropped (counted in the returned season count, which is capped at ``per_year``).
+
+    Returns:
+        ``(metrics (N, n_years*per_year), season_count (N, n_years))``.
+    """
+    pos = metrics["pos"]
+    n, n_det = pos.shape
+    year_idx = agricultural_year_index(pos, first_year, start_month)
+    valid = np.isfinite(pos) & (year_idx >= 0) & (year_idx < n_years)
+    rank = np.zeros((n, n_det), dtype=np.int64)
+    for s in range(1, n_det):
+        same = valid[:, :s] & (year_idx[:, :s] == year_idx[:, s : s + 1])
+        rank[:, s] = same.sum(axis=1)
+    keep = valid & (rank < per_year)
+    slot = np.where(keep, year_idx * per_year + rank, -1)
+    out = {name: np.full((n, n_years * per_year), np.nan) for name in metrics}
+    rows, cols = np.nonzero(keep)
+    for name, value in metrics.items():
+        out[name][rows, slot[rows, cols]] = value[rows, cols]
+    count = np.zeros((n, n_years))
+    np.add.at(count, (rows, year_idx[rows, cols]), 1.0)
+    return out, np.minimum(count, per_year)
+
+
+def season_coords(years: list[int], per_year: int) -> dict[str, tuple]:
+    """Coordinates of the ``season`` and ``year`` dims (numbers only: zarr v3 has no strings)."""
+    return {
+        SEASON: np.arange(len(years) * per_year),
+        "season_year": (SEASON, np.repeat(years, per_year)),
+        "season_number": (SEASON, np.tile(np.arange(1, per_year + 1), len(years))),
+        YEAR: np.asarray(years),
+    }
+
+
+def season_labels(ds: xr.Dataset, start_month: int = 11) -> list[str]:
+    """Human labels of the season slots, e.g. ``2023/24 S1``."""
+    return [f"{year_label(int(y), start_month)} S{int(k)}"
+            for y, k in zip(ds["season_year"].values, ds["season_number"].values, strict=True)]
+
+
+def seasons_dataset(
+    slots: dict[str, np.ndarray], count: np.ndarray, shape: tuple[int, int], coords: dict
+) -> xr.Dataset:
+    """Build the ``(season, y, x)`` / ``(year, y, x)`` dataset from ``(N, S)`` slot arrays."""
+    ny, nx = shape
+    data = {}
+    for name, value in slots.items():
+        grid = value.T.reshape(-1, ny, nx)
+        if name in DATE_METRICS:
+            data[name] = ((SEASON, Y, X), from_days(grid), {"long_name": SEASON_ATTRS[name]})
+            doy_attrs = {"long_name": f"{SEASON_ATTRS[name]}, day of year", "units": "day"}
+            data[f"{name}_doy"] = ((SEASON, Y, X), day_of_year(grid).astype(np.float32), doy_attrs)
+        else:
+            data[name] = ((SEASON, Y, X), grid.astype(np.float32),
+                          {"long_name": SEASON_ATTRS[name]})
+    data["season_count"] = ((YEAR, Y, X), count.T.reshape(-1, ny, nx).astype(np.float32),
+                            {"long_name": "rice seasons in the agricultural year "
+                                          "(cropping intensity)"})
+    return xr.Dataset(data, coords=coords)
+
+
+def phenology(cube: xr.Dataset, *, config: PhenologyConfig = PhenologyConfig(),
+              variable: str = NDVI_SMOOTH) -> xr.Dataset:
+    """Per-pixel seasons (SOS/POS/EOS, length, amplitude, ...) and cropping intensity.
+
+    Args:
+        cube: Cube with a gap-free ``variable`` (time, y, x) and optionally ``paddy_mask`` (y, x).
+        config: Phenology options.
+        variable: The smoothed NDVI variable to analyse.
+
+    Returns:
+        Dataset with dims ``(season, y, x)`` and ``(year, y, x)``, carrying the cube's y/x coords.
+    """
+    if variable not in cube:
+        raise CubeSchemaError(
+            f"phenology() needs the smoothed NDVI {variable!r}; the cube has "
+            f"{sorted(cube.data_vars)}. Run fusecube.stages.smooth first or pass variable=.")
+    times = cube[TIME].values
+    years = agricultural_years(times, config.year_start_month)
+    curve = cube[variable].transpose(TIME, Y, X).values
+    ny, nx = curve.shape[1:]
+    flat = curve.reshape(curve.shape[0], -1).T
+    select = np.all(np.isfinite(flat), axis=1)
+    if config.paddy_only and PADDY_MASK in cube:
+        select &= cube[PADDY_MASK].values.reshape(-1) > 0
+    elif config.paddy_only:
+        log.info("phenology: no %s in the cube, computing every pixel", PADDY_MASK)
+    if select.any():
+        extreme = float(np.abs(flat[select]).max())
+        if extreme > NDVI_SCALE_LIMIT:
+            raise CubeSchemaError(
+                f"{variable!r} reaches |NDVI| = {extreme:g}; NDVI lies within [-1, 1]. The input "
+                "looks scaled (e.g. x100 or x10000): divide it by its scale factor first.")
+    per_year = config.seasons_per_year
+    n_slots = len(years) * per_year
+    slots = {name: np.full((flat.shape[0], n_slots), np.nan) for name in SEASON_METRICS}
+    count = np.full((flat.shape[0], len(years)), np.nan)
+    days = to_days(times)
+    index = np.flatnonzero(select)
+    for start in range(0, index.size, config.chunk_pixels):
+        rows = index[start : start + config.chunk_pixels]
+        # smoothing may overshoot 1 by a hair on dense canopy: not a reason to drop a season
+        detected = detect_seasons(np.clip(flat[rows], -1.0, 1.0), days, config.rules)
+        if detected["pos"].shape[1] == 0:
+            detected = {k: np.full((rows.size, 1), np.nan) for k in SEASON_METRICS}
+        placed, placed_count = assign_to_years(
+            detected, years[0], len(years), config.year_start_month, per_year)
+        for name in SEASON_METRICS:
+            slots[name][rows] = placed[name]
+        count[rows] = placed_count
+    coords = season_coords(years, per_year)
+    out = seasons_dataset(slots, count, (ny, nx), coords)
+    out.attrs.update(sos_eos_method=config.rules.method, seasons_per_year=per_year,
+                     year_start_month=config.year_start_month)
+    return out.assign_coords({Y: cube[Y], X: cube[X]})
