@@ -1,0 +1,1 @@
+"""Writing outputs safely: atomic replacement of files and folders, store manifests."""
