@@ -63,12 +63,16 @@ def main() -> None:
     from fusecube.cube import NDVI, NDVI_QUALITY, read_cube, write_cube
     from fusecube.fusion.baselines import fill_array
     from fusecube.fusion.neural.features import screen_zero_periods
-    from fusecube.fusion.neural.predict import fuse
-    from fusecube.fusion.neural.train import TrainConfig, choose_holdout_dates, fit
-    from fusecube.fusion.neural.validation import SpatialSplit, score_groups, wet_season
-    from fusecube.ml.training import CubeFusionDataModule, CubeFusionTask, FusedCubeWriter
+    from fusecube.fusion.neural.model import NeuralFusion
+    from fusecube.fusion.neural.train import TrainConfig, choose_holdout_dates
+    from fusecube.fusion.neural.validation import score_groups, wet_season
     from fusecube.grid.periods import to_days
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.ml.training.data import CubeFusionDataModule
+    from fusecube.ml.training.task import CubeFusionTask
+    from fusecube.ml.training.writer import FusedCubeWriter
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
+    from fusecube.splits import SpatialSplit
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-cube-model-"))
@@ -118,10 +122,11 @@ def main() -> None:
 
     # -- per-pixel fusion model (issue 4), same split and input
     t0 = time.perf_counter()
-    model = fit(cube_in, TrainConfig(split=split, seed=args.seed, threads=args.threads, device="cpu"))
+    model = NeuralFusion(TrainConfig(split=split, seed=args.seed, threads=args.threads,
+                                     device="cpu")).fit(cube_in)
     fusion_train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fusion = fuse(cube_in, model=model)["ndvi_fused"].values
+    fusion = model.predict(cube_in)["ndvi_fused"].values
     fusion_predict_s = time.perf_counter() - t0
 
     # -- baselines on the same input
@@ -160,7 +165,7 @@ def main() -> None:
                    "params": int(sum(p.numel() for p in task.net.parameters())),
                    "train_seconds": round(unet_train_s, 2), "predict_seconds": round(unet_predict_s, 2),
                    "loss_weights": task.weighting.weights()},
-        "fusion": {"arch": model.arch, "train_seconds": round(fusion_train_s, 2),
+        "fusion": {"arch": model.arch_, "train_seconds": round(fusion_train_s, 2),
                    "predict_seconds": round(fusion_predict_s, 2)},
         "whittaker": {"fill_seconds": round(whittaker_s, 3)},
         "scores": scores,

@@ -29,7 +29,8 @@ AOI_KM = 10.0
 def run(fault_rate: float, scene, aoi, args, seed: int) -> dict:
     from fusecube.grid.geobox import resolve_geobox
     from fusecube.sources.retry import RetryPolicy
-    from fusecube.sources.stac import Catalogue, StacOptions, fetch, s1_spec, s2_spec
+    from fusecube.sources.stac.catalogues import Catalogue, StacOptions, s1_spec, s2_spec
+    from fusecube.sources.stac.fetch import fetch
     from fusecube.testing import FaultPlan, LoopbackServer
     from fusecube.testing.cog import header_bytes, window_bytes
 

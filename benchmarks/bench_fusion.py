@@ -32,7 +32,6 @@ def _grid(cube, method, model=None):
     """Gap-fill the cube block by block (like the runner); returns ``(T, Y, X)`` and seconds."""
     from fusecube.cube import NDVI_FUSED, X, Y
     from fusecube.fusion.baselines import gapfill
-    from fusecube.fusion.neural.predict import fuse
     from fusecube.quality.gates import apply_screen, screen_periods
 
     screen = screen_periods(cube)
@@ -44,7 +43,7 @@ def _grid(cube, method, model=None):
             sel = {Y: slice(y0, y0 + BLOCK), X: slice(x0, x0 + BLOCK)}
             block = apply_screen(cube.isel(sel).load(), screen)
             t0 = time.perf_counter()
-            done = fuse(block, model=model) if method == "fusion" else gapfill(block, method=method)
+            done = model.predict(block) if method == "fusion" else gapfill(block, method=method)
             seconds += time.perf_counter() - t0
             out[:, sel[Y], sel[X]] = done[NDVI_FUSED].values
     return out, seconds
@@ -55,15 +54,16 @@ def run(size: tuple[int, int], seed: int, workdir: Path, config, scene: Path | N
     import torch
 
     from fusecube.cube import DIMS, NDVI, read_cube
-    from fusecube.fusion.neural.train import fit
+    from fusecube.fusion.neural.model import NeuralFusion
     from fusecube.fusion.neural.validation import (
-        SpatialSplit,
         holdout_pixels,
         score_groups,
         trained_pixels,
         wet_season,
     )
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
+    from fusecube.splits import SpatialSplit
 
     torch.set_num_threads(config.threads)
     width, height = size
@@ -79,7 +79,7 @@ def run(size: tuple[int, int], seed: int, workdir: Path, config, scene: Path | N
         raise SystemExit(f"--scene {scene} is {cube.sizes['x']}x{cube.sizes['y']}, not {width}x{height}")
 
     t0, c0 = time.perf_counter(), time.process_time()
-    model = fit(cube, config)
+    model = NeuralFusion(config).fit(cube)
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     c0 = time.process_time()
     fused, predict_s = _grid(cube, "fusion", model)
@@ -93,8 +93,8 @@ def run(size: tuple[int, int], seed: int, workdir: Path, config, scene: Path | N
         seconds[method] = {"train": 0.0, "predict": round(s, 2), "total": round(s, 2)}
 
     shape = (cube.sizes["y"], cube.sizes["x"])
-    split = SpatialSplit(**model.meta["config"]["split"])
-    trained = trained_pixels(shape, model.meta["windows"], split)
+    split = SpatialSplit(**model.meta_["config"]["split"])
+    trained = trained_pixels(shape, model.meta_["windows"], split)
     holdout = holdout_pixels(trained, split.buffer)
     land = truth["land_class"].values > 0
     paddy = truth["paddy_mask"].values > 0
@@ -115,12 +115,12 @@ def run(size: tuple[int, int], seed: int, workdir: Path, config, scene: Path | N
         "synth_seconds": round(synth_s, 2), "seconds": seconds,
         "accuracy_hidden_vs_truth_holdout": accuracy,
         "fusion_wet_paddy_rmse_gain_vs_whittaker": round(float(wet_gain), 4),
-        "validation_metrics": model.metrics, "training": model.meta["trained_on"],
-        "train_config": model.meta["config"],
+        "validation_metrics": model.metrics_, "training": model.meta_["trained_on"],
+        "train_config": model.meta_["config"],
         "machine": {"cpus": os.cpu_count(), "torch_threads": config.threads,
                     "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
                     "python": platform.python_version(), "torch": torch.__version__,
-                    "device": model.meta["device"]},
+                    "device": model.meta_["device"]},
     }
 
 

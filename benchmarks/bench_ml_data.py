@@ -38,8 +38,9 @@ PATCH_MB = SIZE * SIZE * 4 / 2**20
 
 
 def bench_export(workdir: Path, width: int, height: int, periods: int) -> dict:
-    from fusecube.ml.patches import PatchExportConfig, export_patches
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.ml.patches.export import PatchExportConfig, export_patches
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     t0 = time.perf_counter()
     paths = synthesize(SceneConfig(width=width, height=height, seed=0, n_periods=periods),
@@ -59,7 +60,7 @@ def bench_export(workdir: Path, width: int, height: int, periods: int) -> dict:
 
 def write_set(root: Path, n: int, shard_size: int = 256, seed: int = 0) -> None:
     """A synthetic single-channel linear sigma0 patch set of ``n`` 256 px patches."""
-    from fusecube.ml.patches import ShardWriter, write_metadata
+    from fusecube.ml.patches.shards import ShardWriter, write_metadata
 
     root.mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -180,7 +181,7 @@ def write_big_cube(path: Path, side: int, periods: int) -> float:
 
 def _export_child(cube: str, out: str, budget_mb: float) -> None:
     """Run in a fresh process: export 256 px vh patches with a read budget, print counts."""
-    from fusecube.ml.patches import PatchExportConfig, export_patches
+    from fusecube.ml.patches.export import PatchExportConfig, export_patches
 
     t0 = time.perf_counter()
     ps = export_patches(cube, out, PatchExportConfig(size=SIZE, variables=("vh",),

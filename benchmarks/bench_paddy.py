@@ -20,16 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from fusecube.cube import read_cube
-from fusecube.masks.paddy import (
-    DEFAULT_RULES,
-    PaddyClassifier,
-    PaddyConfig,
-    binary_scores,
-    detect_paddy,
-    labels_from_vector,
-)
+from fusecube.masks.paddy import PaddyConfig, detect_paddy
+from fusecube.masks.paddy_classifier import PaddyClassifier
 from fusecube.masks.paddy_features import FEATURE_NAMES, paddy_features
-from fusecube.sources.synthetic import CLASS_NAMES, PADDY, SceneConfig, synthesize
+from fusecube.masks.paddy_labels import binary_scores, labels_from_vector
+from fusecube.masks.paddy_rules import DEFAULT_RULES
+from fusecube.sources.synthetic.scene import CLASS_NAMES, PADDY, SceneConfig
+from fusecube.sources.synthetic.writer import synthesize
 
 RESULTS = Path(__file__).parent / "results" / "paddy.json"
 

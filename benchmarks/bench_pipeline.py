@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--gapfill", default="linear")
     parser.add_argument("--workdir", default="/tmp/fusecube-bench-pipeline")
     args = parser.parse_args()
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     width, height = (int(v) for v in args.size.split("x"))
     workdir = Path(args.workdir)

@@ -21,8 +21,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from fusecube.stages.phenology import PhenologyConfig  # noqa: E402
 from fusecube.kernels.seasons import detect_seasons  # noqa: E402
+from fusecube.stages.phenology import PhenologyConfig  # noqa: E402
 from fusecube.stages.smooth import SmoothConfig, smooth_array  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -21,7 +21,8 @@ def real_data() -> Path:
 @pytest.fixture(scope="session")
 def small_scene(tmp_path_factory) -> dict[str, Path]:
     """A 48 x 48 synthetic scene (seed 3) with truth, written once per test session."""
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     out = tmp_path_factory.mktemp("scene48")
     return synthesize(SceneConfig(width=48, height=48, seed=3), out)

@@ -25,9 +25,9 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from fusecube.api import Settings, create_app, is_loopback  # noqa: E402
-from fusecube.api import results as api_results  # noqa: E402
 from fusecube.cube import NDVI, NDVI_FUSED, read_cube  # noqa: E402
 from fusecube.errors import ConfigError  # noqa: E402
+from fusecube.products import catalog, overlays  # noqa: E402
 
 RUN = {"source": {"kind": "synthetic", "width": 24, "height": 24, "seed": 1}, "block_size": 16,
        "memory_limit": "1GB"}
@@ -268,7 +268,7 @@ def test_sos_png_is_the_map(client, finished, result):
     np.testing.assert_array_equal(image[..., 3] == 255, np.isfinite(values))
     np.testing.assert_array_equal(image[..., 3] == 0, ~np.isfinite(values))
     # the colours follow the day of year: two pixels with the same DOY have the same colour
-    np.testing.assert_array_equal(image[..., :3], api_results._rgba(values, "sos")[..., :3])
+    np.testing.assert_array_equal(image[..., :3], overlays._rgba(values, "sos")[..., :3])
 
 
 def test_intensity_png_classes(client, finished, result):
@@ -277,7 +277,7 @@ def test_intensity_png_classes(client, finished, result):
     response = client.get(f"/runs/{finished['id']}/maps/intensity.png", params={"index": 0})
     image = np.asarray(Image.open(io.BytesIO(response.content)))
     counts = result["season_count"].values[0]
-    for k, colour in enumerate(api_results.INTENSITY_COLORS[:4]):
+    for k, colour in enumerate(overlays.INTENSITY_COLORS[:4]):
         where = counts == k
         if where.any():
             rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
@@ -482,13 +482,14 @@ def test_upload_size_limit(client):
 
 def test_predict_with_a_fusion_model(tmp_path, small_cube):
     from fusecube.fusion.neural.features import Normalizer
-    from fusecube.fusion.neural.model import FusionModel
-    from fusecube.fusion.neural.predict import fuse
+    from fusecube.fusion.neural.model import NeuralFusion
+    from fusecube.fusion.neural.train import TrainConfig
 
     names = ("vv_db", "vh_db")
     rng = np.random.default_rng(0)
     norm = Normalizer(names).fit(rng.normal(size=(16, 2, 62)).astype(np.float32))
-    path = FusionModel.new(names, norm, arch="conv", width=8).save(tmp_path / "models" / "tiny.pt")
+    untrained = NeuralFusion(TrainConfig(radar_features=names, arch="conv", width=8)).build(norm)
+    path = untrained.save(tmp_path / "models" / "tiny.pt")
     (tmp_path / "models" / "broken.pt").write_bytes(b"junk")
     app = create_app(Settings(data_dir=tmp_path, min_free_disk_mb=0))
     with TestClient(app) as c:
@@ -499,7 +500,7 @@ def test_predict_with_a_fusion_model(tmp_path, small_cube):
         assert response.status_code == 200, response.text
         answer = response.json()
         assert answer["method"] == "fusion" and answer["model"] == "tiny"
-        expected = fuse(small_cube, model=FusionModel.load(path))[NDVI_FUSED].values
+        expected = NeuralFusion.load(path).predict(small_cube)[NDVI_FUSED].values
         np.testing.assert_allclose(np.array(answer[NDVI_FUSED], float), expected, atol=1e-4)
         assert c.post("/predict/datacube/json", json={**body, "model": "broken"}).status_code == 503
         assert c.post("/predict/datacube/json", json={**body, "model": "nope"}).status_code == 404
@@ -533,7 +534,7 @@ def test_internal_errors_hide_the_trace(server, finished, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("secret internal detail /home/user/.key")
 
-    monkeypatch.setattr(api_results, "list_products", boom)
+    monkeypatch.setattr(catalog, "list_products", boom)
     response = server["client"].get(f"/runs/{finished['id']}/products")
     assert response.status_code == 500
     assert response.json()["error"] == "InternalError"
@@ -549,7 +550,7 @@ def test_slow_requests_time_out(tmp_path, monkeypatch):
         release.wait(10)
         return []
 
-    monkeypatch.setattr(api_results, "list_products", slow)
+    monkeypatch.setattr(catalog, "list_products", slow)
     app = create_app(Settings(data_dir=tmp_path, request_timeout_s=0.3, min_free_disk_mb=0))
     with TestClient(app) as c:
         c.app.state.ledger.create_run(run_id="20000101-000000-bbbbbb", out=str(tmp_path), store="",

@@ -412,8 +412,8 @@ def test_check_writes_diagnostics_on_a_good_cube(base, tmp_path, capsys):
 
 def test_check_aoi_crops_the_cube_on_its_own_pixels(base):
     scene, cube = base
-    from fusecube.cli.check import crop_to_aoi
     from fusecube.cube import read_cube as open_cube
+    from fusecube.grid.crop import crop_to_aoi
 
     full = open_cube(scene["cube"])
     west, south, east, north = full.odc.geobox.extent.to_crs("EPSG:4326").boundingbox

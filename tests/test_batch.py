@@ -23,7 +23,7 @@ from fusecube.batch import BatchConfig, aoi_geobox, batch_status, read_aois, run
 from fusecube.batch.work import aoi_seed
 from fusecube.cube import VH, read_cube
 from fusecube.errors import BatchInputError, BatchStateError
-from fusecube.ml.patches import PatchSet
+from fusecube.ml.patches.patch_set import PatchSet
 
 START, END = "2023-11-01", "2024-04-30"
 SYN = {"start": START, "end": END, "patch_size": 16, "concurrency": 2}

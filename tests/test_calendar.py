@@ -9,13 +9,13 @@ import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
+from fusecube.errors import CubeSchemaError, InputFileError, MaskError
+from fusecube.grid.periods import from_days, to_days
 from fusecube.products.block_calendar import (
     align_to_block_calendar,
     block_calendar_table,
     write_block_calendar_csv,
 )
-from fusecube.errors import CubeSchemaError, InputFileError, MaskError
-from fusecube.grid.periods import from_days, to_days
 from fusecube.stages.phenology import season_coords
 
 gpd = pytest.importorskip("geopandas")

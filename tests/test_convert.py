@@ -10,21 +10,16 @@ import pytest
 import xarray as xr
 
 from fusecube.cli import main
-from fusecube.sources.convert import (
-    choose_chunks,
-    convert,
-    dataset_manifest,
-    manifest_path,
-    parse_chunks,
-    verify_cube,
-)
 from fusecube.cube import NDVI, VH, VV, read_cube
 from fusecube.errors import ConfigError, CubeSchemaError, IntegrityError, OutputWriteError
+from fusecube.sources.convert import choose_chunks, convert, parse_chunks, verify_cube
+from fusecube.storage.manifest import dataset_manifest, manifest_path
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> dict[str, Path]:
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     return synthesize(SceneConfig(width=32, height=24, seed=5, n_periods=24),
                       tmp_path_factory.mktemp("scene32"))
@@ -95,7 +90,7 @@ def test_integrity_check_catches_a_missing_chunk(netcdf, tmp_path):
 
 def test_statistics_check_catches_consistent_rewrite(netcdf, tmp_path):
     """Values changed and checksums re-recorded (e.g. a tool that rewrites the manifest)."""
-    from fusecube.sources.convert import store_checksums
+    from fusecube.storage.manifest import store_checksums
 
     path = convert(netcdf, tmp_path / "cube.zarr", chunks="time=-1,y=16,x=16").path
     ds = read_cube(path).load()

@@ -23,24 +23,22 @@ from fusecube.fusion.neural.features import (  # noqa: E402
     rvi,
     screen_zero_periods,
 )
-from fusecube.fusion.neural.model import FusionModel  # noqa: E402
-from fusecube.fusion.neural.predict import fuse, fuse_cube, predict_array  # noqa: E402
+from fusecube.fusion.neural.model import NeuralFusion  # noqa: E402
 from fusecube.fusion.neural.train import (  # noqa: E402
     PixelSample,
     TrainConfig,
-    fit,
-    fit_arrays,
     hide_mask,
     sample_pixels,
 )
 from fusecube.fusion.neural.validation import (  # noqa: E402
-    SpatialSplit,
     baseline_fills,
     holdout_pixels,
     score_groups,
     trained_pixels,
 )
+from fusecube.fusion.neural.workflows import fuse_cube, model_for_run  # noqa: E402
 from fusecube.grid.periods import to_days  # noqa: E402
+from fusecube.splits import SpatialSplit  # noqa: E402
 
 #: Small and quick: a few dozen optimiser steps of a narrow network on a 48 x 48 scene.
 TINY = TrainConfig(width=8, epochs=1, min_steps=60, batch_size=256, max_train_pixels=2000,
@@ -55,7 +53,7 @@ def cube(small_scene):
 
 @pytest.fixture(scope="module")
 def model(cube):
-    return fit(cube, TINY)
+    return NeuralFusion(TINY).fit(cube)
 
 
 # ----------------------------------------------------------------------------- features
@@ -160,18 +158,18 @@ def test_sample_never_mixes_training_and_validation_pixels(cube):
 
 
 def test_training_beats_linear_on_held_out_blocks(model):
-    metrics = model.metrics
+    metrics = model.metrics_
     assert not metrics["pixels_seen"]
     spans = metrics["heldout_spans"]
     assert spans["fusion"]["paddy"]["n"] > 50
     assert spans["fusion"]["paddy"]["rmse"] < spans["linear"]["paddy"]["rmse"]
     assert spans["fusion"]["all"]["rmse"] < spans["linear"]["all"]["rmse"]
     assert {"fusion", "linear", "whittaker"} <= set(metrics["heldout_dates"])
-    assert model.meta["heldout_dates"]  # whole dates were held out
+    assert model.meta_["heldout_dates"]  # whole dates were held out
 
 
 def test_fuse_keeps_observations_and_fills_every_gap(cube, model):
-    out = fuse(cube, model=model)
+    out = model.predict(cube)
     fused, observed = out[NDVI_FUSED].values, cube[NDVI].values
     assert fused.dtype == np.float32 and fused.shape == observed.shape
     assert np.isfinite(fused).all() and fused.min() >= -1 and fused.max() <= 1
@@ -186,7 +184,7 @@ def test_fusion_beats_linear_against_truth_under_clouds(small_scene, cube, model
     hidden = np.isnan(cube[NDVI].values)
     paddy = (truth[PADDY_MASK].values > 0)[None] & hidden
     true = truth["ndvi_true"].values
-    fused = fuse(cube, model=model)[NDVI_FUSED].values
+    fused = model.predict(cube)[NDVI_FUSED].values
     from fusecube.fusion.baselines import gapfill
 
     linear = gapfill(cube, method="linear")[NDVI_FUSED].values
@@ -197,38 +195,38 @@ def test_fusion_beats_linear_against_truth_under_clouds(small_scene, cube, model
 
 def test_training_is_deterministic(cube):
     config = replace(TINY, min_steps=8, max_train_pixels=300, max_val_pixels=100)
-    a, b = fit(cube, config), fit(cube, config)
-    for (name, wa), wb in zip(a.net.state_dict().items(), b.net.state_dict().values(), strict=True):
+    a, b = NeuralFusion(config).fit(cube), NeuralFusion(config).fit(cube)
+    for (name, wa), wb in zip(a.net_.state_dict().items(), b.net_.state_dict().values(), strict=True):
         assert torch.equal(wa, wb), name
 
 
 def test_save_load_round_trip(tmp_path, cube, model):
     path = model.save(tmp_path / "m.pt")
-    again = FusionModel.load(path)
-    assert again.radar_features == model.radar_features
-    assert again.meta["versions"]["fusecube"] and again.metrics["heldout_spans"]
-    np.testing.assert_array_equal(fuse(cube, model=again)[NDVI_FUSED].values,
-                                  fuse(cube, model=model)[NDVI_FUSED].values)
+    again = NeuralFusion.load(path)
+    assert again.radar_features_ == model.radar_features_
+    assert again.meta_["versions"]["fusecube"] and again.metrics_["heldout_spans"]
+    np.testing.assert_array_equal(again.predict(cube)[NDVI_FUSED].values,
+                                  model.predict(cube)[NDVI_FUSED].values)
 
 
 def test_fine_tune_starts_from_the_given_model(tmp_path, cube, model):
-    start = FusionModel.load(model.save(tmp_path / "m.pt"))
-    before = {k: v.clone() for k, v in start.net.state_dict().items()}
-    tuned = fit(cube, replace(TINY, min_steps=10, width=32), init=start)
-    assert tuned.meta["fine_tuned"] and tuned.arch == start.arch  # architecture kept, not TINY's
-    np.testing.assert_array_equal(tuned.normalizer.mean_, start.normalizer.mean_)
-    assert any(not torch.equal(before[k], v) for k, v in tuned.net.state_dict().items())
-    assert all(torch.equal(before[k], v) for k, v in start.net.state_dict().items())
+    start = NeuralFusion.load(model.save(tmp_path / "m.pt"))
+    before = {k: v.clone() for k, v in start.net_.state_dict().items()}
+    tuned = NeuralFusion(replace(TINY, min_steps=10, width=32)).fit(cube, init=start)
+    assert tuned.meta_["fine_tuned"] and tuned.arch_ == start.arch_  # architecture kept, not TINY's
+    np.testing.assert_array_equal(tuned.normalizer_.mean_, start.normalizer_.mean_)
+    assert any(not torch.equal(before[k], v) for k, v in tuned.net_.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in start.net_.state_dict().items())
 
 
 def test_fuse_cube_writes_a_cube(tmp_path, small_scene, model):
     lazy = read_cube(small_scene["cube"], chunks={})
     path = fuse_cube(lazy, model=model, out=tmp_path / "fused.zarr", block=20)
     written = read_cube(path).load()[NDVI_FUSED].values
-    whole = fuse(lazy.load(), model=model)[NDVI_FUSED].values
+    whole = model.predict(lazy.load())[NDVI_FUSED].values
     assert np.isfinite(written).all()
     # the radar box filter sees only its own block: pixels away from the cuts are identical
-    half = model.window // 2
+    half = model.window_ // 2
     away = np.ones(48, bool)
     for cut in (20, 40):
         away[cut - half: cut + half] = False
@@ -239,15 +237,15 @@ def test_fuse_cube_writes_a_cube(tmp_path, small_scene, model):
 # ----------------------------------------------------------------------------- errors
 def test_errors_name_the_problem(tmp_path, cube, model):
     with pytest.raises(CubeSchemaError, match="vh"):
-        fuse(cube.drop_vars(VH), model=model)
+        model.predict(cube.drop_vars(VH))
     with pytest.raises(InputFileError, match="fuse train"):
-        FusionModel.load(tmp_path / "missing.pt")
+        NeuralFusion.load(tmp_path / "missing.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(InputFileError):
-        FusionModel.load(tmp_path / "bad.pt")
+        NeuralFusion.load(tmp_path / "bad.pt")
     cloudy = cube.assign({NDVI: xr.full_like(cube[NDVI], np.nan)})
     with pytest.raises(FusionModelError, match="clear optical"):
-        fit(cloudy, TINY)
+        NeuralFusion(TINY).fit(cloudy)
 
 
 # ----------------------------------------------------------------------------- CLI / pipeline
@@ -271,28 +269,25 @@ def test_cli_train_and_predict(tmp_path, small_scene):
 
 def test_model_for_run_loads_the_configured_model(tmp_path, small_scene, model):
     from fusecube.config import CubeSource, RunConfig
-    from fusecube.fusion.neural.model import model_for_run
 
     path = model.save(tmp_path / "given.pt")
     config = RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path / "run",
                        gapfill="fusion", fusion_model=path)
     loaded = model_for_run(read_cube(small_scene["cube"], chunks={}), config)
-    assert loaded.meta == model.meta
+    assert loaded.meta_ == model.meta_
 
 
-def test_model_for_run_trains_and_saves_beside_the_outputs(tmp_path, small_scene, monkeypatch):
-    import fusecube.fusion.neural.train as train_module
+def test_model_for_run_trains_and_saves_beside_the_outputs(tmp_path, small_scene):
     from fusecube.config import CubeSource, RunConfig
-    from fusecube.fusion.neural.model import model_for_run
 
-    monkeypatch.setattr(train_module, "TrainConfig", lambda: replace(TINY, min_steps=5))
     config = RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path / "run",
                        gapfill="fusion")
-    trained = model_for_run(read_cube(small_scene["cube"], chunks={}), config)
-    saved = FusionModel.load(tmp_path / "run" / "fusion_model.pt")
-    assert saved.meta["trained_on"] == trained.meta["trained_on"]
-    n_train = saved.meta["trained_on"]["train_pixels"]
-    assert saved.meta["trained_on"]["steps"] == max(5, -(-n_train // TINY.batch_size))
+    trained = model_for_run(read_cube(small_scene["cube"], chunks={}), config,
+                            train_config=replace(TINY, min_steps=5))
+    saved = NeuralFusion.load(tmp_path / "run" / "fusion_model.pt")
+    assert saved.meta_["trained_on"] == trained.meta_["trained_on"]
+    n_train = saved.meta_["trained_on"]["train_pixels"]
+    assert saved.meta_["trained_on"]["steps"] == max(5, -(-n_train // TINY.batch_size))
 
 
 def test_fused_values_do_not_depend_on_block_size(tmp_path, small_scene, cube, model):
@@ -300,9 +295,9 @@ def test_fused_values_do_not_depend_on_block_size(tmp_path, small_scene, cube, m
     from fusecube.config import CubeSource, RunConfig
     from fusecube.runner import run
 
-    assert model.context_radius == model.window // 2 == 2
+    assert model.context_radius == model.window_ // 2 == 2
     path = model.save(tmp_path / "given.pt")
-    whole = fuse(cube, model=model)[NDVI_FUSED].transpose(*DIMS).values
+    whole = model.predict(cube)[NDVI_FUSED].transpose(*DIMS).values
     for edge in (16, 32):
         config = RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path / f"b{edge}",
                            gapfill="fusion", fusion_model=path, block_size=edge, report=False,
@@ -348,8 +343,8 @@ def test_real_field_series_fusion_vs_baselines(real_data):
         sample = PixelSample(feats, shown, np.ones_like(shown), np.zeros(1, np.int8), None, times)
         config = replace(TINY, radar_features=names, window=1, min_steps=150, batch_size=128,
                          holdout_dates=0.0, max_span=6, width=16, seed=fold)
-        model = fit_arrays(sample, config)
-        preds = {"fusion": predict_array(model, feats, shown, None, days),
+        model = NeuralFusion(config).fit_sample(sample)
+        preds = {"fusion": model.predict_series(feats, shown, None, days),
                  **baseline_fills(shown, days)}
         for name, pred in preds.items():
             errors[name].append(pred[0, held] - ndvi[0, held])

@@ -76,7 +76,8 @@ def test_synthetic_crop_is_held_out_paddy(tmp_path):
 
     from fusecube.fusion.neural.train import TrainConfig
     from fusecube.fusion.neural.validation import trained_pixels
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     synthesize(SceneConfig(width=128, height=128, seed=0), tmp_path / "scene")
     crop = export.synthetic_crop(tmp_path / "scene", pixels=50, seed=1)

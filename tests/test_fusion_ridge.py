@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fusecube.errors import CubeSchemaError
-from fusecube.fusion.ridge.model import RidgeConfig, RidgeFusion
 from fusecube.fusion.ridge.features import FeatureSet, interpolation
+from fusecube.fusion.ridge.model import RidgeConfig, RidgeFusion
 from fusecube.kernels.whittaker import linear_fill
 
 
@@ -104,12 +104,14 @@ def _block(vv, vh, ndvi, days):
 
 def test_gapfill_ridge_option_runs_the_ridge_fusion_per_block():
     from fusecube.config import RunConfig
-    from fusecube.runner.pipeline import gapfill_stage
+    from fusecube.runner.pipeline import gapfill_config
+    from fusecube.stages.gapfill import context_halo, gapfill
 
     vv, vh, ndvi, days, truth, cloud = _scene(seed=5)
-    config = RunConfig(gapfill="ridge")
+    config = gapfill_config(RunConfig(gapfill="ridge"))
     assert RunConfig().gapfill == "linear"  # the library default is unchanged
-    out = gapfill_stage(_block(vv, vh, ndvi, days), config)
+    assert context_halo(config) == RidgeConfig().window // 2
+    out = gapfill(_block(vv, vh, ndvi, days), config=config)
     fused = out["ndvi_fused"].values
     assert out["ndvi_fused"].attrs["gapfill_method"] == "ridge"
     observed = np.isfinite(ndvi)
@@ -205,9 +207,9 @@ def test_compiled_blend_training_rows_equal_the_blend_features():
 def test_compiled_box_filter_equals_scipy_uniform_filter():
     from scipy import ndimage
 
-    from fusecube.fusion.neural.features import to_db
     from fusecube.fusion.ridge.model import _box_db
     from fusecube.kernels.ridge import box_filter
+    from fusecube.units import to_db
 
     rng = np.random.default_rng(10)
     for shape in ((6, 17, 11), (3, 1, 9), (2, 5, 2)):

@@ -257,11 +257,14 @@ def test_write_run_quality_uses_the_recorded_gates(small_scene, cube, tmp_path):
     from types import SimpleNamespace
 
     from fusecube.quality.diagnostics import write_run_quality
+    from fusecube.runner.inputs import resolve_mask, run_inputs, screen_inputs
 
-    screen = screen_periods(cube)
+    config = RunConfig(mask=str(small_scene["blocks"]))
+    mask, mask_report = resolve_mask(config, cube)
+    screen = screen_inputs(config, cube, mask)
     screen.stage_counts = {"smooth:ndvi_smooth_range": 0, "phenology:season_length": 3}
-    result = SimpleNamespace(out=tmp_path, cube=small_scene["cube"], screen=screen.__dict__)
-    path, fragment = write_run_quality(result, RunConfig(mask=str(small_scene["blocks"])))
+    inputs = run_inputs(config, small_scene["cube"], None, mask, mask_report, screen)
+    path, fragment = write_run_quality(SimpleNamespace(out=tmp_path), inputs, config)
     data = json.loads(path.read_text())
     status = {g["gate"]: g["status"] for g in data["gates"]}
     assert status["season_length"] == "fail" and status["ndvi_smooth_range"] == "pass"
@@ -297,7 +300,7 @@ def test_gapfill_completeness_gate(clean):
 def test_block_statistics_match_numpy_on_any_chunking(clean, monkeypatch):
     from fusecube.quality.gates import variable_stats
 
-    monkeypatch.setattr("fusecube.quality.gates.COMPOSITE_EDGE", 10)  # 48 px → every 5th pixel
+    monkeypatch.setattr("fusecube.quality.stats.COMPOSITE_EDGE", 10)  # 48 px → every 5th pixel
     ndvi = clean[NDVI].chunk({"time": -1, "y": 16, "x": 16})  # block edges not multiples of 5
     stats = variable_stats({"ndvi": (ndvi, -1.0, 1.0, True)})["ndvi"]
     values = clean[NDVI].values

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusecube.kernels import whittaker as kw
 from fusecube.errors import ConfigError, CubeSchemaError
+from fusecube.kernels import whittaker as kw
+from fusecube.kernels import whittaker_lambda as kl
 from fusecube.kernels.seasons import SEASON_METRICS, SeasonRules, detect_seasons
 
 
@@ -157,8 +158,8 @@ def _numpy_select(values, times, lambdas, weights, criterion):
 @pytest.mark.parametrize("criterion", ["gcv", "vcurve"])
 def test_compiled_lambda_choice_matches_numpy(noisy_series, criterion):
     values, times, weights, _ = noisy_series
-    lambdas = kw.DEFAULT_LAMBDAS
-    select = kw.whittaker_gcv if criterion == "gcv" else kw.whittaker_vcurve
+    lambdas = kl.DEFAULT_LAMBDAS
+    select = kl.whittaker_gcv if criterion == "gcv" else kl.whittaker_vcurve
     smoothed, chosen = select(values, times, lambdas=lambdas, weights=weights)
     ok = np.isfinite(smoothed).all(axis=1)
     assert ok.sum() == values.shape[0] - 2  # the two series with too few observations

@@ -11,13 +11,10 @@ from odc.geo.geobox import GeoBox
 
 from fusecube.cube import PADDY_MASK, read_cube
 from fusecube.errors import InputFileError, MaskError
-from fusecube.masks.files import (
-    mask_with_report,
-    pixel_areas_km2,
-    raster_mask_with_report,
-    resolve_mask,
-    vector_mask_with_report,
-)
+from fusecube.masks.area import pixel_areas_km2
+from fusecube.masks.raster import raster_mask_with_report
+from fusecube.masks.resolve import mask_with_report, resolve_mask
+from fusecube.masks.vector import vector_mask_with_report
 
 gpd = pytest.importorskip("geopandas")
 
@@ -208,7 +205,7 @@ def test_cube_and_none_specs(scene):
 
 # ----------------------------------------------------------------------------- real data
 def demak_geobox() -> GeoBox:
-    from fusecube.sources.synthetic import SceneConfig
+    from fusecube.sources.synthetic.scene import SceneConfig
 
     return SceneConfig().geobox  # 671 x 893 pixels of 50 m, EPSG:32749, around Demak
 

@@ -11,7 +11,8 @@ torch.set_num_threads(1)
 
 from fusecube.ml import datamodules  # noqa: E402
 from fusecube.ml.datamodules import CubeDataModule, SARDataModule  # noqa: E402
-from fusecube.ml.patches import PatchChunks, PatchSet, ShardWriter, write_metadata  # noqa: E402
+from fusecube.ml.patches.patch_set import PatchChunks, PatchSet  # noqa: E402
+from fusecube.ml.patches.shards import ShardWriter, write_metadata  # noqa: E402
 from fusecube.ml.sar import fit_preprocessing  # noqa: E402
 
 SIZE = 256
@@ -88,7 +89,8 @@ def test_sar_datamodule_held_out_dates(big_patches):
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     return synthesize(SceneConfig(width=48, height=48, seed=11, n_periods=8),
                       tmp_path_factory.mktemp("cube_dm"))
@@ -123,7 +125,7 @@ def test_cube_datamodule_batches_and_cached_statistics(scene, tmp_path, monkeypa
 
 
 def test_sar_datamodule_on_patches_exported_from_the_scene(scene, tmp_path):
-    from fusecube.ml.patches import PatchExportConfig, export_patches
+    from fusecube.ml.patches.export import PatchExportConfig, export_patches
 
     ps = export_patches(scene["cube"], tmp_path / "p",
                         PatchExportConfig(size=16, stride=8, variables=("vh",)))

@@ -17,16 +17,12 @@ from fusecube.ml.datasets import (  # noqa: E402
     LazyPatchDataset,
     SARPatchDataset,
 )
-from fusecube.ml.patches import (  # noqa: E402
-    PatchChunks,
-    PatchSet,
-    ShardWriter,
-    file_sha256,
-    write_metadata,
-)
+from fusecube.ml.patches.patch_set import PatchChunks, PatchSet  # noqa: E402
+from fusecube.ml.patches.shards import ShardWriter, write_metadata  # noqa: E402
 from fusecube.ml.samplers import grid_windows  # noqa: E402
 from fusecube.ml.sar import fit_preprocessing  # noqa: E402
 from fusecube.ml.transforms import Compose, FillMissing, FlipRotate, Preprocess  # noqa: E402
+from fusecube.storage.manifest import file_sha256  # noqa: E402
 
 N, SHARD = 23, 5
 
@@ -146,7 +142,8 @@ def test_patch_chunks_stream_the_selected_patches(patch_set):
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     return synthesize(SceneConfig(width=40, height=32, seed=9, n_periods=6),
                       tmp_path_factory.mktemp("cube_ds"))

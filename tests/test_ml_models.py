@@ -16,7 +16,6 @@ torch = pytest.importorskip("torch")
 lightning = pytest.importorskip("lightning")
 pytest.importorskip("jsonargparse")
 
-from fusecube.sources.convert import dataset_manifest  # noqa: E402
 from fusecube.cube import NDVI, NDVI_FUSED, read_cube  # noqa: E402
 from fusecube.errors import CubeModelError  # noqa: E402
 from fusecube.ml.models import (  # noqa: E402
@@ -27,17 +26,11 @@ from fusecube.ml.models import (  # noqa: E402
     smoothness_loss,
 )
 from fusecube.ml.models.losses import masked_mse  # noqa: E402
-from fusecube.ml.training import (  # noqa: E402
-    CubeFusionDataModule,
-    CubeFusionTask,
-    FusedCubeWriter,
-    checkpoint_record,
-    cli_main,
-    covering_windows,
-    find_cubes,
-    interpolate_time,
-    observed,
-)
+from fusecube.ml.training.cli import cli_main  # noqa: E402
+from fusecube.ml.training.data import CubeFusionDataModule, covering_windows, find_cubes  # noqa: E402
+from fusecube.ml.training.task import CubeFusionTask, checkpoint_record, interpolate_time, observed  # noqa: E402
+from fusecube.ml.training.writer import FusedCubeWriter  # noqa: E402
+from fusecube.storage.manifest import dataset_manifest  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -53,7 +46,8 @@ TINY = ["--data.size", "16", "--data.time_window", "12", "--data.block_size", "1
 @pytest.fixture(scope="module")
 def zarr_root(tmp_path_factory) -> Path:
     """One 32 x 32 px, 24-period synthetic cube at ROOT/a/cube.zarr."""
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     root = tmp_path_factory.mktemp("cubes")
     synthesize(SceneConfig(width=32, height=32, seed=1, n_periods=24), root / "a")

@@ -9,21 +9,18 @@ import pytest
 
 from fusecube.cube import read_cube, write_cube
 from fusecube.errors import PatchError, PatchFileError
-from fusecube.ml.patches import (
-    PatchExportConfig,
-    PatchSet,
-    ShardWriter,
-    export_patches,
-    file_sha256,
-    verify_patch_files,
-    write_metadata,
-)
-from fusecube.ml.sar import to_db
+from fusecube.ml.patches.export import PatchExportConfig, export_patches
+from fusecube.ml.patches.patch_set import PatchSet
+from fusecube.ml.patches.shards import ShardWriter, write_metadata
+from fusecube.ml.patches.verify import verify_patch_files
+from fusecube.storage.manifest import file_sha256
+from fusecube.units import to_db
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     return synthesize(SceneConfig(width=48, height=40, seed=5, n_periods=6),
                       tmp_path_factory.mktemp("ml_scene"))
@@ -200,7 +197,7 @@ def test_cli_export_and_verify(scene, tmp_path, capsys):
 
 
 def test_split_of_an_exported_set_does_not_leak(scene, tmp_path):
-    from fusecube.ml.samplers import spatial_block_split
+    from fusecube.splits import spatial_block_split
 
     ps = export_patches(scene["cube"], tmp_path / "p",
                         PatchExportConfig(size=16, stride=4, variables=("vh",)))
@@ -219,7 +216,8 @@ def test_export_side_needs_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, fusecube, fusecube.ml.patches, fusecube.ml.sar, fusecube.ml.samplers, "
+    code = ("import sys, fusecube, fusecube.ml.patches.export, fusecube.ml.patches.patch_set, "
+            "fusecube.ml.patches.verify, fusecube.ml.sar, fusecube.ml.samplers, "
             "fusecube.ml.transforms, fusecube.cli.patches; "
             "print('torch' in sys.modules, 'lightning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

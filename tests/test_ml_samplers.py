@@ -1,4 +1,4 @@
-"""Spatial-block splits without leakage, held-out dates, cube windows, seeded shuffling."""
+"""Window splits without leakage (fusecube.splits), held-out dates, cube windows, shuffling."""
 
 from __future__ import annotations
 
@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 
 from fusecube.errors import PatchError
-from fusecube.ml.samplers import (
-    SeededShuffle,
-    grid_windows,
-    hold_out_dates,
-    spatial_block_split,
-    with_held_out_dates,
-)
+from fusecube.ml.samplers import SeededShuffle, grid_windows
+from fusecube.splits import hold_out_dates, spatial_block_split, with_held_out_dates
 
 
 def _patch_grid(n_sources=2, height=160, width=192, size=16, stride=8, n_times=3):

@@ -13,10 +13,9 @@ from fusecube.ml.sar import (
     SARPreprocessing,
     compute_clip_bounds,
     fit_preprocessing,
-    from_db,
     handle_invalid_values,
-    to_db,
 )
+from fusecube.units import to_db
 
 
 def _speckle(seed: int, shape=(12, 2, 16, 16)) -> np.ndarray:
@@ -61,15 +60,6 @@ def test_handle_invalid_nan_strategy_and_db_units():
     assert out[0, 0, 0] == -3.0 and out[0, 0, 1] == 0.0 and np.isnan(out[0, 0, 2])
     with pytest.raises(PatchError, match="fill strategy"):
         handle_invalid_values(x, strategy="mean")
-
-
-def test_db_round_trip_and_nonpositive_to_nan():
-    lin = np.array([1.0, 0.1, 0.01, 0.0, -1.0, np.nan], np.float32)
-    db = to_db(lin)
-    assert db.dtype == np.float32
-    np.testing.assert_allclose(db[:3], [0.0, -10.0, -20.0], atol=1e-5)
-    assert np.isnan(db[3:]).all()
-    np.testing.assert_allclose(from_db(db[:3]), lin[:3], rtol=1e-6)
 
 
 def test_percentile_in_memory_is_exact():

@@ -10,23 +10,9 @@ import xarray as xr
 
 from fusecube.cube import NDVI, PADDY_MASK, TIME, VH, VV, X, Y, read_cube
 from fusecube.errors import CubeSchemaError, MaskError
-from fusecube.masks.paddy import (
-    DEFAULT_RULES,
-    PADDY_PROBABILITY,
-    UNKNOWN,
-    PaddyClassifier,
-    PaddyConfig,
-    binary_scores,
-    clean_mask,
-    detect_paddy,
-    labels_from_vector,
-    mmu_pixels,
-    paddy_area_by_polygon,
-    paddy_area_km2,
-    paddy_mask_auto,
-    rule_probability_array,
-    spatial_split,
-)
+from fusecube.masks.area import clean_mask, mmu_pixels, paddy_area_by_polygon, paddy_area_km2
+from fusecube.masks.paddy import PaddyConfig, detect_paddy, paddy_mask_auto
+from fusecube.masks.paddy_classifier import PaddyClassifier
 from fusecube.masks.paddy_features import (
     FEATURE,
     FEATURE_NAMES,
@@ -38,7 +24,10 @@ from fusecube.masks.paddy_features import (
     row_quantiles,
     speckle_window_for,
 )
-from fusecube.sources.synthetic import CLASS_NAMES, PADDY, POND, SceneConfig, synthesize
+from fusecube.masks.paddy_labels import UNKNOWN, binary_scores, labels_from_vector, spatial_split
+from fusecube.masks.paddy_rules import DEFAULT_RULES, PADDY_PROBABILITY, rule_probability_array
+from fusecube.sources.synthetic.scene import CLASS_NAMES, PADDY, POND, SceneConfig
+from fusecube.sources.synthetic.writer import synthesize
 
 SIZE = 96
 PIXEL_KM2 = 0.0025  # 50 m pixels

@@ -11,8 +11,8 @@ import xarray as xr
 from fusecube.errors import ConfigError, CubeSchemaError
 from fusecube.evaluate.accuracy import match_seasons
 from fusecube.grid.periods import to_days
-from fusecube.stages.phenology import PhenologyConfig, assign_to_years, phenology
 from fusecube.kernels.seasons import SEASON_METRICS, SeasonRules, detect_seasons
+from fusecube.stages.phenology import PhenologyConfig, assign_to_years, phenology
 from fusecube.stages.smooth import SmoothConfig, smooth
 
 BASE, PEAK = 0.2, 0.8
@@ -262,3 +262,23 @@ def test_phenology_without_mask_or_data():
     assert np.isnan(empty["season_count"].values).all() and np.isnat(empty["sos"].values).all()
     with pytest.raises(CubeSchemaError, match="smooth"):
         phenology(_curve_cube(curves, times).rename(ndvi_smooth="ndvi_other"))
+
+
+def test_phenology_stage_stays_lazy_on_a_dask_cube_and_equals_the_eager_result(small_scene):
+    import dask
+
+    from fusecube.cube import PADDY_MASK, read_cube
+    from fusecube.fusion.baselines import gapfill
+
+    smoothed = smooth(gapfill(read_cube(small_scene["cube"]).load(), method="linear"))
+    assert PADDY_MASK in smoothed
+    for config in (PhenologyConfig(), PhenologyConfig(paddy_only=False, chunk_pixels=100)):
+        eager = phenology(smoothed, config=config)
+        lazy = phenology(smoothed.chunk({"time": 31, "y": 16, "x": 20}), config=config)
+        assert all(dask.is_dask_collection(var.data) for var in lazy.data_vars.values())
+        assert lazy["sos"].chunks[1:] == ((16, 16, 16), (20, 20, 8))
+        computed = lazy.compute()
+        xr.testing.assert_identical(computed, eager)
+        for name, var in eager.data_vars.items():
+            assert computed[name].values.tobytes() == var.values.tobytes(), name
+        assert np.isfinite(eager["sos_doy"].values).any()

@@ -161,8 +161,8 @@ def test_values_do_not_depend_on_block_size(reference, small_scene, tmp_path):
 
 def test_split_blocks_under_pressure_write_the_same_bytes(reference, small_scene, tmp_path,
                                                          monkeypatch):
+    from fusecube.runner import execution as blocks
     from fusecube.runner import memory
-    from fusecube.runner import run as blocks
 
     class Pressed(memory.MemoryGuard):
         def __init__(self, limit):

@@ -17,7 +17,8 @@ LIMIT = "520MB"
 
 @pytest.mark.slow
 def test_run_stays_under_its_memory_limit(tmp_path):
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     # 256 x 256 px x 62 periods: run as one block this scene peaked at 536 MB RSS (measured,
     # numba's LLVM included), more than the limit; the runner must cut it into blocks.

@@ -16,9 +16,8 @@ from fusecube.kernels.whittaker import (
     linear_fill,
     upper_envelope,
     whittaker,
-    whittaker_gcv,
-    whittaker_vcurve,
 )
+from fusecube.kernels.whittaker_lambda import whittaker_gcv, whittaker_vcurve
 from fusecube.stages.smooth import SmoothConfig, smooth
 
 
@@ -237,3 +236,20 @@ def test_smooth_stage_never_returns_impossible_ndvi():
     out = smooth(_cube(obs, times), variable="ndvi")["ndvi_smooth"].values
     assert out.max() <= 1.0 and out.min() >= -1.0
     np.testing.assert_allclose(out.reshape(30, -1).T, np.clip(raw, -1, 1), atol=1e-6)
+
+
+def test_smooth_stage_stays_lazy_on_a_dask_cube_and_equals_the_eager_result(small_scene):
+    import dask
+
+    from fusecube.cube import read_cube
+    from fusecube.fusion.baselines import gapfill
+
+    filled = gapfill(read_cube(small_scene["cube"]).load(), method="linear")
+    for config in (SmoothConfig(), SmoothConfig(method="gcv", envelope_iterations=1)):
+        eager = smooth(filled, config=config)
+        lazy = smooth(filled.chunk({"time": 31, "y": 16, "x": 20}), config=config)
+        assert dask.is_dask_collection(lazy["ndvi_smooth"].data)
+        assert lazy["ndvi_smooth"].chunks[1:] == ((16, 16, 16), (20, 20, 8))
+        computed = lazy.compute()
+        xr.testing.assert_identical(computed, eager)
+        assert computed["ndvi_smooth"].values.tobytes() == eager["ndvi_smooth"].values.tobytes()

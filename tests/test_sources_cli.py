@@ -117,3 +117,23 @@ def test_inspect_timeout_and_errors(scene, tmp_path):
     bad.write_bytes(b"II*\x00garbage")
     with pytest.raises(InputFileError, match="bad.tif cannot be opened"):
         inspect_raster(bad)
+
+
+def test_run_reads_a_stac_source_with_the_settings_fetch_uses(scene, tmp_path):
+    """`fusecube run` with a STAC source: the same StacSource `fetch` builds from its flags."""
+    from fusecube.config import StacSource, load_config
+    from fusecube.runner import run
+
+    with LoopbackServer(scene.root) as srv:
+        srv.items = scene.items(srv.url)
+        source = {"kind": "stac", "aoi": AOI, "aoi_crs": "EPSG:32749", "start": "2022-01-01",
+                  "end": "2022-01-31", "catalogue": srv.stac_url, "retries": 3}
+        config = load_config(None, source=source, out=tmp_path / "run", mask="none",
+                             report=False, block_size=64, ledger=str(tmp_path / "l.sqlite"))
+        assert isinstance(config.source, StacSource)
+        result = run(config)
+    cube = validate_cube(read_cube(result.cube).load())
+    assert result.cube == tmp_path / "run" / "input" / "cube.zarr"
+    np.testing.assert_allclose(cube[NDVI][0], expected_ndvi(scene.s2[0])[200:400, 200:400],
+                               atol=1e-6)
+    assert read_cube(result.result)["ndvi_smooth"].sizes["x"] == 200

@@ -21,7 +21,9 @@ from fusecube.errors import SourceError
 from fusecube.grid.geobox import aoi_geometry, resolve_geobox
 from fusecube.sources.compose import period_index, periods_between
 from fusecube.sources.retry import RetriesExhausted, RetryPolicy, with_retries
-from fusecube.sources.stac import Catalogue, StacOptions, fetch, s1_spec, s2_scale_offset, s2_spec
+from fusecube.sources.stac.catalogues import Catalogue, StacOptions, s1_spec, s2_spec
+from fusecube.sources.stac.fetch import fetch
+from fusecube.sources.stac.read import s2_scale_offset
 from fusecube.testing import Fault, FaultPlan, LoopbackServer
 from fusecube.testing.cog import header_bytes, window_bytes
 from fusecube.testing.scenes import expected_ndvi, make_scene
@@ -182,7 +184,8 @@ def test_killed_fetch_resumes_reading_only_missing_items(scene, tmp_path):
             import time
             from fusecube.grid.geobox import aoi_geometry
             from fusecube.sources.retry import RetryPolicy
-            from fusecube.sources.stac import Catalogue, StacOptions, fetch, s1_spec, s2_spec
+            from fusecube.sources.stac.catalogues import Catalogue, StacOptions, s1_spec, s2_spec
+            from fusecube.sources.stac.fetch import fetch
 
             opts = StacOptions(catalogue=Catalogue({srv.stac_url!r}, s2_spec(), s1_spec()),
                                retry=RetryPolicy(attempts=3, backoff_s=0.01), workers=1)

@@ -6,7 +6,8 @@ import pytest
 import xarray as xr
 
 from fusecube.cube import NDVI, NDVI_QUALITY, PADDY_MASK, VH, VV, read_cube, validate_cube
-from fusecube.sources.synthetic import SETTLEMENT, SceneConfig, synthesize
+from fusecube.sources.synthetic.scene import SETTLEMENT, SceneConfig
+from fusecube.sources.synthetic.writer import synthesize
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_flooding_before_transplanting_is_dark(scene):
 
 
 def test_blocks_polygons_reproduce_paddy_mask(small_scene):
-    from fusecube.masks.files import resolve_mask
+    from fusecube.masks.resolve import resolve_mask
 
     cube = read_cube(small_scene["cube"])
     mask = resolve_mask(str(small_scene["blocks"]), cube)

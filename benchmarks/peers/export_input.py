@@ -21,8 +21,9 @@ import numpy as np
 
 from fusecube.cube import read_cube
 from fusecube.grid.periods import to_days
+from fusecube.sources.synthetic.scene import SceneConfig
+from fusecube.sources.synthetic.writer import synthesize
 from fusecube.stages.phenology import PhenologyConfig
-from fusecube.sources.synthetic import SceneConfig, synthesize
 
 FUSED_NOISE = 0.02  # NDVI standard deviation of the gap-free input, like a clear observation
 

@@ -104,9 +104,10 @@ def real_cases(path: Path, **kwargs) -> dict[str, np.ndarray]:
 def synthetic_crop(scene: Path, *, pixels: int, seed: int) -> dict[str, np.ndarray]:
     """Paddy pixels of a synthetic scene that a default fusion training never sees.
 
-    The training windows and spatial split are the ones :func:`fusecube.fusion.neural.train.fit`
-    uses with the default :class:`~fusecube.fusion.neural.train.TrainConfig`; the runner checks that
-    the fitted model used the same windows.
+    The training windows and spatial split are the ones
+    :meth:`~fusecube.fusion.neural.model.NeuralFusion.fit` uses with the default
+    :class:`~fusecube.fusion.neural.train.TrainConfig`; the runner checks that the fitted model
+    used the same windows.
     """
     from fusecube.cube import DIMS, NDVI, VH, VV, read_cube
     from fusecube.fusion.neural.features import radar_features, screen_zero_periods
@@ -144,7 +145,8 @@ def synthetic_crop(scene: Path, *, pixels: int, seed: int) -> dict[str, np.ndarr
 
 def export(work: Path, *, real: Path | None, size: int, seed: int, pixels: int) -> Path:
     """Write ``fusion_input.npz`` (and the synthetic scene, once) under ``work``."""
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     work.mkdir(parents=True, exist_ok=True)
     (work / ".gitignore").write_text("*\n")  # benchmark scratch: never committed

@@ -5,8 +5,8 @@ reconstructed NDVI) and ``<work>/fusecube_fusion.json`` (seconds).
 
 - **Synthetic**: the fusion model is trained the way the pipeline trains it, once per scene
   (default :class:`~fusecube.fusion.neural.train.TrainConfig`, VV/VH features, spatial split), then
-  the whole scene is gap-filled with :func:`~fusecube.fusion.neural.predict.fuse`; the crop's pixels
-  are in the validation blocks, never trained on. Cost per pixel = (train + predict) / scene
+  the whole scene is gap-filled with :meth:`~fusecube.fusion.neural.model.NeuralFusion.predict`;
+  the crop's pixels are in the validation blocks, never trained on. Cost per pixel = (train + predict) / scene
   pixels, and predict alone.
 - **Real** (one field-mean series, RVI only): there is no scene to train on, so a model is
   trained on the field's own series, self-supervised as fusecube always trains (observations
@@ -61,8 +61,8 @@ def baselines(ndvi: np.ndarray, days: np.ndarray) -> tuple[dict, dict]:
 
 def fusion_real(data, threads: int = 1) -> tuple[np.ndarray, dict]:
     """Self-supervised fusion per fold of the field's hiding cases (see module docstring)."""
-    from fusecube.fusion.neural.predict import predict_array
-    from fusecube.fusion.neural.train import PixelSample, TrainConfig, fit_arrays
+    from fusecube.fusion.neural.model import NeuralFusion
+    from fusecube.fusion.neural.train import PixelSample, TrainConfig
 
     days, ndvi, rvi = data["real__days"], data["real__ndvi"], data["real__rvi"]
     fold, scored = data["real__fold"], data["real__scored"]
@@ -80,11 +80,11 @@ def fusion_real(data, threads: int = 1) -> tuple[np.ndarray, dict]:
         sample = PixelSample(radar=radar, ndvi=train_ndvi, quality=np.ones_like(train_ndvi),
                              role=np.zeros(1, np.int8), paddy=None, times=times)
         start = time.perf_counter()
-        model = fit_arrays(sample, replace(config, seed=int(f)))
+        model = NeuralFusion(replace(config, seed=int(f))).fit_sample(sample)
         train_s += time.perf_counter() - start
         start = time.perf_counter()
-        pred[cases] = predict_array(model, rvi[cases, None, :].astype(np.float32),
-                                    ndvi[cases].astype(np.float32), None, days)
+        pred[cases] = model.predict_series(rvi[cases, None, :].astype(np.float32),
+                                           ndvi[cases].astype(np.float32), None, days)
         predict_s += time.perf_counter() - start
     models = int(np.unique(fold).size)
     return pred, {"models": models, "train_s": train_s, "predict_s": predict_s,
@@ -94,25 +94,25 @@ def fusion_real(data, threads: int = 1) -> tuple[np.ndarray, dict]:
 def fusion_synthetic(data, threads: int = 1) -> tuple[np.ndarray, dict]:
     """Train once on the scene, gap-fill the whole scene, return the crop's rows."""
     from fusecube.cube import DIMS, NDVI_FUSED, read_cube
-    from fusecube.fusion.neural.predict import fuse
-    from fusecube.fusion.neural.train import TrainConfig, fit
+    from fusecube.fusion.neural.model import NeuralFusion
+    from fusecube.fusion.neural.train import TrainConfig
 
     cube = read_cube(Path(str(data["synth__scene"])) / "cube.zarr").load()
     start = time.perf_counter()
-    model = fit(cube, replace(TrainConfig(), threads=threads))
+    model = NeuralFusion(replace(TrainConfig(), threads=threads)).fit(cube)
     train_s = time.perf_counter() - start
-    if model.meta["windows"] != data["synth__windows"].tolist():
+    if model.meta_["windows"] != data["synth__windows"].tolist():
         raise SystemExit("the model trained on other windows than the export assumed: the crop "
                          "may hold training pixels; fix fusion_export.synthetic_crop")
     predict_s = np.inf
     for _ in range(REPEAT):
         start = time.perf_counter()
-        fused = fuse(cube, model=model)[NDVI_FUSED].transpose(*DIMS).values
+        fused = model.predict(cube)[NDVI_FUSED].transpose(*DIMS).values
         predict_s = min(predict_s, time.perf_counter() - start)
     t = fused.shape[0]
     crop = fused.reshape(t, -1).T[data["synth__rows"]]
     return crop, {"scene_pixels": int(fused[0].size), "train_s": train_s, "predict_s": predict_s,
-                  "validation": model.metrics, "trained_on": model.meta["trained_on"]}
+                  "validation": model.metrics_, "trained_on": model.meta_["trained_on"]}
 
 
 def guided(ndvi: np.ndarray, rvi: np.ndarray, days: np.ndarray) -> tuple[np.ndarray, dict]:

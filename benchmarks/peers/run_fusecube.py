@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fusecube.kernels.seasons import detect_seasons
 from fusecube.kernels.whittaker import linear_fill
 from fusecube.stages.phenology import PhenologyConfig
-from fusecube.kernels.seasons import detect_seasons
 from fusecube.stages.smooth import SmoothConfig, smooth_array
 
 REPEAT = int(os.environ.get("PEERS_REPEAT", "3"))

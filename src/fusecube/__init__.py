@@ -4,5 +4,6 @@ __version__ = "0.1.0"
 
 from fusecube.cube import read_cube, validate_cube, write_cube  # noqa: E402
 from fusecube.errors import FusecubeError  # noqa: E402
+from fusecube.sources.readers import load  # noqa: E402
 
-__all__ = ["FusecubeError", "__version__", "read_cube", "validate_cube", "write_cube"]
+__all__ = ["FusecubeError", "__version__", "load", "read_cube", "validate_cube", "write_cube"]

@@ -34,6 +34,65 @@ class CubeSource(_Model):
     path: Path = Field(description="Path to a zarr cube written by fusecube.")
 
 
+class GeoTiffSource(_Model):
+    """Import a folder of per-period or per-date GeoTIFFs (``fusecube import-geotiff``)."""
+
+    kind: Literal["geotiff"] = "geotiff"
+    folder: Path = Field(description="Folder of period_NN.tif or dated GeoTIFFs.")
+    start: str | None = Field(None, description="First day of period 1 (per-period files).")
+    period_days: int = Field(12, ge=1, description="Period length in days.")
+    dates_file: Path | None = Field(None, description="Period start dates, one per line.")
+    aoi: str | None = Field(None, description="Crop to this bbox or vector file.")
+    resolution: float | None = Field(None, gt=0, description="Pixel size in metres (default "
+                                     "native).")
+    pattern: str = Field("*.tif", description="File name pattern in the folder.")
+    ndvi_scale: float | None = Field(None, gt=0, description="Divide stored NDVI by this "
+                                     "(e.g. 10000 for integer NDVI).")
+
+
+class StacSource(_Model):
+    """Fetch S1 + S2 from a STAC API over an AOI, window reads only (``fusecube fetch``).
+
+    The one STAC configuration: ``fusecube run`` (as its source), ``fusecube fetch`` (from
+    flags) and ``fusecube batch`` (per AOI, via :meth:`fusecube.batch.config.BatchConfig.stac`)
+    all turn it into the same search and read options.
+    """
+
+    kind: Literal["stac"] = "stac"
+    aoi: str | None = Field(None, description="bbox 'minx,miny,maxx,maxy' (in aoi_crs) or a "
+                            "vector file; batch gives each AOI's own.")
+    start: str = Field(description="First day (YYYY-MM-DD).")
+    end: str = Field(description="Last day (YYYY-MM-DD).")
+    catalogue: str = Field("planetary-computer", description="planetary-computer, earth-search, "
+                           "cdse, or a STAC API URL.")
+    stac_url: str | None = Field(None, description="Another root for the catalogue's "
+                                 "collections (a mirror).")
+    s2_collection: str | None = Field(None, description="Sentinel-2 L2A collection id.")
+    s2_assets: str | None = Field(None, description="Asset names by role: red=B04,nir=B08,scl=SCL.")
+    s1_collection: str | None = Field(None, description="Sentinel-1 collection id.")
+    s1_assets: str | None = Field(None, description="Asset names by role: vv=vv,vh=vh.")
+    s1_units: Literal["linear", "db"] | None = Field(None, description="Units of the S1 assets.")
+    no_s1: bool = Field(False, description="Skip Sentinel-1.")
+    no_s2: bool = Field(False, description="Skip Sentinel-2.")
+    aoi_crs: str = Field("EPSG:4326", description="CRS of a bbox AOI.")
+    resolution: float = Field(10.0, gt=0, description="Pixel size in metres (UTM grid).")
+    period_days: int = Field(12, ge=1, description="Compositing period in days.")
+    max_cloud: float = Field(80.0, ge=0, le=100, description="Skip S2 items above this cloud %.")
+    retries: int = Field(5, ge=1, description="Tries per search and per asset read.")
+    retry_backoff_s: float = Field(0.5, ge=0, description="Delay before the second try; doubles.")
+    max_backoff_s: float = Field(30.0, ge=0, description="Longest delay between tries.")
+    timeout_s: float = Field(30.0, gt=0, description="HTTP timeout of one request.")
+    gdal_retries: int = Field(3, ge=0, description="Retries GDAL makes per HTTP range request.")
+    workers: int = Field(2, ge=1, description="Items read in parallel.")
+    fail_on_error: bool = Field(False, description="Stop at the first item that fails.")
+    sign: str | None = Field(None, description="URL signing: 'planetary-computer' or "
+                             "'module:function'.")
+
+
+Source = SyntheticSource | CubeSource | GeoTiffSource | StacSource
+"""Every kind of input a run reads (``source.kind`` picks one)."""
+
+
 class SmoothOptions(_Model):
     """Whittaker smoothing options."""
 
@@ -64,8 +123,7 @@ class PhenologyOptions(_Model):
 class RunConfig(_Model):
     """Everything a pipeline run needs."""
 
-    source: SyntheticSource | CubeSource = Field(default_factory=SyntheticSource,
-                                                 discriminator="kind")
+    source: Source = Field(default_factory=SyntheticSource, discriminator="kind")
     out: Path = Field(Path("fusecube-out"), description="Output folder.")
     mask: str = Field("cube", description="'cube' (the cube's paddy_mask), 'auto' (paddy detected from "
                                            "the time series), 'none', or a path to a vector/raster mask.")
@@ -131,6 +189,7 @@ def _suggestion(error: dict) -> str:
     if error.get("type") != "extra_forbidden" or not error.get("loc"):
         return ""
     known = {name for model in (RunConfig, SmoothOptions, PhenologyOptions, SyntheticSource,
-                                CubeSource) for name in model.model_fields}
+                                CubeSource, GeoTiffSource, StacSource)
+             for name in model.model_fields}
     match = difflib.get_close_matches(str(error["loc"][-1]), sorted(known), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""

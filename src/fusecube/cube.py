@@ -8,8 +8,6 @@ missing values, ``time`` as datetime64 (period centre) and its grid carried as a
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from fusecube.errors import CubeSchemaError, InputFileError
+from fusecube.storage.atomic import atomic_path
 
 TIME, Y, X = "time", "y", "x"
 DIMS: tuple[str, str, str] = (TIME, Y, X)
@@ -157,32 +156,15 @@ def write_cube(
 
     Returns:
         The path written.
+
+    Raises:
+        OutputWriteError: ``path`` is a file or a folder that is not a zarr store.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     ds = ds.drop_encoding() if hasattr(ds, "drop_encoding") else ds
-    try:
-        ds.to_zarr(tmp, mode="w", zarr_format=3, encoding=_encoding(ds, chunks), consolidated=False)
-        replace_path(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_path(path, folder=True) as staged:
+        ds.to_zarr(staged, mode="w", zarr_format=3, encoding=_encoding(ds, chunks), consolidated=False)
     return path
-
-
-def replace_path(src: Path, dst: Path) -> None:
-    """Move ``src`` onto ``dst``, replacing a previous file or directory there."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
-    else:
-        os.replace(src, dst)
 
 
 def read_cube(path: str | os.PathLike, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fusecube.batch.aois import AOI, OVERRIDE_FIELDS
+from fusecube.config import StacSource
 from fusecube.errors import ConfigError
 
 Product = Literal["cube", "patches", "products"]
@@ -63,6 +64,16 @@ class BatchConfig(BaseModel):
         if not value:
             raise ValueError("nothing to produce; give --produce cube, patches and/or products")
         return tuple(dict.fromkeys(value))
+
+    def stac(self, aoi: str | None = None) -> StacSource:
+        """This batch's STAC settings as the one STAC configuration every command shares."""
+        return StacSource(aoi=aoi, start=self.start, end=self.end, catalogue=self.catalogue,
+                          stac_url=self.stac_url, resolution=self.resolution,
+                          period_days=self.period_days, max_cloud=self.max_cloud,
+                          retries=self.retries, retry_backoff_s=self.retry_backoff_s,
+                          max_backoff_s=max(self.retry_backoff_s * 8, 1.0),
+                          timeout_s=self.timeout_s, gdal_retries=self.gdal_retries,
+                          workers=self.item_workers, sign=self.sign)
 
     @property
     def ledger_location(self) -> str:

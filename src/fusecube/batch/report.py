@@ -10,22 +10,16 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from pathlib import Path
 
 from fusecube.batch.config import BatchConfig
 from fusecube.batch.ledger import STATES, AOIRecord, totals
+from fusecube.storage.atomic import write_text_atomic
 
 #: Map colour of each state.
 COLOURS = {"pending": "#9e9e9e", "fetching": "#42a5f5", "processing": "#7e57c2",
            "done": "#2e7d32", "failed": "#c62828", "skipped": "#f9a825"}
 MAP_W, MAP_H, PAD = 760, 420, 24
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def human_bytes(n: float) -> str:
@@ -161,10 +155,10 @@ def write_report(out: Path, batch_id: str, records: list[AOIRecord], config: Bat
     svg = map_svg(records)
     paths = {"markdown": out / "summary.md", "html": out / "summary.html", "map": out / "map.svg",
              "json": out / "summary.json"}
-    _atomic_write(paths["map"], svg)
-    _atomic_write(paths["markdown"], summary_markdown(batch_id, records, config))
-    _atomic_write(paths["html"], summary_html(batch_id, records, config, svg))
-    _atomic_write(paths["json"], json.dumps({"batch_id": batch_id, "totals": totals(records),
-                                             "aois": [r.to_dict() for r in records]},
-                                            indent=1, default=str))
+    write_text_atomic(paths["map"], svg)
+    write_text_atomic(paths["markdown"], summary_markdown(batch_id, records, config))
+    write_text_atomic(paths["html"], summary_html(batch_id, records, config, svg))
+    write_text_atomic(paths["json"], json.dumps({"batch_id": batch_id, "totals": totals(records),
+                                                 "aois": [r.to_dict() for r in records]},
+                                                indent=1, default=str))
     return paths

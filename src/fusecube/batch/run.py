@@ -31,11 +31,12 @@ from fusecube.batch.aois import AOI, aoi_geobox, read_aois
 from fusecube.batch.config import BatchConfig, differing_fields
 from fusecube.batch.ledger import AOIRecord, BatchLedger, totals
 from fusecube.batch.work import AOIOutcome, Deadline, aoi_folder, process_aoi
-from fusecube.errors import BatchStateError, ConfigError, FusecubeError, RunInterrupted
-from fusecube.runner.run import new_run_id
-from fusecube.runner.control import RunControl, _Abandon, fault_point
+from fusecube.errors import BatchStateError, FusecubeError, RunInterrupted
+from fusecube.runner.control import AbandonRun, RunControl, fault_point
+from fusecube.runner.execution import new_run_id
 from fusecube.runner.ledger import Ledger
 from fusecube.runner.memory import peak_rss_bytes, rss_bytes
+from fusecube.storage.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,7 @@ def read_manifest(out: str | os.PathLike) -> dict | None:
 
 
 def _write_manifest(out: Path, data: dict) -> None:
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, out / MANIFEST)
+    write_text_atomic(out / MANIFEST, json.dumps(data, indent=1, default=str))
 
 
 def plan(aois: list[AOI], config: BatchConfig) -> list[_Planned]:
@@ -183,11 +182,10 @@ def _check_source(config: BatchConfig) -> None:
     """Fail the whole batch at once for a mistake every AOI would hit (catalogue, signing)."""
     if config.source != "stac":
         return
-    from fusecube.sources.stac import CATALOGUES, sign_hook
+    from fusecube.sources.stac.catalogues import sign_hook
+    from fusecube.sources.stac.fetch_aoi import catalogue_for
 
-    if config.catalogue not in CATALOGUES:
-        raise ConfigError(f"Unknown catalogue {config.catalogue!r}; use one of {sorted(CATALOGUES)} "
-                          "(and --stac-url for another API root).")
+    catalogue_for(config.stac())
     sign_hook(config.sign)
 
 
@@ -235,7 +233,7 @@ def _execute(batch_id: str, aois: list[AOI], config: BatchConfig, ledger: Ledger
                 break
             try:
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            except _Abandon:  # a second signal: start nothing more; AOIs in flight end first
+            except AbandonRun:  # a second signal: start nothing more; AOIs in flight end first
                 interrupted = interrupted or control.interrupted(finished, len(runnable),
                                                                  abandoned=True)
                 queue.clear()

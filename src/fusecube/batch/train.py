@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from fusecube.errors import PatchError, require
+from fusecube.units import to_db
 
 log = logging.getLogger(__name__)
 
 
 def _tiles_db(path: Path, want: tuple[str, str]) -> np.ndarray:
-    from fusecube.ml.patches import PatchSet
+    from fusecube.ml.patches.patch_set import PatchSet
 
     patch_set = PatchSet.open(path)
     names = list(patch_set.variables)
@@ -33,7 +34,7 @@ def _tiles_db(path: Path, want: tuple[str, str]) -> np.ndarray:
     tiles = np.concatenate(parts).astype(np.float32)
     units = patch_set.meta.get("preprocessing", {}).get("units", {})
     if units.get(want[0], "linear") != "dB":
-        tiles = 10 * np.log10(np.clip(tiles, 1e-6, None))
+        tiles = to_db(tiles)
     return tiles
 
 

@@ -13,7 +13,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +124,8 @@ def process_aoi(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, *,
 def _synthesize(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, deadline: Deadline,
                 outcome: AOIOutcome) -> Path:
     from fusecube.sources.compose import periods_between
-    from fusecube.sources.synthetic import SceneConfig, synthesize
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
 
     n_periods = len(periods_between(config.start, config.end, config.period_days))
     bbox = geobox.extent.boundingbox
@@ -142,19 +143,12 @@ def _synthesize(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, dea
 
 def _fetch_stac(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, deadline: Deadline,
                 outcome: AOIOutcome) -> Path:
-    from fusecube.sources.retry import RetryPolicy
-    from fusecube.sources.stac import CATALOGUES, StacOptions, fetch, sign_hook
+    from fusecube.sources.stac.catalogues import sign_hook
+    from fusecube.sources.stac.fetch import fetch
+    from fusecube.sources.stac.fetch_aoi import stac_options
 
-    catalogue = CATALOGUES.get(config.catalogue)
-    if catalogue is None:
-        raise SourceError(f"Unknown catalogue {config.catalogue!r}; use one of {sorted(CATALOGUES)}.")
-    if config.stac_url:
-        catalogue = replace(catalogue, url=config.stac_url)
-    options = StacOptions(catalogue=catalogue, period_days=config.period_days,
-                          max_cloud=config.max_cloud, timeout_s=config.timeout_s,
-                          retry=RetryPolicy(attempts=config.retries, backoff_s=config.retry_backoff_s,
-                                            max_backoff_s=max(config.retry_backoff_s * 8, 1.0)),
-                          gdal_retries=config.gdal_retries, workers=config.item_workers)
+    source = config.stac()
+    options = stac_options(source)
 
     def on_item(report) -> None:
         outcome.bytes_read += report.bytes_read
@@ -168,7 +162,7 @@ def _fetch_stac(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, dea
         clear_http_cache("")
     region = aoi.geometry if aoi.geometry is not None else geobox.extent
     result = fetch(region, start=config.start, end=config.end, out=folder / "cube.zarr",
-                   geobox=geobox, options=options, on_item=on_item, sign_url=sign_hook(config.sign))
+                   geobox=geobox, options=options, on_item=on_item, sign_url=sign_hook(source.sign))
     outcome.detail["source"] = "stac"
     outcome.detail["items"] = result.n_items
     outcome.detail["retries"] = result.retries
@@ -199,7 +193,7 @@ def _check_cube_has_data(cube: Path, aoi: AOI) -> None:
 
 
 def _export_tiles(cube: Path, out: Path, config: BatchConfig, deadline: Deadline) -> int:
-    from fusecube.ml.patches import PatchExportConfig, export_patches
+    from fusecube.ml.patches.export import PatchExportConfig, export_patches
 
     export = PatchExportConfig(size=config.patch_size, variables=tuple(config.patch_vars),
                                max_invalid_fraction=config.max_invalid_fraction)

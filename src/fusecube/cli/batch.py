@@ -8,18 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from fusecube.cli.console import names, out, validated
+
 batch_app = typer.Typer(help="Many AOIs (CSV/GeoJSON) into cubes, tiles and products, resumable.",
                         no_args_is_help=True)
-
-
-def _record_line(record) -> str:
-    extra = f" {record.tiles} tiles" if record.tiles else ""
-    if record.bytes_read:
-        from fusecube.batch.report import human_bytes
-
-        extra += f", {human_bytes(record.bytes_read)} read"
-    reason = f" — {record.reason}" if record.reason else ""
-    return f"{record.aoi_id:<20} {record.state:<10} {record.seconds:6.1f} s{extra}{reason}"
 
 
 @batch_app.command("run")
@@ -57,41 +49,26 @@ def run_cmd(
 ) -> None:
     """Run every AOI of AOIS (fetch, tiles, products), recorded per AOI in one ledger."""
     from fusecube.batch import BatchConfig, run_batch
-    from fusecube.cli.console import out
-    from fusecube.errors import ConfigError
+    from fusecube.batch.summary import record_line, totals_line
 
-    try:
-        config = BatchConfig(
-            start=start, end=end, out=out_dir, source=source,
-            produce=tuple(p.strip() for p in produce.split(",") if p.strip()),
-            resolution=resolution, concurrency=concurrency, time_budget_s=time_budget,
-            patch_size=patch_size, patch_vars=tuple(v.strip() for v in patch_vars.split(",") if v.strip()),
-            max_invalid_fraction=max_invalid, stac_url=stac_url, catalogue=catalogue,
-            sign=sign, max_cloud=max_cloud, retries=retries, timeout_s=timeout, item_workers=item_workers,
-            mask=mask, ledger=ledger)
-    except ValueError as exc:  # pydantic ValidationError
-        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())  # type: ignore[attr-defined]
-        raise ConfigError(f"Invalid batch options: {detail}") from exc
+    config = validated(
+        BatchConfig, "batch options", start=start, end=end, out=out_dir, source=source,
+        produce=names(produce), resolution=resolution, concurrency=concurrency,
+        time_budget_s=time_budget, patch_size=patch_size, patch_vars=names(patch_vars),
+        max_invalid_fraction=max_invalid, stac_url=stac_url, catalogue=catalogue, sign=sign,
+        max_cloud=max_cloud, retries=retries, timeout_s=timeout, item_workers=item_workers,
+        mask=mask, ledger=ledger)
 
     def on_aoi(record) -> None:
         if record.state in ("done", "failed", "skipped") and not as_json:
-            out.print(_record_line(record), highlight=False, soft_wrap=True)
+            out.print(record_line(record), highlight=False, soft_wrap=True)
 
     result = run_batch(aois, config, resume=resume, retry_failed=retry_failed, on_aoi=on_aoi)
     if as_json:
         out.print_json(json.dumps(result.to_json(), default=str))
         return
-    _print_totals(result.totals)
+    out.print(totals_line(result.totals), highlight=False)
     out.print(f"report: {result.report['html']}")
-
-
-def _print_totals(t: dict) -> None:
-    from fusecube.batch.report import human_bytes
-    from fusecube.cli.console import out
-
-    states = ", ".join(f"{n} {s}" for s, n in t["states"].items() if n)
-    out.print(f"{t['aois']} AOIs: {states}; {t['tiles']} tiles, {human_bytes(t['bytes_read'])} read, "
-              f"{t['seconds']:.1f} s of AOI work", highlight=False)
 
 
 @batch_app.command("status")
@@ -101,11 +78,8 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print the table of AOIs (state, reason, attempts, bytes, seconds) and the totals."""
-    from rich.table import Table
-
     from fusecube.batch import batch_status
-    from fusecube.batch.report import human_bytes
-    from fusecube.cli.console import out
+    from fusecube.batch.summary import records_table, totals_line
 
     status = batch_status(out_dir, ledger)
     if as_json:
@@ -114,15 +88,8 @@ def status_cmd(
         return
     out.print(f"batch {status['batch_id']}  [bold]{status['state']}[/bold]  {status['message']}",
               highlight=False)
-    table = Table()
-    for name in ("AOI", "state", "attempts", "tiles", "bytes read", "seconds"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("reason")
-    for r in status["records"]:
-        table.add_row(r.aoi_id, r.state, str(r.attempts), str(r.tiles), human_bytes(r.bytes_read),
-                      f"{r.seconds:.1f}", r.reason)
-    out.print(table)
-    _print_totals(status["totals"])
+    out.print(records_table(status["records"]))
+    out.print(totals_line(status["totals"]), highlight=False)
 
 
 @batch_app.command("train")
@@ -134,7 +101,6 @@ def train_cmd(
 ) -> None:
     """Fit a tiny model on the tiles of every done AOI (held-out AOIs validate it)."""
     from fusecube.batch.train import train_on_batch
-    from fusecube.cli.console import out
 
     report = train_on_batch(out_dir, epochs=epochs, batch_size=batch_size, seed=seed)
     out.print_json(json.dumps(report))

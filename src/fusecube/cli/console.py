@@ -1,27 +1,9 @@
-"""The consoles every command prints to: ``out`` for results, ``err`` for errors."""
+"""The consoles every command prints to (``out`` for results, ``err`` for errors), and helpers."""
 
 from rich.console import Console
 
 out = Console()
 err = Console(stderr=True)
-
-
-def print_result(result) -> None:
-    """Print the summary of a finished run."""
-    out.print(f"run {result.run_id}: {result.n_blocks} blocks of {result.block_edge} px"
-              + (f" ({result.blocks_resumed} written before resuming)" if result.blocks_resumed else "")
-              + f"; total {result.seconds['total']:.1f} s; peak memory {result.peak_rss_mb:.0f} MB"
-              + f" (limit {result.memory_limit_mb:.0f} MB)")
-    ph = result.accuracy.get("phenology")
-    gap = result.accuracy.get("gapfill_hidden", {}).get("smooth_paddy")
-    if gap:
-        out.print(f"gap-fill (paddy, cloud-hidden): RMSE {gap['rmse']:.3f}, R² {gap['r2']:.3f}")
-    if ph:
-        out.print(f"SOS MAE {ph['sos_mae_days']:.1f} d, EOS MAE {ph['eos_mae_days']:.1f} d, "
-                  f"season count correct {100 * ph['season_count_accuracy']:.1f} %")
-    if "report" in result.products:
-        out.print(f"report: {result.products['report']}")
-    out.print(f"results: {result.out}")
 
 
 def run_with_progress(start, log_json: bool) -> None:
@@ -30,6 +12,7 @@ def run_with_progress(start, log_json: bool) -> None:
 
     from fusecube.errors import RunInterrupted
     from fusecube.runner.progress import progress_reporter
+    from fusecube.runner.summary import result_lines
 
     try:
         with progress_reporter(json_lines=log_json) as report:
@@ -39,4 +22,23 @@ def run_with_progress(start, log_json: bool) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         raise
-    print_result(result)
+    for line in result_lines(result):
+        out.print(line)
+
+
+def validated(model, what: str, **fields):
+    """``model(**fields)`` (a pydantic model), a :class:`~fusecube.errors.ConfigError` if invalid."""
+    from pydantic import ValidationError
+
+    from fusecube.errors import ConfigError
+
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"Invalid {what}: {problems}") from exc
+
+
+def names(text: str) -> tuple[str, ...]:
+    """``"vv, vh,"`` → ``("vv", "vh")``: a comma-separated option as a tuple of names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())

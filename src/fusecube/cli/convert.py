@@ -27,15 +27,16 @@ def convert_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Convert IN (NetCDF or GeoTIFF stack) to a validated, checksummed zarr cube, atomically."""
+    from fusecube.cli.console import names
     from fusecube.cli.console import out as console
     from fusecube.sources.convert import convert
 
     geotiff = {"start": start, "period_days": period_days, "dates_file": dates}
     if bands:
-        geotiff["bands"] = tuple(b.strip() for b in bands.split(",") if b.strip())
+        geotiff["bands"] = names(bands)
     is_geotiff = src.is_dir() and not (src / "zarr.json").exists() or src.suffix.lower() in (".tif", ".tiff")
     result = convert(src, out, chunks=chunks, access=access, target_mb=target_mb, crs=crs,  # type: ignore[arg-type]
-                     required=tuple(v.strip() for v in require_vars.split(",") if v.strip()),
+                     required=names(require_vars),
                      overwrite=overwrite, **(geotiff if is_geotiff else {}))
     m = result.manifest
     console.print(f"{result.path}: {m['sizes']} chunks {m['chunks']} CRS {m['crs']}; "

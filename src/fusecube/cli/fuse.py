@@ -7,25 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from fusecube.cli.console import out
+
 fuse_app = typer.Typer(help="Train and apply the S1→NDVI fusion gap-fill model.",
                        no_args_is_help=True)
-
-
-def metrics_table(metrics: dict) -> list[str]:
-    """Lines comparing fusion with the baselines on each validation test."""
-    lines = []
-    for test in ("heldout_dates", "heldout_spans"):
-        if test not in metrics:
-            continue
-        where = "training pixels" if metrics.get("pixels_seen") else "held-out blocks"
-        lines.append(f"{test} ({where}): RMSE / R²")
-        groups = [g for g in ("all", "paddy", "paddy_wet", "paddy_dry")
-                  if g in metrics[test]["fusion"]]
-        lines.append(f"  {'method':<10}" + "".join(f"{g:>18}" for g in groups))
-        for method, scores in metrics[test].items():
-            cells = "".join(f"{scores[g]['rmse']:>10.4f} / {scores[g]['r2']:>5.2f}" for g in groups)
-            lines.append(f"  {method:<10}{cells}")
-    return lines
 
 
 @fuse_app.command("train")
@@ -47,32 +32,12 @@ def train_cmd(
         min=1, help="CPU threads for torch (default: every core).")] = None,
 ) -> None:
     """Train a fusion model on CUBE, validated on held-out blocks and dates; write --out."""
-    from dataclasses import replace
+    from fusecube.fusion.neural.cube_training import train_on_cube, training_lines
 
-    from fusecube.cli.console import out
-    from fusecube.cube import read_cube, validate_cube
-    from fusecube.errors import ConfigError
-    from fusecube.fusion.neural.model import FusionModel
-    from fusecube.fusion.neural.train import TrainConfig, fit
-
-    if arch not in ("conv", "gru", "mlp"):
-        raise ConfigError(f"--arch {arch!r}: use conv, gru or mlp.")
-    ds = validate_cube(read_cube(cube, chunks={}))
-    config = TrainConfig(arch=arch, width=width, max_train_pixels=max_pixels, seed=seed,
-                         device=device, threads=threads)
-    start = FusionModel.load(init) if init is not None else None
-    if start is not None:
-        config = replace(config, epochs=epochs or 2, min_steps=min_steps or 50)
-    else:
-        config = replace(config, epochs=epochs or config.epochs,
-                         min_steps=min_steps or config.min_steps)
-    model = fit(ds, config, init=start)
-    path = model.save(out_path)
-    seconds = model.meta["seconds"]
-    out.print(f"trained on {model.meta['trained_on']['train_pixels']} pixels in "
-              f"{seconds['train']:.1f} s ({'fine-tuned' if start else 'from scratch'}, "
-              f"{model.meta['device']})")
-    for line in metrics_table(model.metrics):
+    model, path = train_on_cube(cube, out_path, init=init, epochs=epochs, min_steps=min_steps,
+                                arch=arch, width=width, max_pixels=max_pixels, seed=seed,
+                                device=device, threads=threads)
+    for line in training_lines(model, fine_tuned=init is not None):
         out.print(line, highlight=False)
     out.print(f"model: {path}")
 
@@ -87,13 +52,13 @@ def predict_cmd(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
     """Gap-fill CUBE with a trained model: writes the cube with ``ndvi_fused`` added."""
-    from fusecube.cli.console import out
     from fusecube.cube import read_cube, validate_cube
-    from fusecube.fusion.neural.model import FusionModel, select_device
-    from fusecube.fusion.neural.predict import fuse_cube
+    from fusecube.fusion.neural.model import NeuralFusion
+    from fusecube.fusion.neural.network import select_device
+    from fusecube.fusion.neural.workflows import fuse_cube
 
     ds = validate_cube(read_cube(cube, chunks={}))
-    model = FusionModel.load(model_path, device=select_device(device))
+    model = NeuralFusion.load(model_path, device=select_device(device))
     target = out_path or cube.with_name(f"{cube.stem}_fused.zarr")
     out.print(f"written: {fuse_cube(ds, model=model, out=target, block=block)}")
 
@@ -110,25 +75,15 @@ def series_cmd(
     plot: Annotated[bool, typer.Option(help="Also write a PNG of the first series.")] = True,
 ) -> None:
     """Gap-fill field series from a table: radar-guided Whittaker, smoothing chosen per series."""
-    import os
+    from fusecube.fusion.guided.series import plot_series
+    from fusecube.fusion.guided.series_table import fuse_series_table
 
-    from fusecube.cli.console import out
-    from fusecube.fusion.guided.series import fuse_series, plot_series, read_series_table
-
-    series = read_series_table(table, ndvi=ndvi, radar=radar, date=date, id_column=id_column)
-    fused = fuse_series(series)
-    target = out_path or table.with_name(f"{table.stem}_fused.csv")
-    partial = target.with_name(f".{target.name}.partial")
-    fused.to_csv(partial, index=False, date_format="%Y-%m-%dT%H:%M:%S")
-    os.replace(partial, target)  # a failed write never leaves a half CSV under the real name
-    per_series = fused.drop_duplicates("id")
-    for row in per_series.head(10).itertuples():
-        out.print(f"{row.id}: {int((~fused[fused['id'] == row.id]['filled']).sum())} observations, "
-                  f"λ {row.lam:g}, λ_g {row.guide_lam:g}, radar coefficient {row.coef:.3f}, "
-                  f"leave-one-out RMSE {row.loo_rmse:.4f}", highlight=False)
-    out.print(f"written: {target} ({len(per_series)} series x {series.dates.size} dates)")
+    result = fuse_series_table(table, ndvi=ndvi, radar=radar, date=date, id_column=id_column,
+                               out=out_path)
+    for line in result.lines:
+        out.print(line, highlight=False)
     if plot:
-        out.print(f"plot: {plot_series(fused, target.with_suffix('.png'))}")
+        out.print(f"plot: {plot_series(result.fused, result.path.with_suffix('.png'))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -31,9 +31,9 @@ def export_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing patch set.")] = False,
 ) -> None:
     """Cut fixed-size patches from CUBE(s) into .npy shards with metadata."""
-    from fusecube.cli.console import out
+    from fusecube.cli.console import names, out
     from fusecube.errors import PatchError
-    from fusecube.ml.patches import PatchExportConfig, export_patches
+    from fusecube.ml.patches.export import PatchExportConfig, export_patches
     from fusecube.runner.progress import progress_reporter
 
     if fill not in ("median", "constant", "nan"):
@@ -43,7 +43,7 @@ def export_cmd(
     except ValueError as exc:
         raise PatchError(f"--times {times!r} must be comma-separated integers, e.g. 0,5,10.") from exc
     config = PatchExportConfig(
-        size=size, stride=stride, variables=tuple(v.strip() for v in variables.split(",") if v.strip()),
+        size=size, stride=stride, variables=names(variables),
         db=db, max_invalid_fraction=max_invalid, fill=fill, fill_value=fill_value,  # type: ignore[arg-type]
         shard_size=shard_size, time_indices=time_indices,
     )
@@ -63,7 +63,7 @@ def verify_cmd(
 ) -> None:
     """Check a patch set against its metadata (files, shapes, dtypes, counts, NaN, sha256)."""
     from fusecube.cli.console import out
-    from fusecube.ml.patches import verify_patch_files
+    from fusecube.ml.patches.verify import verify_patch_files
 
     report = verify_patch_files(patch_dir, check_hash=not no_hash)
     report.raise_if_failed()

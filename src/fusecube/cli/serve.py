@@ -32,26 +32,20 @@ def serve(
     = 60.0,
 ) -> None:
     """Serve the HTTP API and the web viewer (open http://HOST:PORT/ in a browser)."""
-    from pydantic import ValidationError
-
     from fusecube.api.settings import Settings
-    from fusecube.errors import ConfigError, require
+    from fusecube.errors import require
 
     require("fastapi", "api")
     uvicorn = require("uvicorn", "api")
     from fusecube.api import create_app
-    from fusecube.cli.console import out
+    from fusecube.cli.console import out, validated
 
     fields = {"host": host, "token": token or os.environ.get("FUSECUBE_API_TOKEN") or None,
               "ledger": ledger, "models_dir": models_dir, "max_upload_mb": max_upload_mb,
               "max_active_runs": max_active_runs, "request_timeout_s": request_timeout}
     if data_dir is not None:
         fields["data_dir"] = data_dir
-    try:
-        settings = Settings(**fields).resolved()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"Invalid server settings: {problems}") from exc
+    settings = validated(Settings, "server settings", **fields).resolved()
     app = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
     out.print(f"fusecube API on http://{shown}:{port}/ (data {settings.data_dir}, "

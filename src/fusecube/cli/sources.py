@@ -8,34 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-
-def _catalogue(name: str, s2_collection, s2_assets, s1_collection, s1_assets, s1_units, no_s1,
-               no_s2):
-    from fusecube.sources.stac import (
-        CATALOGUES,
-        S1_ROLES,
-        S2_ROLES,
-        Catalogue,
-        CollectionSpec,
-        parse_assets,
-        s1_spec,
-        s2_spec,
-    )
-
-    base = CATALOGUES.get(name) or Catalogue(name, s2_spec(), s1_spec())
-    s2 = base.s2 or s2_spec()
-    if s2_collection:
-        s2 = CollectionSpec(s2_collection, "s2", s2.assets)
-    s1 = base.s1 or s1_spec()
-    if s1_collection:
-        s1 = CollectionSpec(s1_collection, "s1", s1.assets, s1.units)
-    if s1_units:
-        s1 = CollectionSpec(s1.id, "s1", s1.assets, s1_units)
-    s2 = parse_assets(s2_assets, s2, S2_ROLES)
-    s1 = parse_assets(s1_assets, s1, S1_ROLES)
-    if base.s1 is None and not (s1_collection or s1_assets):
-        s1 = None  # this catalogue has no Sentinel-1 fusecube can read
-    return Catalogue(base.url, None if no_s2 else s2, None if no_s1 else s1)
+from fusecube.cli.console import err, names
+from fusecube.cli.console import out as console
 
 
 def fetch_cmd(
@@ -71,37 +45,29 @@ def fetch_cmd(
     """Fetch a cube for an AOI from a STAC catalogue (AOI windows only; resumable)."""
     import dataclasses
 
-    from fusecube.cli.console import err
-    from fusecube.cli.console import out as console
-    from fusecube.grid.geobox import aoi_geometry, resolve_geobox
+    from fusecube.config import StacSource
     from fusecube.runner.progress import progress_reporter
-    from fusecube.sources.retry import RetryPolicy
-    from fusecube.sources.stac import StacOptions, fetch, sign_hook
+    from fusecube.sources.stac.fetch_aoi import fetch_aoi, fetch_lines
 
     if s1_units not in (None, "linear", "db"):
         raise typer.BadParameter("--s1-units must be linear or db")
-    cat = _catalogue(catalogue, s2_collection, s2_assets, s1_collection, s1_assets, s1_units,
-                     no_s1, no_s2)
-    options = StacOptions(catalogue=cat, period_days=period_days, max_cloud=max_cloud,
-                          retry=RetryPolicy(attempts=max(1, retries)), timeout_s=timeout,
-                          fail_on_error=fail_on_error, workers=workers)
-    region = aoi_geometry(aoi, crs=aoi_crs)
-    geobox = resolve_geobox(region, resolution=resolution)
+    source = StacSource(aoi=aoi, start=start, end=end, catalogue=catalogue, aoi_crs=aoi_crs,
+                        resolution=resolution, period_days=period_days, max_cloud=max_cloud,
+                        s2_collection=s2_collection, s2_assets=s2_assets,
+                        s1_collection=s1_collection, s1_assets=s1_assets, s1_units=s1_units,
+                        no_s1=no_s1, no_s2=no_s2, retries=max(1, retries), timeout_s=timeout,
+                        workers=workers, fail_on_error=fail_on_error, sign=sign)
+
     def item_line(item) -> None:
         if log_json:  # one JSON line per item, beside the stage progress lines
             err.print_json(json.dumps({"stage": "item", **dataclasses.asdict(item)}),
                            indent=None)
 
     with progress_reporter(json_lines=log_json) as report:
-        result = fetch(region, start=start, end=end, out=out, geobox=geobox, options=options,
-                       sign_url=sign_hook(sign), progress=report, on_item=item_line)
-    console.print(f"cube: {result.path} ({geobox.shape.x} x {geobox.shape.y} px); items "
-                  f"{result.n_items} ({result.n_read} read now, "
-                  f"{result.bytes_read / 1e6:.1f} MB), retries {result.retries}, "
-                  f"failed {len(result.failures)}")
-    for failure in result.failures:
-        console.print(f"  failed: {failure.item_id} {failure.asset} after {failure.attempts} "
-                      f"tries: {failure.error}", highlight=False)
+        result, geobox = fetch_aoi(source, out, progress=report, on_item=item_line,
+                                   restart=restart)
+    for line in fetch_lines(result, geobox):
+        console.print(line, highlight=False)
 
 
 def import_geotiff_cmd(
@@ -118,7 +84,6 @@ def import_geotiff_cmd(
     ndvi_scale: Annotated[Optional[float], typer.Option(help="NDVI multiplier.")] = None,
 ) -> None:
     """Import a folder of per-period GeoTIFFs (e.g. Earth Engine exports) as a cube."""
-    from fusecube.cli.console import out as console
     from fusecube.cube import read_cube
     from fusecube.grid.geobox import normalise_crs
     from fusecube.runner.progress import progress_reporter
@@ -127,7 +92,7 @@ def import_geotiff_cmd(
     with progress_reporter() as report:
         path = import_geotiff(folder, out, start=start, period_days=period_days,
                               dates_file=dates, aoi=aoi, resolution=resolution,
-                              bands=tuple(b.strip() for b in bands.split(",") if b.strip()),
+                              bands=names(bands),
                               pattern=pattern, ndvi_scale=ndvi_scale, progress=report)
     ds = read_cube(path)
     gbox = ds.odc.geobox
@@ -142,7 +107,6 @@ def inspect_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print a raster's bounds, CRS, resolution, bands, overviews and tiling (header only)."""
-    from fusecube.cli.console import out as console
     from fusecube.sources.inspection import inspect_raster
 
     info = inspect_raster(path, timeout_s=timeout)

@@ -1,6 +1,6 @@
 """``fusecube train fit|validate|predict ...``: the cube-model LightningCLI, under the fusecube CLI.
 
-Everything after ``train`` goes to :func:`fusecube.ml.training.cli_main` (LightningCLI
+Everything after ``train`` goes to :func:`fusecube.ml.training.cli.cli_main` (LightningCLI
 conventions: ``--data.zarr_root``, ``--model.depth``, ``--trainer.precision``, ``--ckpt_path``).
 """
 
@@ -11,7 +11,7 @@ import typer
 
 def train_cmd(ctx: typer.Context) -> None:
     """Train, validate or apply the 3-D U-Net cube model (try: fusecube train fit --help)."""
-    from fusecube.ml.training import cli_main
+    from fusecube.ml.training.cli import cli_main
 
     cli_main(list(ctx.args))
 

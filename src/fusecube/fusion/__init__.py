@@ -1,5 +1,6 @@
-"""Gap-filling: baselines (linear, Whittaker) and the learned S1→NDVI fusion model."""
+"""Gap-fill methods, one package each, plus the baselines.
 
-from fusecube.fusion.baselines import gapfill
-
-__all__ = ["gapfill"]
+``neural`` (trained S1→NDVI network), ``ridge`` (closed-form S1 fusion fitted per block),
+``guided`` (radar-guided Whittaker for field series),
+and ``baselines`` (linear and Whittaker-only). :func:`fusecube.stages.gapfill.gapfill` picks one.
+"""

@@ -8,8 +8,8 @@ import numpy as np
 import xarray as xr
 
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_FUSED, TIME
-from fusecube.kernels.whittaker import linear_fill, whittaker
 from fusecube.grid.periods import to_days
+from fusecube.kernels.whittaker import linear_fill, whittaker
 
 BaselineMethod = Literal["linear", "whittaker"]
 
@@ -34,8 +34,17 @@ def fill_array(values: np.ndarray, times_days: np.ndarray, method: BaselineMetho
     return out
 
 
+def _fill_kernel(values: np.ndarray, *, times_days: np.ndarray, method: BaselineMethod,
+                 lam: float) -> np.ndarray:
+    """``(..., T)`` series → gap-filled ``(..., T)``: :func:`fill_array` on row-major pixels."""
+    return fill_array(values.reshape(-1, values.shape[-1]), times_days, method,
+                      lam).reshape(values.shape)
+
+
 def gapfill(cube: xr.Dataset, *, method: BaselineMethod = "linear", lam: float = 2.0) -> xr.Dataset:
     """Add ``ndvi_fused``: ``ndvi`` with gaps filled by a baseline method.
+
+    On a dask-backed cube the result stays lazy (one task per spatial chunk, all time steps).
 
     Args:
         cube: Cube with ``ndvi`` (NaN where not observed).
@@ -45,10 +54,17 @@ def gapfill(cube: xr.Dataset, *, method: BaselineMethod = "linear", lam: float =
     Returns:
         The cube with ``ndvi_fused`` added.
     """
-    values = cube[NDVI].transpose(*DIMS).values
-    t, ny, nx = values.shape
-    filled = fill_array(values.reshape(t, -1).T, to_days(cube[TIME].values), method, lam)
+    if method not in ("linear", "whittaker"):  # before any (lazy) work
+        raise ValueError(f"unknown gap-fill method {method!r}; use 'linear' or 'whittaker'")
+    ndvi = cube[NDVI].transpose(*DIMS)
+    if ndvi.chunks:  # a task holds whole series: chunked in space only
+        ndvi = ndvi.chunk({TIME: -1})
+    filled = xr.apply_ufunc(
+        _fill_kernel, ndvi,
+        input_core_dims=[[TIME]], output_core_dims=[[TIME]],
+        kwargs={"times_days": to_days(cube[TIME].values), "method": method, "lam": lam},
+        dask="parallelized", output_dtypes=[np.float32])
     out = cube.copy()
-    out[NDVI_FUSED] = (DIMS, filled.T.reshape(t, ny, nx),
+    out[NDVI_FUSED] = (DIMS, filled.transpose(*DIMS).data,
                        {**CF_ATTRS[NDVI_FUSED], "gapfill_method": method})
     return out

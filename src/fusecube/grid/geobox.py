@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RESOLUTION = 10.0
 #: Refuse grids larger than this many pixels (a resolution given in the wrong unit).
 MAX_PIXELS = 2_000_000_000
+#: File suffixes read as vector data (AOIs, masks, polygons).
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet")
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".nc")
 

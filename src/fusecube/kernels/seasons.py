@@ -30,6 +30,8 @@ SEASON_METRICS = (
     "planting", "sos", "pos", "eos", "harvest", "length", "base_value", "peak_value", "amplitude",
     "integral", "greenup_rate", "senescence_rate",
 )
+#: The metrics of :data:`SEASON_METRICS` that are dates.
+DATE_METRICS = SEASON_METRICS[:5]
 
 SosMethod = Literal["amplitude", "derivative"]
 Engine = Literal["compiled", "numpy"]

@@ -1,11 +1,11 @@
 """Batched Whittaker smoother: a pentadiagonal LDLᵀ solve for every pixel.
 
-Knows nothing of xarray. Arrays are ``(n_pixels, n_times)``. The solves run compiled (numba):
-the recurrences go over time with a block of 64 pixels side by side in the inner (SIMD)
-dimension, in L1-sized buffers — about 1 µs per 62-step pixel for a fixed λ, 6-7 µs for GCV
-or the V-curve over 17 candidate λ. :func:`_factor_solve`, :func:`_sweeps` and
-:func:`_inverse_diagonal` are the same recurrences in numpy on ``(n_pixels,)`` vectors: the
-readable reference the tests hold the compiled kernels to. No Python loop runs over pixels.
+Knows nothing of xarray. Arrays are ``(n_pixels, n_times)``. :func:`whittaker` runs the solve
+compiled (:mod:`fusecube.kernels.whittaker_compiled`, about 1 µs per 62-step pixel for a fixed
+λ); :mod:`fusecube.kernels.whittaker_lambda` chooses λ per pixel (GCV, V-curve).
+:func:`_factor_solve`, :func:`_sweeps` and :func:`_inverse_diagonal` here are the same
+recurrences in numpy on ``(n_pixels,)`` vectors: the readable reference the tests hold the
+compiled kernels to. No Python loop runs over pixels.
 
 The smoother minimises ``Σ wᵢ (yᵢ - zᵢ)² + λ Σ (D z)ᵢ²`` where ``D`` takes second-order
 divided differences on the (possibly irregular) sample times, scaled by the squared mean
@@ -15,12 +15,9 @@ spacing so that one λ means the same on a regular and an irregular series.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from fusecube.errors import ConfigError, CubeSchemaError
-
-#: Default candidate smoothing strengths for GCV and the V-curve (log-spaced).
-DEFAULT_LAMBDAS = np.logspace(-1, 3, 17)
+from fusecube.kernels.whittaker_compiled import _solve_rows
 
 
 def difference_coefficients(times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -192,196 +189,6 @@ def _too_few(wt: np.ndarray, min_obs: int) -> np.ndarray:
     return (wt > 0).sum(axis=0) < min_obs
 
 
-#: Series solved together by the compiled kernel: independent recurrences side by side keep
-#: the CPU's pipelines and SIMD lanes busy (one series alone is bound by the latency of its
-#: serial recurrence), and a block's buffers stay in L1/L2 cache.
-SOLVE_BLOCK = 64
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _factor_block(wt, u, lp, d0, d1, d2, inv_d, l1, l2, e_prev, m):
-    """LDLᵀ factor and solve of ``(W + λDᵀD) z = u`` for ``m`` series side by side, in place.
-
-    Arrays are ``(T, block)``; on return ``u`` holds ``z`` and ``inv_d``/``l1``/``l2`` the
-    factors (the same recurrences as :func:`_sweeps`, pixels in the inner loop).
-    """
-    n_t = wt.shape[0]
-    for b in range(m):
-        e_prev[b] = 0.0
-    for i in range(n_t):
-        for b in range(m):
-            di = wt[i, b] + lp[b] * d0[i]
-            ui = u[i, b]
-            if i >= 1:
-                di -= l1[i - 1, b] * e_prev[b]
-                ui -= l1[i - 1, b] * u[i - 1, b]
-            if i >= 2:
-                di -= l2[i - 2, b] * (lp[b] * d2[i - 2])
-                ui -= l2[i - 2, b] * u[i - 2, b]
-            u[i, b] = ui
-            inv = 1.0 / di
-            inv_d[i, b] = inv
-            if i + 1 < n_t:
-                e = lp[b] * d1[i] - (l2[i - 1, b] * e_prev[b] if i >= 1 else 0.0)
-                e_prev[b] = e
-                l1[i, b] = e * inv
-            if i + 2 < n_t:
-                l2[i, b] = inv * (lp[b] * d2[i])
-    for b in range(m):
-        u[n_t - 1, b] *= inv_d[n_t - 1, b]
-    for i in range(n_t - 2, -1, -1):
-        for b in range(m):
-            z = u[i, b] * inv_d[i, b] - l1[i, b] * u[i + 1, b]
-            if i + 2 < n_t:
-                z -= l2[i, b] * u[i + 2, b]
-            u[i, b] = z
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _load_block(values, weights, start, m, wt, rhs, n_obs):
-    """Weights and weighted values of series ``start..start+m`` into ``(T, block)`` buffers."""
-    n_t = values.shape[1]
-    has_weights = weights.shape[0] > 0
-    for b in range(m):
-        p = start + b
-        n_obs[b] = 0
-        for i in range(n_t):
-            y = values[p, i]
-            w = weights[p, i] if has_weights else 1.0
-            if not (np.isfinite(y) and np.isfinite(w)) or w < 0:
-                w = 0.0
-            wt[i, b] = w
-            rhs[i, b] = w * y if w > 0 else 0.0
-            if w > 0:
-                n_obs[b] += 1
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _solve_rows(values, weights, lam, d0, d1, d2, min_obs, out):
-    """Compiled :func:`_factor_solve`: ``(W + λDᵀD) z = W y`` for blocks of series.
-
-    ``weights`` is ``(N, T)`` or ``(0, 0)`` (weight 1 on finite values); ``lam`` is ``(1,)``
-    or ``(N,)``. NaN values or weights, and negative weights, weigh 0. Series with fewer than
-    ``min_obs`` positive weights come back all-NaN in ``out`` (float32 ``(N, T)``).
-    """
-    n, n_t = values.shape
-    nb = SOLVE_BLOCK
-    wt = np.empty((n_t, nb))
-    u = np.empty((n_t, nb))
-    inv_d = np.empty((n_t, nb))
-    l1 = np.zeros((n_t, nb))
-    l2 = np.zeros((n_t, nb))
-    lp = np.empty(nb)
-    e_prev = np.empty(nb)
-    n_obs = np.empty(nb, np.int64)
-    for start in range(0, n, nb):
-        m = min(nb, n - start)
-        _load_block(values, weights, start, m, wt, u, n_obs)
-        for b in range(m):
-            lp[b] = lam[start + b] if lam.size > 1 else lam[0]
-        _factor_block(wt, u, lp, d0, d1, d2, inv_d, l1, l2, e_prev, m)
-        for b in range(m):
-            p = start + b
-            if n_obs[b] < min_obs:
-                out[p, :] = np.nan
-            else:
-                for i in range(n_t):
-                    out[p, i] = u[i, b]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _select_rows(values, weights, lambdas, d0, d1, d2, ca, cb, cc, vcurve, best):
-    """λ per series among ``lambdas`` (sorted) by GCV or the V-curve, into ``best`` (N,).
-
-    The criteria of :func:`whittaker_gcv` / :func:`whittaker_vcurve`: every candidate is
-    factored and solved for a block of series at once; GCV takes the hat-matrix trace from
-    the diagonal of the inverse (Takahashi recurrence on the factors), the V-curve the
-    roughness ``Σ (D z)²`` from the divided-difference rows ``(ca, cb, cc)``.
-    """
-    n, n_t = values.shape
-    nb = SOLVE_BLOCK
-    n_lam = lambdas.size
-    wt = np.empty((n_t, nb))
-    rhs = np.empty((n_t, nb))
-    y = np.empty((n_t, nb))
-    u = np.empty((n_t, nb))
-    inv_d = np.empty((n_t, nb))
-    l1 = np.zeros((n_t, nb))
-    l2 = np.zeros((n_t, nb))
-    s_ii = np.empty((n_t, nb))
-    lp = np.empty(nb)
-    e_prev = np.empty(nb)
-    n_obs = np.empty(nb, np.int64)
-    score = np.empty((n_lam, nb))  # GCV score, or the V-curve's log fit
-    log_pen = np.empty((n_lam, nb))
-    rss = np.empty(nb)
-    extra = np.empty(nb)  # V-curve roughness, or the GCV hat-matrix trace
-    s_next1 = np.empty(nb)
-    for start in range(0, n, nb):
-        m = min(nb, n - start)
-        _load_block(values, weights, start, m, wt, rhs, n_obs)
-        for i in range(n_t):
-            for b in range(m):
-                y[i, b] = rhs[i, b] / wt[i, b] if wt[i, b] > 0 else 0.0
-        for k in range(n_lam):
-            for b in range(m):
-                lp[b] = lambdas[k]
-            u[:, :m] = rhs[:, :m]
-            _factor_block(wt, u, lp, d0, d1, d2, inv_d, l1, l2, e_prev, m)
-            # every sum runs over time with the block's series side by side (SIMD lanes)
-            for b in range(m):
-                rss[b] = 0.0
-                extra[b] = 0.0
-            for i in range(n_t):
-                for b in range(m):
-                    rss[b] += wt[i, b] * (y[i, b] - u[i, b]) ** 2
-            if vcurve:
-                for i in range(n_t - 2):
-                    for b in range(m):
-                        r = ca[i] * u[i, b] + cb[i] * u[i + 1, b] + cc[i] * u[i + 2, b]
-                        extra[b] += r * r
-                for b in range(m):
-                    score[k, b] = np.log(rss[b] + 1e-12)
-                    log_pen[k, b] = np.log(extra[b] + 1e-12)
-                continue
-            # Takahashi: diagonal of (LDLᵀ)⁻¹ from the last row up (see _inverse_diagonal);
-            # the hat-matrix trace is Σ w_i [·]_ii
-            for b in range(m):
-                s_next1[b] = 0.0  # Σ[i+1, i+2]
-            for i in range(n_t - 1, -1, -1):
-                for b in range(m):
-                    s11 = s_ii[i + 1, b] if i + 1 < n_t else 0.0
-                    s22 = s_ii[i + 2, b] if i + 2 < n_t else 0.0
-                    s_i2 = -l1[i, b] * s_next1[b] - l2[i, b] * s22 if i + 2 < n_t else 0.0
-                    s_i1 = -l1[i, b] * s11 - l2[i, b] * s_next1[b] if i + 1 < n_t else 0.0
-                    s_ii[i, b] = inv_d[i, b] - l1[i, b] * s_i1 - l2[i, b] * s_i2
-                    s_next1[b] = s_i1
-            for i in range(n_t):
-                for b in range(m):
-                    extra[b] += wt[i, b] * s_ii[i, b]
-            for b in range(m):
-                n_w = max(n_obs[b], 1)
-                score[k, b] = (rss[b] / n_w) / max(1.0 - extra[b] / n_w, 1e-9) ** 2
-        for b in range(m):
-            if vcurve:  # the shortest step between neighbouring (log fit, log penalty) points
-                j = 0
-                shortest = np.inf
-                for k in range(n_lam - 1):
-                    step = np.hypot(score[k + 1, b] - score[k, b], log_pen[k + 1, b] - log_pen[k, b])
-                    if step < shortest:
-                        shortest = step
-                        j = k
-                best[start + b] = np.sqrt(lambdas[j] * lambdas[j + 1])
-            else:
-                j = 0
-                lowest = np.inf
-                for k in range(n_lam):
-                    if score[k, b] < lowest:
-                        lowest = score[k, b]
-                        j = k
-                best[start + b] = lambdas[j]
-
-
 def whittaker(
     values: np.ndarray,
     times: np.ndarray,
@@ -429,84 +236,6 @@ def whittaker(
     _solve_rows(np.ascontiguousarray(values), np.ascontiguousarray(weights), lam_n,
                 d0, d1, d2, min_obs, out)
     return out
-
-
-def _select(
-    values: np.ndarray, times: np.ndarray, lambdas: np.ndarray, weights: np.ndarray | None,
-    min_obs: int, criterion: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Shared path of GCV and the V-curve: score every candidate λ (compiled), then solve."""
-    lambdas = np.asarray(lambdas, dtype=np.float64)
-    _check_lambda(lambdas)
-    if lambdas.size < 2:
-        raise ConfigError("Choosing λ needs at least two candidate values.")
-    lambdas = np.sort(lambdas)
-    values = np.asarray(values)
-    if values.ndim != 2:
-        raise CubeSchemaError(f"Whittaker input must be (pixels, times); got shape {values.shape}.")
-    d0, d1, d2 = difference_penalty(times)
-    if values.shape[1] != d0.size:
-        raise CubeSchemaError(f"Values have {values.shape[1]} time steps but times has {d0.size}.")
-    if weights is not None and np.shape(weights) != values.shape:
-        raise CubeSchemaError(
-            f"Weights shape {np.shape(weights)} differs from values shape {values.shape}.")
-    w = np.empty((0, 0)) if weights is None else np.ascontiguousarray(weights, np.float64)
-    best = np.empty(values.shape[0])
-    _select_rows(np.ascontiguousarray(values, np.float64), w, lambdas, d0, d1, d2,
-                 *difference_coefficients(times), criterion == "vcurve", best)
-    return whittaker(values, times, lam=best, weights=weights, min_obs=min_obs), best
-
-
-def whittaker_gcv(
-    values: np.ndarray,
-    times: np.ndarray,
-    *,
-    lambdas: np.ndarray = DEFAULT_LAMBDAS,
-    weights: np.ndarray | None = None,
-    min_obs: int = 3,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Whittaker smoother with the smoothing strength chosen per pixel by generalised CV.
-
-    GCV(λ) = (RSS/n) / (1 - tr(H)/n)², with the hat-matrix trace from the diagonal of the
-    inverse (Takahashi recurrence on the LDLᵀ factors), all pixels at once.
-
-    Args:
-        values: ``(N, T)`` series with NaN for missing.
-        times: ``(T,)`` sample times in days.
-        lambdas: Candidate smoothing strengths.
-        weights: Optional ``(N, T)`` observation weights.
-        min_obs: Minimum observations of positive weight per pixel.
-
-    Returns:
-        ``(smoothed (N, T) float32, chosen lambda (N,) float64)``.
-    """
-    return _select(values, times, lambdas, weights, min_obs, "gcv")
-
-
-def whittaker_vcurve(
-    values: np.ndarray,
-    times: np.ndarray,
-    *,
-    lambdas: np.ndarray = DEFAULT_LAMBDAS,
-    weights: np.ndarray | None = None,
-    min_obs: int = 3,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Whittaker smoother with the smoothing strength chosen per pixel by the V-curve.
-
-    For each candidate λ the fit ``log Σ w (y - z)²`` and the roughness ``log Σ (D z)²`` are
-    computed; the chosen λ sits where consecutive points are closest (the bottom of the V).
-
-    Args:
-        values: ``(N, T)`` series with NaN for missing.
-        times: ``(T,)`` sample times in days.
-        lambdas: Candidate smoothing strengths (at least two).
-        weights: Optional ``(N, T)`` observation weights.
-        min_obs: Minimum observations of positive weight per pixel.
-
-    Returns:
-        ``(smoothed (N, T) float32, chosen lambda (N,) float64)``.
-    """
-    return _select(values, times, lambdas, weights, min_obs, "vcurve")
 
 
 def upper_envelope(

@@ -24,9 +24,10 @@ import xarray as xr
 
 from fusecube.cube import DIMS, NDVI, NDVI_FUSED, NDVI_SMOOTH, TIME, VH, VV, X, Y
 from fusecube.errors import CubeSchemaError
-from fusecube.kernels.whittaker import linear_fill, whittaker
 from fusecube.grid.periods import to_days
 from fusecube.kernels.seasons import PEAK, TROUGH, SeasonRules, turning_points
+from fusecube.kernels.whittaker import linear_fill, whittaker
+from fusecube.units import to_db
 
 log = logging.getLogger(__name__)
 
@@ -226,10 +227,6 @@ def speckle_window_for(enl: float, period_days: float, config: FeatureConfig) ->
     return int(np.clip(round(config.target_looks / enl), 1, longest))
 
 
-def _db(linear: np.ndarray) -> np.ndarray:
-    return 10.0 * np.log10(np.maximum(linear, 1e-6))
-
-
 def features_array(vv: np.ndarray, vh: np.ndarray, ndvi_filled: np.ndarray, times_days: np.ndarray,
                    config: FeatureConfig = FeatureConfig()) -> np.ndarray:
     """Paddy features of ``N`` pixels.
@@ -251,8 +248,8 @@ def features_array(vv: np.ndarray, vh: np.ndarray, ndvi_filled: np.ndarray, time
     if window is None:
         period = float(np.median(np.diff(t))) if t.size > 1 else 12.0
         window = speckle_window_for(estimate_enl(vh_lin), period, config)
-    vv_db = _db(_moving_mean(vv_lin, window))
-    vh_db = _db(_moving_mean(vh_lin, window))
+    vv_db = to_db(_moving_mean(vv_lin, window))
+    vh_db = to_db(_moving_mean(vh_lin, window))
     ratio_db = vh_db - vv_db
     q_vh = row_quantiles(vh_db, (0.05, 0.5, 0.95))
     q_ratio = row_quantiles(ratio_db, (0.05, 0.5, 0.95))

@@ -8,7 +8,7 @@ Split by role (TorchGeo manners):
   dates, cube windows, seeded shuffling.
 - :mod:`fusecube.ml.transforms` – compute on sample dicts (preprocess, flips/rotations).
 - :mod:`fusecube.ml.datasets` – I/O + index: in-memory and memory-mapped patch datasets,
-  ``verify_patch_files``, a lazy 4-D cube dataset (needs torch).
+  a lazy 4-D cube dataset (needs torch).
 - :mod:`fusecube.ml.datamodules` – Lightning DataModules, wiring only (needs lightning).
 
 Only ``datasets`` and ``datamodules`` import torch/lightning, so ``import fusecube`` and

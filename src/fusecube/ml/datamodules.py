@@ -23,18 +23,18 @@ from fusecube.ml.datasets import (
     cached_statistics,
     store_token,
 )
-from fusecube.ml.patches import SAR_VARS, PatchSet
-from fusecube.ml.samplers import (
-    SeededShuffle,
+from fusecube.ml.patches.export import SAR_VARS
+from fusecube.ml.patches.patch_set import PatchSet
+from fusecube.ml.samplers import SeededShuffle, grid_windows
+from fusecube.ml.sar import ClipMethod, NormMethod, SARPreprocessing, fit_preprocessing
+from fusecube.ml.transforms import Compose, FillMissing, FlipRotate, Preprocess
+from fusecube.splits import (
     Split,
     SplitBy,
-    grid_windows,
     hold_out_dates,
     spatial_block_split,
     with_held_out_dates,
 )
-from fusecube.ml.sar import ClipMethod, NormMethod, SARPreprocessing, fit_preprocessing
-from fusecube.ml.transforms import Compose, FillMissing, FlipRotate, Preprocess
 
 torch = require("torch", "ml")
 lightning = require("lightning", "ml")

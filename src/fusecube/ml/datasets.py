@@ -27,15 +27,15 @@ import xarray as xr
 
 from fusecube.cube import TIME, X, Y, read_cube
 from fusecube.errors import PatchError, require
-from fusecube.ml.patches import (  # noqa: F401  (verify_patch_files re-exported)
+from fusecube.ml.patches.patch_set import (
     PatchChunks,
     PatchSet,
     as_patch_set,
     open_shard,
-    verify_patch_files,
 )
 from fusecube.ml.samplers import CubeWindows
 from fusecube.ml.transforms import Transform
+from fusecube.storage.atomic import write_text_atomic
 
 torch = require("torch", "ml")
 from torch.utils.data import Dataset  # noqa: E402
@@ -112,7 +112,7 @@ class LazyPatchDataset(_PatchSamples):
     worker opens its own.
 
     Args:
-        patches: Patch set folder or :class:`~fusecube.ml.patches.PatchSet`.
+        patches: Patch set folder or :class:`~fusecube.ml.patches.patch_set.PatchSet`.
         indices: Patch indices to serve (e.g. a training split; default all).
         shuffle_seed: Serve ``indices`` in a seeded permutation that changes with
             :meth:`set_epoch` (None: in the given order).
@@ -431,10 +431,7 @@ def cached_statistics(cache: str | os.PathLike | None, key: dict, compute):
     result = compute()
     if path is not None:
         entries[token] = result
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=1))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(entries, indent=1))
     return result
 
 

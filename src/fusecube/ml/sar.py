@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from fusecube.errors import PatchError
+from fusecube.units import to_db
 
 log = logging.getLogger(__name__)
 
@@ -143,22 +144,6 @@ class _quiet_nanmedian:
 
     def __exit__(self, *exc):
         return self._ctx.__exit__(*exc)
-
-
-def to_db(linear: np.ndarray) -> np.ndarray:
-    """Linear backscatter → decibels (``10·log10``); values ``<= 0`` or NaN become NaN."""
-    linear = np.asarray(linear)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        db = 10.0 * np.log10(linear)
-    db = np.where(np.isfinite(db), db, np.nan)
-    return db.astype(linear.dtype if linear.dtype.kind == "f" else np.float32, copy=False)
-
-
-def from_db(db: np.ndarray) -> np.ndarray:
-    """Decibels → linear backscatter (``10**(dB/10)``)."""
-    db = np.asarray(db)
-    out = np.power(10.0, db / 10.0)
-    return out.astype(db.dtype if db.dtype.kind == "f" else np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -328,7 +313,7 @@ def compute_clip_bounds(
         low: Lower bound for ``fixed`` (a number or one per channel).
         high: Upper bound for ``fixed``.
         k: Number of standard deviations for ``sigma``.
-        transform: Applied to each chunk first (e.g. :func:`to_db`).
+        transform: Applied to each chunk first (e.g. :func:`fusecube.units.to_db`).
 
     Returns:
         The bounds.

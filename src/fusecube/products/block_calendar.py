@@ -11,8 +11,6 @@ with a rasterised block index, so the work is a few vectorised group-bys per sea
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from odc.geo.geobox import GeoBox
 from fusecube.cube import SEASON, YEAR, X, Y
 from fusecube.errors import CubeSchemaError, InputFileError, MaskError, require
 from fusecube.grid.periods import from_days, to_days, year_label
+from fusecube.storage.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -207,12 +206,7 @@ def align_to_block_calendar(values: dict[str, np.ndarray], group: np.ndarray,
 def write_block_calendar_csv(table: pd.DataFrame, path: str | Path) -> Path:
     """Write the block calendar as CSV (ISO dates) atomically: temporary name, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:6]}-{path.name}")
-    try:
-        table.to_csv(tmp, index=False, date_format="%Y-%m-%d", float_format="%.4g")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as staged:
+        table.to_csv(staged, index=False, date_format="%Y-%m-%d", float_format="%.4g")
     log.info("block calendar: %d rows written to %s", len(table), path)
     return path

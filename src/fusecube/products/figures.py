@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import xarray as xr
+from matplotlib.colors import ListedColormap
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
+from fusecube.cube import NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, SEASON, TIME, VH, VV, YEAR, X, Y
+from fusecube.products._mpl import pyplot
+from fusecube.units import to_db
 
-from fusecube.cube import NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, SEASON, TIME, VH, VV, YEAR, X, Y  # noqa: E402
+plt = pyplot()
 
 
 def _save(fig, path: Path) -> Path:
@@ -42,7 +43,7 @@ def intensity_map(pheno: xr.Dataset, path: Path) -> Path:
     """Cropping intensity (rice seasons per agricultural year)."""
     n = pheno.sizes[YEAR]
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 4.5), squeeze=False)
-    cmap = matplotlib.colors.ListedColormap(["#d9d9d9", "#fdae61", "#a6d96a", "#1a9641"])
+    cmap = ListedColormap(["#d9d9d9", "#fdae61", "#a6d96a", "#1a9641"])
     for i, ax in enumerate(axes.flat):
         im = ax.imshow(pheno["season_count"].isel({YEAR: i}).values, cmap=cmap, vmin=-0.5, vmax=3.5,
                        interpolation="nearest")
@@ -106,7 +107,7 @@ def pixel_curves(cube: xr.Dataset, result: xr.Dataset, truth: xr.Dataset | None,
         ax.set_ylabel("NDVI")
         twin = ax.twinx()
         for name, color in ((VV, "0.6"), (VH, "tab:purple")):
-            twin.plot(times, 10 * np.log10(series[name][k]), color=color, lw=0.8, alpha=0.6,
+            twin.plot(times, to_db(series[name][k]), color=color, lw=0.8, alpha=0.6,
                       label=f"{name.upper()} dB")
         twin.set_ylabel("backscatter (dB)")
         paddy = bool(paddy_at[k])

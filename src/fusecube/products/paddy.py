@@ -1,6 +1,6 @@
 """Products of the paddy stage: COGs, area tables, and the report section's figures and HTML.
 
-Writers put files under a temporary name and rename them (see :mod:`fusecube.products.writers`).
+Writers put files under a temporary name and rename them (:mod:`fusecube.storage.atomic`).
 The report pieces return a matplotlib ``Figure`` or an HTML fragment; the report assembles
 them (``paddy_section_html`` is the one call it needs).
 """
@@ -17,18 +17,19 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from fusecube.cube import NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, TIME, VH, X, Y, replace_path
-from fusecube.errors import MaskError, require
-from fusecube.masks.paddy import PADDY_PROBABILITY, UNKNOWN, binary_scores, paddy_area_by_polygon
+from fusecube.cube import NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, TIME, VH, X, Y
+from fusecube.errors import MaskError
+from fusecube.masks.area import paddy_area_by_polygon
+from fusecube.masks.paddy_labels import UNKNOWN, binary_scores
+from fusecube.masks.paddy_rules import PADDY_PROBABILITY
+from fusecube.products._mpl import pyplot
+from fusecube.storage.atomic import atomic_path, write_text_atomic
+from fusecube.units import to_db
 
 log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- files
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".tmp-{path.name}")
-
-
 def write_mask_cog(mask: xr.DataArray, path: Path) -> Path:
     """Write a ``(y, x)`` 0/1 map as a uint8 Cloud-Optimised GeoTIFF (nodata 255)."""
     from fusecube.products.writers import write_cog
@@ -69,16 +70,13 @@ def write_paddy_products(result: xr.Dataset, out_dir: str | Path, *,
     if polygons is not None:
         table = paddy_area_by_polygon(result[PADDY_MASK], polygons, id_column=id_column)
         path = out / "paddy_area_by_polygon.csv"
-        tmp = _tmp(path)
-        table.to_csv(tmp, index=False)
-        replace_path(tmp, path)
+        with atomic_path(path) as staged:
+            table.to_csv(staged, index=False)
         written["paddy_area_by_polygon"] = str(path)
         summary["polygons"] = {"source": str(polygons), "n": len(table),
                                "paddy_km2_inside": float(table["paddy_km2"].sum())}
     path = out / "paddy_summary.json"
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    replace_path(tmp, path)
+    write_text_atomic(path, json.dumps(summary, indent=2, default=str))
     written["paddy_summary"] = str(path)
     return written
 
@@ -127,19 +125,9 @@ def confusion_matrix(predicted: np.ndarray, reference: np.ndarray,
 
 
 # ----------------------------------------------------------------------------- figures
-def _plt():
-    require("matplotlib", "viz")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def paddy_map_figure(result: xr.Dataset):
     """Figure: the paddy probability and the binary map (after clean-up), with the area."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
     im = axes[0].imshow(result[PADDY_PROBABILITY].values, cmap="YlGn", vmin=0, vmax=1,
                         interpolation="nearest")
@@ -157,7 +145,7 @@ def paddy_map_figure(result: xr.Dataset):
 
 def confusion_figure(confusion: dict):
     """Figure: a confusion matrix from :func:`confusion_matrix`, row-normalised colours."""
-    plt = _plt()
+    plt = pyplot()
     counts = np.asarray(confusion["counts"], dtype=float)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.5, 0.5 * len(confusion["rows"]) + 1.5))
@@ -197,7 +185,7 @@ def example_pixels(result: xr.Dataset, n: int = 3) -> dict[str, list[tuple[int, 
 
 def example_curves_figure(cube: xr.Dataset, result: xr.Dataset, n: int = 3):
     """Figure: VH (dB) and NDVI curves of detected and rejected example pixels."""
-    plt = _plt()
+    plt = pyplot()
     picks = example_pixels(result, n)
     ndvi_name = next((v for v in (NDVI_SMOOTH, NDVI_FUSED) if v in cube), NDVI)
     fig, axes = plt.subplots(2, 2, figsize=(11, 6), sharex=True)
@@ -207,7 +195,7 @@ def example_curves_figure(cube: xr.Dataset, result: xr.Dataset, n: int = 3):
             px = cube[[VH, ndvi_name]].isel({Y: iy, X: ix})  # two variables: fewer chunk reads
             prob = float(result[PADDY_PROBABILITY].values[iy, ix])
             label = f"y={iy} x={ix} p={prob:.2f}"
-            vh = 10 * np.log10(np.maximum(np.asarray(px[VH].values, float), 1e-6))
+            vh = to_db(np.asarray(px[VH].values, float))
             axes[0, col].plot(times, vh, lw=1, label=label)
             axes[1, col].plot(times, np.asarray(px[ndvi_name].values, float), ".-", lw=1,
                               label=label)
@@ -225,7 +213,7 @@ def example_curves_figure(cube: xr.Dataset, result: xr.Dataset, n: int = 3):
 
 def figure_png(fig) -> bytes:
     """PNG bytes of a figure (the figure is closed)."""
-    plt = _plt()
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 
 from fusecube import __version__
+from fusecube.storage.atomic import write_text_atomic
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -52,15 +53,22 @@ def accuracy_tables(accuracy: dict) -> str:
     return "".join(parts)
 
 
-def write_report(result, config) -> Path:
-    """Write ``report.html`` into the run folder and return its path."""
+def write_report(result, inputs, config) -> Path:
+    """Write ``report.html`` into the run folder and return its path.
+
+    Args:
+        result: The run's :class:`~fusecube.runner.RunResult` (products, accuracy, timings).
+        inputs: The run's :class:`~fusecube.runner.inputs.RunInputs`: the quality section shows
+            the mask and gate results the run itself used.
+        config: The run configuration.
+    """
     out = Path(result.out)
     p = result.products
     timing_rows = [[k, _fmt(v, 2)] for k, v in result.seconds.items()]
     product_rows = [[k, Path(v).name] for k, v in p.items() if k != "report"]
     from fusecube.quality.diagnostics import write_run_quality
 
-    quality_json, gates = write_run_quality(result, config)
+    quality_json, gates = write_run_quality(result, inputs, config)
     p = {**p, "quality": str(quality_json)}
     if p.get("block_calendar"):
         gates += (f"<p>Per-irrigation-block rice calendar (median and quartile dates per season): "
@@ -82,8 +90,4 @@ def write_report(result, config) -> Path:
 <h2>Products</h2>{_table(product_rows, ['product', 'file'])}"""
     head = f"<meta charset='utf-8'><title>fusecube report</title><style>{_CSS}</style>"
     page = f"<!doctype html><html><head>{head}</head><body>{body}</body></html>"
-    path = out / "report.html"
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(out / "report.html", page)

@@ -1,29 +1,25 @@
 """Product writers: CF NetCDF of the phenology, COGs of the maps, PNG figures.
 
-Everything is written to a temporary name and renamed, so a failure never leaves a
-half-written product behind.
+Everything is written through :func:`fusecube.storage.atomic.atomic_path`, so a failure
+never leaves a half-written product behind.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from fusecube.cube import PADDY_MASK, SEASON, YEAR, read_cube, replace_path
+from fusecube.cube import PADDY_MASK, SEASON, YEAR, read_cube
 from fusecube.grid.periods import year_label
 from fusecube.stages.phenology import season_labels
+from fusecube.storage.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 MAP_VARIABLES = ("planting_doy", "sos_doy", "eos_doy", "harvest_doy")
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".tmp-{uuid.uuid4().hex[:6]}-{path.name}")
 
 
 def phenology_dataset(result: xr.Dataset, start_month: int = 11) -> xr.Dataset:
@@ -42,7 +38,6 @@ def phenology_dataset(result: xr.Dataset, start_month: int = 11) -> xr.Dataset:
 
 def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
     """Write a compressed CF NetCDF atomically."""
-    tmp = _tmp(path)
     encoding = {}
     for name, var in ds.data_vars.items():
         # level 1: Demak's phenology.nc in 1.7 s instead of 3.1 s (level 4), 39 vs 37 MB
@@ -50,11 +45,8 @@ def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
         if np.issubdtype(var.dtype, np.datetime64):
             enc.update(units="days since 1970-01-01", dtype="float64")
         encoding[name] = enc
-    try:
-        ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
-        replace_path(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as staged:
+        ds.to_netcdf(staged, engine="h5netcdf", encoding=encoding)
     return path
 
 
@@ -65,12 +57,8 @@ def write_cog(da: xr.DataArray, path: Path, crs, *, dtype=np.float32, nodata: fl
     arr = da.astype(dtype)
     arr = arr.drop_vars([c for c in arr.coords if c not in arr.dims])
     arr = arr.rio.write_crs(str(crs)).rio.write_nodata(nodata)
-    tmp = _tmp(path)
-    try:
-        arr.rio.to_raster(tmp, driver="COG", compress="DEFLATE")
-        replace_path(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as staged:
+        arr.rio.to_raster(staged, driver="COG", compress="DEFLATE")
     return path
 
 
@@ -96,60 +84,47 @@ def write_cogs(pheno: xr.Dataset, out_dir: Path, crs) -> dict[str, str]:
     return written
 
 
-def block_polygons(config, result) -> Path | None:
-    """Irrigation-block polygons for the per-block calendar: a vector mask, or the synthetic blocks."""
-    from fusecube.masks.files import VECTOR_SUFFIXES
+def write_products(result, inputs, config, evaluation=None) -> dict[str, str]:
+    """Write NetCDF, COGs, the block calendar and figures of a finished run.
 
-    mask = Path(config.mask)
-    if mask.suffix.lower() in VECTOR_SUFFIXES and mask.exists():
-        return mask
-    synthetic = Path(result.cube).with_name("blocks.gpkg")
-    return synthetic if synthetic.exists() else None
-
-
-def write_products(result, config) -> tuple[dict[str, str], dict]:
-    """Write NetCDF, COGs, figures and (with truth) the accuracy table of a finished run.
+    Writers only write: the inputs come resolved from the runner and the accuracy comes from
+    the evaluation step (:func:`fusecube.evaluate.run.evaluate_run`).
 
     Args:
-        result: The :class:`~fusecube.runner.RunResult` of the run.
-        config: The run configuration.
+        result: The :class:`~fusecube.runner.RunResult` of the run (``out``, ``result``).
+        inputs: The run's :class:`~fusecube.runner.inputs.RunInputs` (cube, truth, blocks).
+        config: The run configuration (``phenology.year_start_month``).
+        evaluation: What the evaluation step measured (its sample feeds the scatter figure).
 
     Returns:
-        ``(products, accuracy)``: product name → path, and the accuracy metrics ({} without truth).
+        Product name → path.
     """
     out = Path(result.out)
     res = read_cube(result.result, chunks={})
-    cube = read_cube(result.cube, chunks={})
+    cube = read_cube(inputs.cube_path, chunks={})
     crs = cube.odc.geobox.crs.to_wkt()
     start_month = config.phenology.year_start_month
     pheno = phenology_dataset(res, start_month).load()
     products = {"result": str(result.result),
                 "phenology": str(write_netcdf(pheno, out / "phenology.nc"))}
     products.update(write_cogs(pheno, out / "cogs", crs))
-    blocks = block_polygons(config, result)
-    if blocks is not None:
+    if inputs.blocks is not None:
         from fusecube.products.block_calendar import block_calendar_table, write_block_calendar_csv
 
-        table = block_calendar_table(pheno, blocks, cube.odc.geobox, start_month=start_month)
+        table = block_calendar_table(pheno, inputs.blocks, cube.odc.geobox, start_month=start_month)
         products["block_calendar"] = str(write_block_calendar_csv(table, out / "block_calendar.csv"))
-    accuracy: dict = {}
-    truth = read_cube(result.truth, chunks={}) if result.truth else None
-    from fusecube.evaluate.accuracy import HiddenSample, evaluate
-
-    sample = HiddenSample()
-    if truth is not None:
-        accuracy = evaluate(res, cube, truth, block=config.block_size, sample=sample)
+    truth = read_cube(inputs.truth_path, chunks={}) if inputs.truth_path else None
     try:
         from fusecube.products import figures as plots
     except ImportError:  # pragma: no cover - viz extra missing
         log.warning("matplotlib not installed: no figures (pip install 'fusecube[viz]')")
-        return products, accuracy
+        return products
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     products["map_planting"] = str(plots.season_map(pheno, "planting_doy", fig_dir / "map_planting.png"))
     products["map_intensity"] = str(plots.intensity_map(pheno, fig_dir / "map_intensity.png"))
     products["curves"] = str(plots.pixel_curves(cube, res, truth, fig_dir / "pixel_curves.png"))
-    drawn = sample.arrays()
+    drawn = evaluation.sample.arrays() if evaluation is not None else {}
     if "true" in drawn:  # a truth with cloud-hidden paddy values
         products["scatter"] = str(plots.hidden_scatter(drawn, fig_dir / "gapfill_scatter.png"))
-    return products, accuracy
+    return products

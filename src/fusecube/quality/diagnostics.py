@@ -10,39 +10,27 @@ from __future__ import annotations
 
 import base64
 import html
-import logging
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from fusecube.errors import OutputWriteError, require
+from fusecube.errors import OutputWriteError
+from fusecube.products._mpl import pyplot
 from fusecube.quality.gates import (
     GateResult,
     PeriodScreen,
     QualityReport,
-    quality_report,
     stage_results,
     variable_stats,
 )
-
-log = logging.getLogger(__name__)
+from fusecube.storage.atomic import atomic_path
 
 STATUS_COLOURS = {"pass": "#2e7d32", "warn": "#b26a00", "fail": "#c62828", "skip": "#777"}
 
 
-def _pyplot():
-    matplotlib = require("matplotlib", "viz")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -56,7 +44,7 @@ def _screen_dict(screen: PeriodScreen | dict) -> dict:
 def plot_valid_fraction(screen: PeriodScreen | dict, times: list[str], path: Path,
                         s1_threshold: float | None = None) -> Path:
     """Valid fraction per period of S1 (VV and VH) and S2 (NDVI), screened periods marked."""
-    plt = _pyplot()
+    plt = pyplot()
     s = _screen_dict(screen)
     dates = np.asarray(times, dtype="datetime64[D]")
     fig, ax = plt.subplots(figsize=(10, 3.2))
@@ -82,7 +70,7 @@ def plot_valid_fraction(screen: PeriodScreen | dict, times: list[str], path: Pat
 
 def plot_availability(rows: dict[str, np.ndarray], times: list[str], path: Path) -> Path:
     """Heatmap of the valid share per period (x) and image row (y), for S2 and S1."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = [(k, v) for k, v in (("S2 NDVI", rows.get("ndvi_rows")),
                                   ("S1 VH", rows.get("vh_rows"))) if v is not None]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False,
@@ -102,7 +90,7 @@ def plot_availability(rows: dict[str, np.ndarray], times: list[str], path: Path)
 
 def plot_mask_overlay(ndvi_composite: np.ndarray, mask: np.ndarray | None, path: Path) -> Path:
     """The mask outlined (and tinted) over the mean NDVI of the series."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     image = ax.imshow(ndvi_composite, cmap="YlGn", vmin=-0.1, vmax=0.9, interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.04, label="mean NDVI")
@@ -219,28 +207,6 @@ def quality_html(report: QualityReport, figures: dict[str, Path] | None = None) 
             f"{gate_table(gates)}<h3>Mask</h3>{mask_table(report.mask)}{imgs}")
 
 
-def _atomic_dir(out_dir: Path, write) -> Path:
-    """Write into a fresh temporary folder, then swap it in: a failure leaves ``out_dir`` as it was."""
-    from fusecube.cube import replace_path
-
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-        write(tmp)
-        replace_path(tmp, out_dir)
-    except OSError as exc:
-        raise OutputWriteError(
-            f"Cannot write the quality diagnostics to {out_dir} ({exc}); choose a writable "
-            "folder with free space (--out)."
-        ) from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
-
-
 def write_diagnostics(report: QualityReport, arrays: dict[str, np.ndarray],
                       mask: np.ndarray | xr.DataArray | None, out_dir: str | Path) -> dict[str, Path]:
     """Write ``quality.json``, ``quality.md``, ``quality.html`` and the figures into ``out_dir``.
@@ -264,7 +230,17 @@ def write_diagnostics(report: QualityReport, arrays: dict[str, np.ndarray],
         names.update({k: p.name for k, p in figures.items()})
         names.update(json="quality.json", markdown="quality.md", html="quality.html")
 
-    _atomic_dir(out_dir, write)
+    try:
+        with atomic_path(out_dir, folder=True) as staged:
+            staged.mkdir()
+            write(staged)
+    except OutputWriteError:
+        raise
+    except OSError as exc:
+        raise OutputWriteError(
+            f"Cannot write the quality diagnostics to {out_dir} ({exc}); choose a writable "
+            "folder with free space (--out)."
+        ) from exc
     return {k: out_dir / v for k, v in names.items()}
 
 
@@ -280,62 +256,32 @@ def diagnostic_arrays(cube: xr.Dataset) -> dict[str, np.ndarray]:
             "composite_step": np.asarray(stats["ndvi"]["composite_step"])}
 
 
-def _run_mask(result, config, cube: xr.Dataset):
-    """The mask a run used, with its coverage report.
-
-    A detected (``auto``) mask is read back from the run's result instead of being detected a
-    second time; other specs are cheap to resolve again.
-    """
-    from fusecube.cube import PADDY_MASK, read_cube
-    from fusecube.masks.files import MaskReport, coverage, mask_with_report
-
-    if config.mask == "auto" and getattr(result, "result", None) and Path(result.result).exists():
-        stored = read_cube(result.result)
-        if PADDY_MASK in stored:
-            mask = stored[PADDY_MASK].load().astype(np.uint8)
-            report = MaskReport(source="auto", kind="auto")
-            coverage(report, mask.values, cube.odc.geobox)
-            return mask, report
-    return mask_with_report(config.mask, cube)
-
-
-def write_run_quality(result, config) -> tuple[Path, str]:
+def write_run_quality(result, inputs, config) -> tuple[Path, str]:
     """Quality diagnostics of a finished run, for the run report.
 
-    Takes the input-gate results the run recorded in ``result.screen`` (a
-    :class:`~fusecube.quality.gates.PeriodScreen` as a dict) and its stage-gate counts, re-reads the
-    input cube once for the figures (availability per row, mean NDVI) and the mask for its
-    coverage, writes ``<out>/quality/`` (``quality.json``, ``quality.md``, ``quality.html``,
-    figures) and returns the HTML section.
+    Describes exactly what the run used: the input-gate results, mask and thresholds of its
+    :class:`~fusecube.runner.inputs.RunInputs` and the stage-gate counts its blocks left in the
+    screen. It reads the input cube once more for the figures (availability per row, mean NDVI),
+    writes ``<out>/quality/`` (``quality.json``, ``quality.md``, ``quality.html``, figures) and
+    returns the HTML section.
 
     Args:
-        result: The runner's ``RunResult`` (uses ``out``, ``cube``, ``screen``).
-        config: The ``RunConfig`` of the run (uses ``mask``, ``strict``).
+        result: The runner's ``RunResult`` (uses ``out``).
+        inputs: The run's resolved inputs (cube path, mask and its report, screen).
+        config: The ``RunConfig`` of the run (uses ``strict``).
 
     Returns:
         ``(path of quality.json, HTML fragment for the report)``.
     """
-    from dataclasses import fields
-
     from fusecube.cube import TIME, read_cube
 
-    cube = read_cube(result.cube, chunks={})
-    recorded = dict(result.screen or {})
-    if recorded.get("gates"):
-        known = {f.name for f in fields(PeriodScreen)}
-        screen = PeriodScreen(**{k: v for k, v in recorded.items() if k in known})
-        mask, mask_report = _run_mask(result, config, cube)
-        times = [np.datetime_as_string(t, unit="D") for t in cube[TIME].values]
-        report = QualityReport(cube=str(result.cube), strict=config.strict, times=times,
-                               screen=screen,
-                               mask=mask_report.to_dict() if mask is not None else None)
-        arrays = diagnostic_arrays(cube)
-    else:  # a screen without gate results: run the gates now
-        report, arrays, mask = quality_report(cube, mask_spec=config.mask,
-                                              source=str(result.cube))
-        report.strict = config.strict
-    report.stage_results = [g.to_dict() for g in stage_results(recorded)]
-    paths = write_diagnostics(report, arrays, mask, Path(result.out) / "quality")
+    cube = read_cube(inputs.cube_path, chunks={})
+    times = [np.datetime_as_string(t, unit="D") for t in cube[TIME].values]
+    report = QualityReport(cube=str(inputs.cube_path), strict=config.strict, times=times,
+                           screen=inputs.screen, mask=inputs.mask_report)
+    report.stage_results = [g.to_dict() for g in stage_results(inputs.screen)]
+    paths = write_diagnostics(report, diagnostic_arrays(cube), inputs.mask,
+                              Path(result.out) / "quality")
     figures = {k: v for k, v in paths.items() if k in ("valid_fraction", "availability",
                                                        "mask_overlay")}
     return paths["json"], quality_html(report, figures)

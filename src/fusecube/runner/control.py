@@ -29,7 +29,7 @@ HEARTBEAT_S = 2.0
 PAUSE_POLL_S = 0.5
 
 
-class _Abandon(BaseException):
+class AbandonRun(BaseException):
     """Raised inside the run by a second signal: leave the current block unfinished."""
 
 
@@ -85,7 +85,7 @@ class RunControl:
     def _handle(self, signum, _frame) -> None:
         name = signal.Signals(signum).name
         if self.signal_name is not None:  # second signal: abandon the block now
-            raise _Abandon(name)
+            raise AbandonRun(name)
         self.signal_name = name
         self.on_event("signal", f"{name} received: finishing the current block, then stopping "
                                 f"(send it again to abandon the block)")

@@ -21,7 +21,7 @@ import xarray as xr
 
 from fusecube.config import RunConfig
 from fusecube.errors import ConfigError, require
-from fusecube.quality.gates import PeriodScreen
+from fusecube.runner.inputs import RunInputs
 from fusecube.runner.tasks import BlockOutcome, BlockTask, run_block, run_block_task
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ def dask_client(spec: str, memory_limit: int):
             cluster.close()
 
 
-def run_blocks_dask(pending: list[BlockTask], *, scheduler: str, cube: xr.Dataset, cube_path: Path,
-                    mask: xr.DataArray | None, config: RunConfig, screen: PeriodScreen, model,
+def run_blocks_dask(pending: list[BlockTask], *, scheduler: str, cube: xr.Dataset,
+                    inputs: RunInputs, config: RunConfig, model,
                     store: Path, memory_limit: int, control, state: dict,
                     make_template: Callable[[xr.Dataset], None] | None,
                     record_block: Callable[[BlockOutcome], None], events) -> None:
@@ -89,10 +89,9 @@ def run_blocks_dask(pending: list[BlockTask], *, scheduler: str, cube: xr.Datase
         pending: Blocks not yet written.
         scheduler: ``local:N`` or a scheduler address.
         cube: The input cube (used here only for the first block when the store is new).
-        cube_path: Path of the input cube, opened by the workers.
-        mask: The run's paddy mask over the grid, or None (sent once to every worker).
+        inputs: The run's resolved inputs (sent once to every worker, which opens
+            ``inputs.cube_path`` itself).
         config: The run configuration.
-        screen: The period screen.
         model: The fusion model or None (sent once to every worker).
         store: The partial output store (shared filesystem).
         memory_limit: The run's memory budget, split between local workers.
@@ -108,8 +107,8 @@ def run_blocks_dask(pending: list[BlockTask], *, scheduler: str, cube: xr.Datase
     if make_template is not None and pending:  # the first block here: it creates the store
         first = pending.pop(0)
         control.checkpoint(state["done"], state["total"])
-        record_block(run_block(first, cube=cube, mask=mask, config=config, screen=screen,
-                               model=model, store=store, before_write=make_template))
+        record_block(run_block(first, cube=cube, inputs=inputs, config=config, model=model,
+                               store=store, before_write=make_template))
     if not pending:
         return
     with dask_client(scheduler, memory_limit) as client:
@@ -117,7 +116,7 @@ def run_blocks_dask(pending: list[BlockTask], *, scheduler: str, cube: xr.Datase
         events.emit("stage", "progress", f"Dask: {n_workers} workers at {client.scheduler.address}",
                     stage="blocks", workers=n_workers, done=state["done"], total=state["total"])
         shared = {
-            "mask": client.scatter(mask, broadcast=True) if mask is not None else None,
+            "inputs": client.scatter(inputs, broadcast=True),
             "model": client.scatter(model, broadcast=True) if model is not None else None,
         }
         queue = iter(pending)
@@ -128,8 +127,7 @@ def run_blocks_dask(pending: list[BlockTask], *, scheduler: str, cube: xr.Datase
             task = next(queue, None)
             if task is None:
                 return False
-            future = client.submit(run_block_task, task, cube_path=str(cube_path),
-                                   mask=shared["mask"], config=config, screen=screen,
+            future = client.submit(run_block_task, task, inputs=shared["inputs"], config=config,
                                    model=shared["model"], store=str(store), pure=False,
                                    key=f"fusecube-block-{control.run_id}-{task.index[0]}-{task.index[1]}")
             futures.add(future)

@@ -14,21 +14,19 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
 import xarray as xr
-from odc.geo.geobox import GeoBox
 
 from fusecube.config import CubeSource, RunConfig, SyntheticSource
-from fusecube.cube import read_cube, replace_path, validate_cube
+from fusecube.cube import read_cube, validate_cube
 from fusecube.errors import FusecubeError, LedgerError, RunInterrupted
-from fusecube.quality.gates import screen_periods
-from fusecube.masks.files import resolve_mask
-from fusecube.runner.pipeline import StageTimer
-from fusecube.runner.control import RunControl, _Abandon, fault_point
+from fusecube.grid.tiles import tile_slices
+from fusecube.runner.control import AbandonRun, RunControl, fault_point
+from fusecube.runner.inputs import resolve_mask, run_inputs, screen_inputs
 from fusecube.runner.ledger import Ledger, RunRecord
 from fusecube.runner.memory import (
     MB,
@@ -40,8 +38,10 @@ from fusecube.runner.memory import (
     peak_rss_bytes,
     release_memory,
 )
+from fusecube.runner.pipeline import StageTimer
 from fusecube.runner.store import partial_store_path, write_template
 from fusecube.runner.tasks import BlockOutcome, BlockTask, run_block
+from fusecube.storage.atomic import replace_path
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,10 @@ Progress = Callable[[str, int, int], None]
 #: Configuration fields that change how a run executes, not what it computes.
 RUNTIME_FIELDS = {"memory_limit", "ledger", "scheduler"}
 #: Stages of a run, in order (``fusion_train`` only with ``gapfill: fusion``).
-STAGES = ("source", "mask", "screen", "fusion_train", "blocks", "finalize", "products", "report")
+RUN_STAGES = ("source", "mask", "screen", "fusion_train", "blocks", "finalize", "evaluate",
+              "products", "report")
+"""The stages of a run, in order (each recorded in the ledger; ``fusion_train`` only for fusion,
+the last three only with ``report``)."""
 
 
 @dataclass
@@ -93,32 +96,30 @@ def peak_rss_mb() -> float:
     return peak_rss_bytes() / MB
 
 
-def block_slices(geobox: GeoBox, size: int) -> Iterator[tuple[tuple[int, int], tuple[slice, slice]]]:
-    """Tile index and (y, x) slices of each block of ``size`` pixels."""
-    ny, nx = geobox.shape
-    for iy, y0 in enumerate(range(0, ny, size)):
-        for ix, x0 in enumerate(range(0, nx, size)):
-            yield (iy, ix), (slice(y0, min(y0 + size, ny)), slice(x0, min(x0 + size, nx)))
-
-
 def prepare_source(config: RunConfig, progress: Progress | None = None) -> tuple[Path, Path | None]:
-    """Make sure the input cube exists; returns ``(cube path, truth path or None)``."""
+    """Make sure the input cube exists; returns ``(cube path, truth path or None)``.
+
+    A zarr cube is read where it lies; every other source (synthetic scene, GeoTIFF stack,
+    STAC) is written once into ``<out>/input/cube.zarr`` by its reader
+    (:mod:`fusecube.sources.readers`), so blocks, resume and workers read one store.
+    """
+    from fusecube.sources.readers import reader_for
+
     source = config.source
     if isinstance(source, CubeSource):
         truth = source.path.with_name("truth.zarr")
         return source.path, truth if truth.exists() else None
-    assert isinstance(source, SyntheticSource)
-    from fusecube.sources.synthetic import SceneConfig, synthesize
-
-    scene = SceneConfig(width=source.width, height=source.height, seed=source.seed,
-                        n_periods=source.n_periods)
-    cb = (lambda done, total: progress("synth", done, total)) if progress else None
-    paths = synthesize(scene, config.out / "input", progress=cb)
-    return paths["cube"], paths["truth"]
+    cb = (lambda stage, done, total: progress(stage, done, total)) if progress else None
+    reader = reader_for(source)
+    if isinstance(source, SyntheticSource):
+        paths = reader.write(config.out / "input",
+                             progress=(lambda done, total: cb("synth", done, total)) if cb else None)
+        return paths["cube"], paths["truth"]
+    return reader.write(config.out / "input" / "cube.zarr", progress=cb), None
 
 
 def _existing_source(config: RunConfig) -> tuple[Path, Path | None]:
-    """The input paths a finished ``source`` stage left (no synthesis again on resume)."""
+    """The input paths a finished ``source`` stage left (no synthesis or fetch again on resume)."""
     if isinstance(config.source, CubeSource):
         return prepare_source(config)
     inp = config.out / "input"
@@ -275,14 +276,14 @@ def run(config: RunConfig, progress: Progress | None = None, *,
     verb = "resumed" if record is not None else "started"
     events.emit("run", "start", f"run {run_id} {verb}: output {out}, memory limit "
                 f"{memory_limit / MB:.0f} MB, ledger {ledger.url}",
-                n_stages=len(STAGES) - (config.gapfill != "fusion") - 2 * (not config.report),
+                n_stages=len(RUN_STAGES) - (config.gapfill != "fusion") - 3 * (not config.report),
                 resumed=record is not None)
     try:
         with control.installed():
             try:
                 result = _execute(config, run_id, ledger, events, control, state, memory_limit,
                                   progress)
-            except _Abandon as exc:
+            except AbandonRun as exc:
                 raise control.interrupted(state["done"], state["total"], abandoned=True) from exc
             except KeyboardInterrupt as exc:  # no handler installed (not the main thread)
                 control.signal_name = "SIGINT"
@@ -327,13 +328,14 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
     with dask.config.set(scheduler="synchronous"):
         validate_cube(cube)
         enter("mask")
-        mask = stages.run("mask", resolve_mask, config.mask, cube)
+        mask, mask_report = stages.run("mask", resolve_mask, config, cube)
         enter("screen")
-        screen = stages.run("screen", screen_periods, cube)
+        screen = stages.run("screen", screen_inputs, config, cube, mask)
+    inputs = run_inputs(config, cube_path, truth_path, mask, mask_report, screen)
     release_memory()
     model = None
     if config.gapfill == "fusion":  # load the given model or train one on this scene
-        from fusecube.fusion.neural.model import model_for_run
+        from fusecube.fusion.neural.workflows import model_for_run
 
         enter("fusion_train")
         saved = out / "fusion_model.pt"
@@ -348,10 +350,10 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
     if record.n_blocks == 0:
         edge = block_edge_for(memory_limit, cube.sizes["time"], config.block_size,
                               fusion=config.gapfill == "fusion")
-        ledger.add_blocks(run_id, edge, list(block_slices(geobox, edge)))
+        ledger.add_blocks(run_id, edge, list(tile_slices(geobox, edge)))
     else:
         edge = record.block_edge
-    regions = list(block_slices(geobox, edge))
+    regions = list(tile_slices(geobox, edge))
     store = Path(record.store)
     result_path = out / "result.zarr"
     done = ledger.done_blocks(run_id)
@@ -399,8 +401,8 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
         if config.scheduler:
             from fusecube.runner.dask_backend import run_blocks_dask
 
-            run_blocks_dask(pending, scheduler=config.scheduler, cube=cube, cube_path=cube_path,
-                            mask=mask, config=config, screen=screen, model=model, store=store,
+            run_blocks_dask(pending, scheduler=config.scheduler, cube=cube, inputs=inputs,
+                            config=config, model=model, store=store,
                             memory_limit=memory_limit, control=control, state=state,
                             make_template=None if "template" in stages.done else make_template,
                             record_block=record_block, events=events)
@@ -409,8 +411,8 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
                 control.checkpoint(state["done"], state["total"])
                 events.emit("block", "start", record=False, index=list(task.index),
                             done=state["done"], total=state["total"])
-                outcome = run_block(task, cube=cube, mask=mask, config=config, screen=screen,
-                                    model=model, store=store, split=guard.split,
+                outcome = run_block(task, cube=cube, inputs=inputs, config=config, model=model,
+                                    store=store, split=guard.split,
                                     before_write=None if "template" in stages.done
                                     else make_template)
                 record_block(outcome)
@@ -434,10 +436,16 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
                        memory_pressure_events=guard.pressure_events,
                        scheduler=config.scheduler or "")
     if config.report:
+        from fusecube.evaluate.run import evaluate_run
         from fusecube.products.writers import write_products
 
+        enter("evaluate")
+        evaluation = stages.run("evaluate", evaluate_run, result_path, inputs.cube_path,
+                                inputs.truth_path, block=config.block_size)
+        result.accuracy = evaluation.metrics
         enter("products")
-        result.products, result.accuracy = stages.run("products", write_products, result, config)
+        result.products = stages.run("products", write_products, result, inputs, config,
+                                     evaluation)
     result.seconds = {k: round(v, 3) for k, v in timer.seconds.items()}
     result.seconds["total"] = round(time.perf_counter() - started, 3)
     result.peak_rss_mb = round(max(peak_rss_mb(), control.peak_rss / MB), 1)
@@ -446,7 +454,8 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
         from fusecube.products.report import write_report
 
         enter("report")
-        result.products["report"] = str(stages.run("report", write_report, result, config))
+        result.products["report"] = str(stages.run("report", write_report, result, inputs,
+                                                   config))
         (out / "run.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
     message = (f"run {run_id} finished: {len(regions)} blocks ({resumed} from before), "
                f"peak RSS {result.peak_rss_mb:.0f} MB")

@@ -1,23 +1,85 @@
-"""Runs started by the API: each executes in a background thread through the runner.
+"""Runs started on behalf of others (the API): confined to a server's folders, run in threads.
 
-The runner records every run in the ledger as it starts; the API answers with the run id
-as soon as that record exists and reads everything else (state, stage, blocks, ETA) back
-from the ledger, like ``fusecube status`` does. Pause and stop go through the ledger too.
+Each run executes in a background thread through the runner, which records it in the ledger
+as it starts; the caller gets the run id as soon as that record exists and reads everything
+else (state, stage, blocks, ETA) back from the ledger, like ``fusecube status`` does. Pause
+and stop go through the ledger too.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
-from fusecube.config import RunConfig
+from fusecube.config import CubeSource, RunConfig
 from fusecube.errors import ApiError, FusecubeError
 
 log = logging.getLogger(__name__)
 
 #: Longest wait for a new run to appear in the ledger before the API answers anyway.
 START_TIMEOUT_S = 30.0
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def confine(config: RunConfig, *, runs_dir: Path, data_dir: Path, ledger: str,
+            max_run_pixels: int) -> RunConfig:
+    """Place a submitted run inside a server's folders and apply the server's limits.
+
+    A run writes to ``runs_dir/<out>`` (a fresh folder when ``out`` is not given); the cube,
+    mask and model it reads must lie inside ``data_dir``; the ledger is the server's.
+
+    Args:
+        config: The submitted run configuration.
+        runs_dir: Folder holding the output folder of each submitted run.
+        data_dir: Folder every input of a submitted run must lie in.
+        ledger: The server's run ledger.
+        max_run_pixels: Largest synthetic scene (``width * height``) a run may ask for.
+
+    Raises:
+        ApiError: 422 for a path outside the server's folders, another ledger or scheduler,
+            or a synthetic scene larger than ``max_run_pixels``.
+    """
+    if "out" in config.model_fields_set:
+        out = config.out if config.out.is_absolute() else runs_dir / config.out
+        if not _inside(out, runs_dir) or out.resolve() == runs_dir.resolve():
+            raise ApiError(f"Output folder {str(config.out)!r} must be a sub-folder of the "
+                           f"server's runs folder {runs_dir}; give a relative name such as "
+                           "'demak-2024'.", 422)
+    else:
+        out = runs_dir / f"run-{uuid.uuid4().hex[:10]}"
+
+    def readable(value: Path, what: str) -> Path:
+        path = value if value.is_absolute() else data_dir / value
+        if not _inside(path, data_dir):
+            raise ApiError(f"The {what} {str(value)!r} must lie inside the server's data folder "
+                           f"{data_dir}; copy it there and give its relative path.", 422)
+        return path.resolve()
+
+    update: dict = {"out": out.resolve(), "ledger": ledger}
+    if config.ledger not in (None, ledger):
+        raise ApiError("Runs submitted to the API use the server's ledger; leave 'ledger' out.",
+                       422)
+    if config.scheduler is not None and not config.scheduler.startswith("local:"):
+        raise ApiError("Runs submitted to the API may only use a local Dask cluster "
+                       "('local:N') or none; leave 'scheduler' out.", 422)
+    source = config.source
+    if isinstance(source, CubeSource):
+        update["source"] = source.model_copy(update={"path": readable(source.path, "cube")})
+    elif source.width * source.height > max_run_pixels:
+        raise ApiError(f"A synthetic scene of {source.width} x {source.height} px is larger than "
+                       f"this server runs ({max_run_pixels} pixels); ask for a smaller "
+                       "one or run it with the `fusecube` command.", 422)
+    if config.mask not in ("cube", "none"):
+        update["mask"] = str(readable(Path(config.mask), "mask"))
+    if config.fusion_model is not None:
+        update["fusion_model"] = readable(config.fusion_model, "fusion model")
+    return config.model_copy(update=update)
 
 
 class _StartWatcher:

@@ -14,12 +14,21 @@ import xarray as xr
 
 from fusecube.config import RunConfig
 from fusecube.cube import NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, TIME
-from fusecube.quality.gates import PeriodScreen, apply_screen, period_days_of, stage_gates, thresholds_for
-from fusecube.stages.phenology import PhenologyConfig, phenology
 from fusecube.kernels.seasons import SeasonRules
+from fusecube.quality.gates import (
+    GateThresholds,
+    PeriodScreen,
+    apply_screen,
+    period_days_of,
+    stage_gates,
+    thresholds_for,
+)
+from fusecube.stages.gapfill import GapfillConfig, gapfill
+from fusecube.stages.phenology import PhenologyConfig, phenology
 from fusecube.stages.smooth import SmoothConfig, smooth
 
-STAGES = ("screen", "gapfill", "smooth", "phenology")
+BLOCK_STAGES = ("screen", "gapfill", "smooth", "phenology")
+"""The stages every block runs through, in order."""
 
 
 @dataclass
@@ -57,39 +66,23 @@ def phenology_config(config: RunConfig) -> PhenologyConfig:
                            year_start_month=p.year_start_month, paddy_only=p.paddy_only)
 
 
-def context_halo(config: RunConfig, model=None) -> int:
-    """Pixels of spatial context the gap-fill reads around each pixel (0: per-pixel methods).
-
-    The runner reads every block with this margin and keeps only the block's own pixels, so
-    a pixel near a block edge gets the box-filtered radar it would get in the whole scene.
-    """
-    if config.gapfill == "fusion" and model is not None:
-        return int(model.context_radius)
-    if config.gapfill == "ridge":
-        from fusecube.fusion.ridge.model import RidgeConfig
-
-        return RidgeConfig().window // 2
-    return 0
-
-
-def gapfill_stage(block: xr.Dataset, config: RunConfig, model=None) -> xr.Dataset:
-    """Gap-fill a block with the configured method."""
-    if config.gapfill == "fusion":
-        from fusecube.fusion.neural.predict import fuse  # torch only when asked for
-
-        return fuse(block, model=model)
-    if config.gapfill == "ridge":
-        from fusecube.fusion.ridge.model import fuse_ridge
-
-        return fuse_ridge(block)
-    from fusecube.fusion.baselines import gapfill
-
-    return gapfill(block, method=config.gapfill, lam=config.smooth.lam)
+def gapfill_config(config: RunConfig) -> GapfillConfig:
+    """The gap-fill stage options of a run (the whittaker baseline uses the run's ``lam``)."""
+    return GapfillConfig(method=config.gapfill, lam=config.smooth.lam)
 
 
 def process_block(block: xr.Dataset, config: RunConfig, screen: PeriodScreen,
-                  timer: StageTimer | None = None, model=None) -> tuple[xr.Dataset, xr.Dataset]:
+                  timer: StageTimer | None = None, model=None, *,
+                  thresholds: GateThresholds | None = None) -> tuple[xr.Dataset, xr.Dataset]:
     """Run all stages on one in-memory block.
+
+    Args:
+        block: The block's window of the screened cube, with the run's ``paddy_mask``.
+        config: The run configuration (stage options, strictness).
+        screen: The run's period screen (:attr:`fusecube.runner.inputs.RunInputs.screen`).
+        timer: Adds each stage's seconds here.
+        model: The fusion model, or None.
+        thresholds: The run's gate thresholds (default: those of ``config``).
 
     Returns:
         ``(series, seasons)``: the gap-filled and smoothed NDVI ``(time, y, x)`` and the
@@ -98,9 +91,10 @@ def process_block(block: xr.Dataset, config: RunConfig, screen: PeriodScreen,
     timer = timer or StageTimer()
     if config.strict:  # the input gates ran on the whole cube: stop before any work
         screen.raise_first_failure()
-    gate = {"thresholds": thresholds_for(config), "strict": config.strict, "screen": screen}
+    thresholds = thresholds_for(config) if thresholds is None else thresholds
+    gate = {"thresholds": thresholds, "strict": config.strict, "screen": screen}
     block = timer.time("screen", apply_screen, block, screen)
-    block = timer.time("gapfill", gapfill_stage, block, config, model)
+    block = timer.time("gapfill", gapfill, block, config=gapfill_config(config), model=model)
     block, _ = timer.time("gates", stage_gates, "gapfill", block, **gate)
     block = timer.time("smooth", smooth, block, config=smooth_config(config))
     block, _ = timer.time("gates", stage_gates, "smooth", block, **gate)

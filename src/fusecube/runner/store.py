@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from fusecube.cube import X, Y, with_geobox
+from fusecube.storage.atomic import fsync_path, fsync_tree
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def write_template(block: xr.Dataset, geobox: GeoBox, edge: int, store: Path) ->
     ds = template(block, geobox, edge)
     ds.to_zarr(store, mode="w", compute=False, zarr_format=3, consolidated=False,
                encoding=_encoding(ds))
-    _fsync_tree(store)
+    fsync_tree(store)
 
 
 def write_region(block: xr.Dataset, store: Path, ys: slice, xs: slice) -> None:
@@ -74,22 +74,6 @@ def write_region(block: xr.Dataset, store: Path, ys: slice, xs: slice) -> None:
                            errors="ignore")
     data.to_zarr(store, region=region, zarr_format=3, consolidated=False)
     fsync_region(store, ys, xs)
-
-
-def _fsync(path: Path) -> None:
-    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(store: Path) -> None:
-    for root, _dirs, files in os.walk(store):
-        for name in files:
-            _fsync(Path(root) / name)
-        _fsync(Path(root))
 
 
 def fsync_region(store: Path, ys: slice, xs: slice) -> None:
@@ -113,7 +97,7 @@ def fsync_region(store: Path, ys: slice, xs: slice) -> None:
             parts = [str(r[i]) for r, i in zip(ranges, key, strict=True)]
             chunk_file = meta_path.parent / "c" / Path(*parts)
             if chunk_file.exists():  # all-fill chunks are not written
-                _fsync(chunk_file)
+                fsync_path(chunk_file)
                 folders.add(chunk_file.parent)
         for folder in folders:
-            _fsync(folder)
+            fsync_path(folder)

@@ -17,11 +17,12 @@ import xarray as xr
 
 from fusecube.config import RunConfig
 from fusecube.cube import PADDY_MASK, X, Y
-from fusecube.quality.gates import PeriodScreen
-from fusecube.runner.pipeline import StageTimer, context_halo, process_block
 from fusecube.runner.control import block_delay, fault_point
+from fusecube.runner.inputs import RunInputs
 from fusecube.runner.memory import rss_bytes
+from fusecube.runner.pipeline import StageTimer, gapfill_config, process_block
 from fusecube.runner.store import merge_block, write_region
+from fusecube.stages.gapfill import context_halo
 
 
 @dataclass(frozen=True)
@@ -77,17 +78,16 @@ def sub_windows(ys: slice, xs: slice, split: int) -> list[tuple[slice, slice]]:
     return [(y, x) for y in cuts(ys) for x in cuts(xs)]
 
 
-def run_block(task: BlockTask, *, cube: xr.Dataset, mask: xr.DataArray | None,
-              config: RunConfig, screen: PeriodScreen, model, store: Path, split: int = 1,
+def run_block(task: BlockTask, *, cube: xr.Dataset, inputs: RunInputs,
+              config: RunConfig, model, store: Path, split: int = 1,
               before_write: Callable[[xr.Dataset], None] | None = None) -> BlockOutcome:
     """Read, process and durably write one block (in ``split x split`` parts under pressure).
 
     Args:
         task: The block.
         cube: The (lazy) input cube.
-        mask: The run's paddy mask over the whole grid, or None.
+        inputs: The run's resolved mask, thresholds and period screen.
         config: The run configuration.
-        screen: The period screen of the whole cube.
         model: The fusion model, or None.
         store: The partial output store; its template must exist unless ``before_write``
             creates it.
@@ -100,15 +100,16 @@ def run_block(task: BlockTask, *, cube: xr.Dataset, mask: xr.DataArray | None,
     start = time.perf_counter()
     timer = StageTimer()
     delay = block_delay()
-    halo = context_halo(config, model)
+    halo = context_halo(gapfill_config(config), model)
     for ys, xs in sub_windows(task.ys, task.xs, split):
         t0 = time.perf_counter()
         # read with the gap-fill's spatial context around the window, keep the window only
         (read_y, keep_y), (read_x, keep_x) = (with_halo(ys, halo, cube.sizes[Y]),
                                               with_halo(xs, halo, cube.sizes[X]))
-        block = read_block(cube, mask, read_y, read_x)
+        block = read_block(cube, inputs.mask, read_y, read_x)
         timer.seconds["read"] += time.perf_counter() - t0
-        series, seasons = process_block(block, config, screen, timer, model)
+        series, seasons = process_block(block, config, inputs.screen, timer, model,
+                                        thresholds=inputs.thresholds)
         if halo:
             series, seasons = (part.isel({Y: keep_y, X: keep_x}) for part in (series, seasons))
         merged = merge_block(series, seasons)
@@ -128,8 +129,7 @@ def run_block(task: BlockTask, *, cube: xr.Dataset, mask: xr.DataArray | None,
                         stage_seconds=dict(timer.seconds))
 
 
-def run_block_task(task: BlockTask, *, cube_path: str, mask: xr.DataArray | None,
-                   config: RunConfig, screen: PeriodScreen, model, store: str,
+def run_block_task(task: BlockTask, *, inputs: RunInputs, config: RunConfig, model, store: str,
                    split: int = 1) -> BlockOutcome:
     """:func:`run_block` for a Dask worker: opens the cube itself, window by window."""
     from fusecube.cube import read_cube
@@ -140,9 +140,9 @@ def run_block_task(task: BlockTask, *, cube_path: str, mask: xr.DataArray | None
         import torch
 
         torch.set_num_threads(1)
-    cube = read_cube(cube_path)
+    cube = read_cube(inputs.cube_path)
     try:
-        return run_block(task, cube=cube, mask=mask, config=config, screen=screen, model=model,
+        return run_block(task, cube=cube, inputs=inputs, config=config, model=model,
                          store=Path(store), split=split)
     finally:
         cube.close()

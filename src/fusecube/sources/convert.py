@@ -5,20 +5,17 @@ re-chunk), brings it to the cube data model (dims ``(time, y, x)``, float32, NaN
 linear backscatter, a CRS), writes it under a temporary name, re-opens what was written and
 checks it against the source (shape, dtypes, CRS, value statistics), renames it into place
 and records a SHA-256 per stored file in the manifest beside it (``cube.zarr.manifest.json``:
-zarr warns about foreign files inside a store). :func:`verify_cube` re-checks a store against
-its manifest later (a flipped byte in one chunk is caught), and :func:`dataset_manifest`
-gives the content hash of a set of cubes that training runs record with each checkpoint.
+zarr warns about foreign files inside a store; :mod:`fusecube.storage.manifest`).
+:func:`verify_cube` re-checks a store against its manifest later (a flipped byte in one chunk
+is caught) and re-opens it to compare the statistics.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,18 +35,23 @@ from fusecube.cube import (
     X,
     Y,
     read_cube,
-    replace_path,
     time_series_vars,
     validate_cube,
     write_cube,
 )
 from fusecube.errors import ConfigError, CubeSchemaError, InputFileError, IntegrityError, OutputWriteError
+from fusecube.storage.atomic import atomic_path
+from fusecube.storage.manifest import (
+    MANIFEST_VERSION,
+    checksums_digest,
+    manifest_path,
+    store_checksums,
+    verify_checksums,
+)
+from fusecube.units import from_db
 
 log = logging.getLogger(__name__)
 
-#: Suffix of the file beside a converted store holding its checksums and statistics.
-MANIFEST_SUFFIX = ".manifest.json"
-MANIFEST_VERSION = 1
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5")
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -139,7 +141,7 @@ def _standardise(ds: xr.Dataset, *, crs: str | None, source: Path) -> xr.Dataset
         var = var.where(np.isfinite(var) & ~var.isin(np.asarray(SENTINEL_VALUES, np.float32)))
         if name in (VV, VH) and _is_db(var):
             log.info("convert: %s looks like dB; converting to linear sigma0", name)
-            var = (10.0 ** (var / 10.0)).astype(np.float32)
+            var = from_db(var).astype(np.float32)
         var.attrs = {**{k: v for k, v in ds[name].attrs.items() if k not in ("units",)},
                      **CF_ATTRS.get(name, {})}
         out[name] = var
@@ -226,32 +228,6 @@ def value_statistics(ds: xr.Dataset) -> dict[str, dict[str, float]]:
     return stats
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def manifest_path(store: str | os.PathLike) -> Path:
-    """Where the manifest of ``store`` lives: ``<store>.manifest.json`` beside it."""
-    store = Path(store)
-    return store.with_name(store.name + MANIFEST_SUFFIX)
-
-
-def store_checksums(store: str | os.PathLike) -> dict[str, str]:
-    """SHA-256 of every file of a zarr store (relative POSIX path → hex)."""
-    store = Path(store)
-    return {p.relative_to(store).as_posix(): _file_sha256(p)
-            for p in sorted(store.rglob("*")) if p.is_file()}
-
-
-def _digest(checksums: Mapping[str, str]) -> str:
-    text = "\n".join(f"{k} {v}" for k, v in sorted(checksums.items()))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _describe(ds: xr.Dataset) -> dict:
     geobox = ds.odc.geobox
     return {"sizes": {d: int(ds.sizes[d]) for d in DIMS},
@@ -331,43 +307,23 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, *, chunks: Mapping[s
     chunks = {d: chunks.get(d, -1) for d in DIMS}
     log.info("convert %s → %s with chunks %s", src, out, chunks)
     expected, stats = _describe(ds), value_statistics(ds)
-    tmp = out.with_name(f".{out.name}.convert-{uuid.uuid4().hex[:8]}")
-    tmp_manifest = tmp.with_name(tmp.name + MANIFEST_SUFFIX)
-    try:
-        write_cube(ds, tmp, chunks=chunks)
-        written = read_cube(tmp, chunks={})
+    with atomic_path(manifest_path(out)) as staged_manifest, \
+            atomic_path(out, folder=True) as staged:
+        write_cube(ds, staged, chunks=chunks)
+        written = read_cube(staged, chunks={})
         problems = _compare(expected, _describe(written), stats, value_statistics(written), out)
         if problems:
             raise IntegrityError(f"The cube written from {src} differs from its source: "
                                  + "; ".join(problems) + ". Nothing was replaced; check free disk "
                                  "space and the input, then convert again.")
-        checksums = store_checksums(tmp)
+        checksums = store_checksums(staged)
         manifest = {"format_version": MANIFEST_VERSION, "source": str(Path(src).resolve()),
                     **expected, "chunks": chunks, "statistics": stats, "files": checksums,
-                    "digest": _digest(checksums)}
-        tmp_manifest.write_text(json.dumps(manifest, indent=1))
+                    "digest": checksums_digest(checksums)}
+        staged_manifest.write_text(json.dumps(manifest, indent=1))
         manifest_path(out).unlink(missing_ok=True)  # never an old manifest beside a new store
-        replace_path(tmp, out)
-        os.replace(tmp_manifest, manifest_path(out))
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        tmp_manifest.unlink(missing_ok=True)
     log.info("convert: %s written, digest %s", out, manifest["digest"][:12])
     return ConvertResult(out, manifest)
-
-
-def read_manifest(store: str | os.PathLike) -> dict:
-    """The manifest of a converted store (raises when it has none)."""
-    path = manifest_path(store)
-    if not path.exists():
-        raise IntegrityError(f"{store} has no manifest {path.name} beside it; it was not written by "
-                             "`fusecube convert` (or the manifest was lost). "
-                             f"Convert it: fusecube convert {store} --out NEW.zarr")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise IntegrityError(f"{path} is not valid JSON ({exc}); convert the input again.") from exc
 
 
 def verify_cube(store: str | os.PathLike, *, statistics: bool = True) -> dict:
@@ -384,18 +340,7 @@ def verify_cube(store: str | os.PathLike, *, statistics: bool = True) -> dict:
         IntegrityError: Naming the missing, extra or changed files, or the differing statistics.
     """
     store = Path(store)
-    manifest = read_manifest(store)
-    found = store_checksums(store)
-    recorded = manifest["files"]
-    changed = sorted(k for k in recorded.keys() & found.keys() if recorded[k] != found[k])
-    missing = sorted(recorded.keys() - found.keys())
-    extra = sorted(found.keys() - recorded.keys())
-    if changed or missing or extra:
-        parts = [f"{label} {names[:5]}" + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-                 for label, names in (("changed", changed), ("missing", missing), ("extra", extra))
-                 if names]
-        raise IntegrityError(f"Cube {store} does not match its manifest: " + "; ".join(parts)
-                             + ". The store is corrupt or was modified: convert the source again.")
+    manifest = verify_checksums(store)
     if statistics:
         ds = read_cube(store, chunks={})
         expected = {k: manifest[k] for k in ("sizes", "dtypes", "crs", "transform", "time")}
@@ -404,19 +349,3 @@ def verify_cube(store: str | os.PathLike, *, statistics: bool = True) -> dict:
             raise IntegrityError(f"Cube {store} matches its checksums but not its statistics: "
                                  + "; ".join(problems) + ". Convert the source again.")
     return manifest
-
-
-def store_digest(store: str | os.PathLike) -> dict:
-    """Content hash of one zarr store: its files' SHA-256 combined."""
-    checksums = store_checksums(store)
-    if not checksums:
-        raise InputFileError(f"{store} holds no files; it is not a cube.")
-    return {"path": str(Path(store).resolve()), "digest": _digest(checksums), "files": len(checksums),
-            "bytes": int(sum((Path(store) / k).stat().st_size for k in checksums))}
-
-
-def dataset_manifest(stores: Sequence[str | os.PathLike]) -> dict:
-    """Content hash of a set of cubes (order-independent): what a model was trained on."""
-    cubes = [store_digest(s) for s in stores]
-    combined = hashlib.sha256("\n".join(sorted(c["digest"] for c in cubes)).encode()).hexdigest()
-    return {"digest": combined, "cubes": cubes}

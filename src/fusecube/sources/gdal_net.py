@@ -61,6 +61,18 @@ def clear_http_cache(url: str) -> bool:
 NETWORK_STATS_CONFIG = {"CPL_VSIL_NETWORK_STATS_ENABLED": "YES"}
 
 
+def enable_network_stats() -> None:
+    """Turn GDAL's byte counters on for this process, before its first network read.
+
+    GDAL decides once, at the first ``/vsicurl/`` access, whether it counts bytes; a remote
+    read made without the option (a GeoTIFF stack, a mask) would leave every later fetch
+    reporting 0 bytes. Setting the environment when :mod:`fusecube.sources` is imported
+    makes the counters independent of what was read first.
+    """
+    for key, value in NETWORK_STATS_CONFIG.items():
+        os.environ.setdefault(key, value)
+
+
 def downloaded_bytes(urls: Iterable[str]) -> dict[str, int]:
     """Bytes GDAL has downloaded so far (this process) for each URL; 0 when unknown."""
     urls = list(urls)

@@ -40,7 +40,8 @@ from fusecube.errors import ConfigError, FusecubeWarning, GridError, InputFileEr
 from fusecube.grid.geobox import normalise_crs, resolve_geobox
 from fusecube.grid.periods import period_starts
 from fusecube.sources.compose import median_composite, period_index, to_naive_utc
-from fusecube.sources.stac import build_cube
+from fusecube.sources.stac.composite import build_cube
+from fusecube.units import from_db
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -217,7 +218,7 @@ def read_file(path: str | os.PathLike, geobox: GeoBox, bands: Sequence[str], *,
     out: dict[str, np.ndarray] = {}
     for band, role in zip(data, roles, strict=True):
         if role.endswith("_db"):
-            band = np.power(10.0, band / 10.0, dtype=np.float32)
+            band = from_db(band)
         elif role == "ndvi":
             scale = ndvi_scale if ndvi_scale is not None else (
                 1e-4 if np.issubdtype(np.dtype(dtype), np.integer) else 1.0)
@@ -286,7 +287,7 @@ def read_geotiff_stack(
         raise ConfigError(f"Unknown band role(s) {unknown}; use {list(ROLES)}.")
     progress = progress or (lambda stage, done, total: None)
     listed = list_stack(folder, pattern=pattern)
-    files, starts = _place_in_time(listed, start, period_days, dates_file)
+    files, starts = place_in_time(listed, start, period_days, dates_file)
     if geobox is None:
         geobox = resolve_geobox(aoi, resolution=resolution or 10.0) if aoi is not None else \
             default_geobox([f.path for f in files], resolution)
@@ -321,8 +322,9 @@ def read_geotiff_stack(
     return ds
 
 
-def _place_in_time(listed, start: str | None, period_days: int,
-                   dates_file: str | os.PathLike | None) -> tuple[list[StackFile], np.ndarray]:
+def place_in_time(listed, start: str | None, period_days: int,
+                  dates_file: str | os.PathLike | None) -> tuple[list[StackFile], np.ndarray]:
+    """The period of each listed file and the period start dates (from names, start or dates file)."""
     if listed[0][1] is not None:  # period_NN files
         numbers = [p for _, p, _ in listed]
         if min(numbers) < 1 or len(set(numbers)) != len(numbers):

@@ -1,30 +1,22 @@
-"""``POST /predict/datacube``: read a small posted cube strictly, gap-fill it, write the answer.
+"""Reading a small posted cube strictly: a NetCDF file, a zipped zarr store, or JSON arrays.
 
-A cube arrives as a NetCDF file, a zipped zarr store, or JSON arrays. It must have ``vv``,
-``vh`` and ``ndvi`` on ``(time, y, x)``, float32 (files), a datetime time axis, a CRS, and
-stay within the server's size limits. NDVI gaps are filled with a fusion model from the
-server's model folder; without one, with the documented linear baseline
-(:func:`fusecube.fusion.baselines.gapfill`), and the answer says so.
+A posted cube must have ``vv``, ``vh`` and ``ndvi`` on ``(time, y, x)``, float32 (files), a
+datetime time axis, a CRS, and stay within the size limits the caller gives. Every problem is
+an :class:`~fusecube.errors.ApiError` carrying the HTTP status the API answers with.
 """
 
 from __future__ import annotations
 
 import io
-import logging
-import tempfile
-import threading
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
-from fusecube.cube import DIMS, NDVI, NDVI_FUSED, NDVI_QUALITY, VH, VV, validate_cube
+from fusecube.cube import DIMS, NDVI, NDVI_QUALITY, VH, VV, validate_cube
 from fusecube.errors import ApiError, CubeSchemaError, FusecubeError
-
-log = logging.getLogger(__name__)
 
 REQUIRED = (VV, VH, NDVI)
 #: Most files a zipped zarr store may hold, and the most bytes they may unpack to (x upload).
@@ -32,81 +24,6 @@ MAX_ZIP_MEMBERS = 4096
 ZIP_EXPANSION = 4
 
 
-# ---------------------------------------------------------------------------------- models
-@dataclass
-class ModelInfo:
-    """One fusion model file of the server and whether it loads."""
-
-    name: str
-    path: Path
-    size_bytes: int
-    loadable: bool
-    error: str | None = None
-
-
-class ModelStore:
-    """The fusion models (``*.pt``) in a folder, loaded once per file version.
-
-    Args:
-        folder: The models folder (may not exist: then there are no models).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._lock = threading.Lock()
-        self._cache: dict[Path, tuple[float, object | None, str | None]] = {}
-
-    def paths(self) -> list[Path]:
-        """Model files, sorted by name."""
-        return sorted(self.folder.glob("*.pt")) if self.folder.is_dir() else []
-
-    def _load(self, path: Path) -> tuple[object | None, str | None]:
-        mtime = path.stat().st_mtime
-        with self._lock:
-            cached = self._cache.get(path)
-            if cached and cached[0] == mtime:
-                return cached[1], cached[2]
-            try:
-                from fusecube.fusion.neural.model import FusionModel
-
-                model, error = FusionModel.load(path, device="cpu"), None
-            except FusecubeError as exc:
-                model, error = None, str(exc)
-            except Exception as exc:  # noqa: BLE001 - any failure means "not loadable"
-                model, error = None, f"{type(exc).__name__}: {exc}"
-            self._cache[path] = (mtime, model, error)
-            return model, error
-
-    def info(self) -> list[ModelInfo]:
-        """Every model file, with whether it loads (loading each once per version)."""
-        infos = []
-        for path in self.paths():
-            model, error = self._load(path)
-            infos.append(ModelInfo(path.stem, path, path.stat().st_size, model is not None, error))
-        return infos
-
-    def get(self, name: str | None):
-        """The model ``name`` (file stem), or the first model when None; None when there is none.
-
-        Raises:
-            ApiError: 404 for an unknown name, 503 for a model that does not load.
-        """
-        paths = {p.stem: p for p in self.paths()}
-        if name is None:
-            if not paths:
-                return None, None
-            name = sorted(paths)[0]
-        if name not in paths:
-            known = ", ".join(sorted(paths)) or "none installed"
-            raise ApiError(f"No fusion model {name!r} on this server (models: {known}); leave "
-                           "'model' out to use the default.", 404)
-        model, error = self._load(paths[name])
-        if model is None:
-            raise ApiError(f"Fusion model {name!r} cannot be loaded: {error}", 503)
-        return name, model
-
-
-# ---------------------------------------------------------------------------------- reading
 class CubeJSON(BaseModel):
     """A small cube as JSON arrays (``null`` for a missing value).
 
@@ -255,58 +172,3 @@ def cube_from_upload(data: bytes, filename: str, max_pixels: int, max_times: int
                        f"({type(exc).__name__}); check that it is a complete NetCDF file or "
                        "zarr zip written by xarray.", 422) from exc
 
-
-# ---------------------------------------------------------------------------------- filling
-@dataclass
-class Prediction:
-    """A gap-filled cube and how it was filled."""
-
-    cube: xr.Dataset
-    method: str
-    model: str | None
-    note: str
-
-
-def fill(ds: xr.Dataset, models: ModelStore, model_name: str | None) -> Prediction:
-    """Fill the NDVI gaps of ``ds`` with a fusion model, or the linear baseline without one."""
-    name, model = models.get(model_name)
-    if model is None:
-        from fusecube.fusion.baselines import gapfill
-
-        note = ("No fusion model is installed on this server, so the gaps were filled with the "
-                "linear-in-time baseline (fusecube.fusion.baselines.gapfill); put a model trained "
-                "with `fusecube fuse train` into the server's models folder to use fusion.")
-        log.info("predict: no model, linear baseline")
-        filled = gapfill(ds, method="linear")
-        method = "baseline-linear"
-    else:
-        from fusecube.fusion.neural.predict import fuse
-
-        filled = fuse(ds, model=model)
-        method, note = "fusion", f"Gaps filled by the fusion model {name!r}; observed NDVI kept."
-    out = filled[[NDVI_FUSED]]
-    out[NDVI_FUSED].attrs["gapfill_method"] = method
-    out.attrs.update(title="fusecube gap-filled NDVI", gapfill_method=method,
-                     fusion_model=name or "", Conventions="CF-1.8")
-    return Prediction(out, method, name, note)
-
-
-def to_netcdf_bytes(ds: xr.Dataset) -> bytes:
-    """The cube as NetCDF4 bytes (with its CRS as a CF grid mapping)."""
-    with tempfile.TemporaryDirectory(prefix="fusecube-predict-") as tmp:
-        path = Path(tmp) / "fused.nc"
-        ds.to_netcdf(path, engine="h5netcdf",
-                     encoding={NDVI_FUSED: {"zlib": True, "complevel": 4}})
-        return path.read_bytes()
-
-
-def to_json(prediction: Prediction) -> dict:
-    """The answer to a JSON prediction request: arrays with ``null`` for NaN."""
-    values = prediction.cube[NDVI_FUSED].transpose(*DIMS).values.astype(float)
-    rounded = np.round(values, 5)
-    nested = np.where(np.isfinite(rounded), rounded, None).tolist()
-    return {"method": prediction.method, "model": prediction.model, "note": prediction.note,
-            "dims": list(DIMS), "shape": list(values.shape),
-            "time": [str(np.datetime_as_string(t, unit="D"))
-                     for t in prediction.cube["time"].values],
-            NDVI_FUSED: nested}

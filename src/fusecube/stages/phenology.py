@@ -18,14 +18,13 @@ from fusecube.grid.periods import (
     to_days,
     year_label,
 )
-from fusecube.kernels.seasons import SEASON_METRICS, SeasonRules, detect_seasons
+from fusecube.kernels.seasons import DATE_METRICS, SEASON_METRICS, SeasonRules, detect_seasons
 
 log = logging.getLogger(__name__)
 
 #: Largest |NDVI| accepted before the curve is taken for a scaled product (e.g. x10000).
 NDVI_SCALE_LIMIT = 1.5
 
-DATE_METRICS = ("planting", "sos", "pos", "eos", "harvest")
 SEASON_ATTRS = {
     "planting": "planting (trough before green-up: the flooded field)",
     "harvest": "harvest (steepest decline after the peak)",
@@ -112,30 +111,90 @@ def season_labels(ds: xr.Dataset, start_month: int = 11) -> list[str]:
             for y, k in zip(ds["season_year"].values, ds["season_number"].values, strict=True)]
 
 
-def seasons_dataset(
-    slots: dict[str, np.ndarray], count: np.ndarray, shape: tuple[int, int], coords: dict
-) -> xr.Dataset:
-    """Build the ``(season, y, x)`` / ``(year, y, x)`` dataset from ``(N, S)`` slot arrays."""
-    ny, nx = shape
-    data = {}
-    for name, value in slots.items():
-        grid = value.T.reshape(-1, ny, nx)
+def season_slots(flat: np.ndarray, select: np.ndarray, days: np.ndarray, years: list[int],
+                 config: PhenologyConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Seasons of ``(N, T)`` curves placed in their agricultural-year slots.
+
+    Args:
+        flat: ``(N, T)`` gap-free smoothed NDVI.
+        select: ``(N,)`` pixels to analyse (the others stay NaN).
+        days: ``(T,)`` sample times in days.
+        years: The agricultural years of the slots.
+        config: Phenology options.
+
+    Returns:
+        ``(slots, count)``: ``(N, len(years) * seasons_per_year)`` float arrays per name of
+        :data:`SEASON_METRICS`, and the ``(N, len(years))`` season count.
+    """
+    per_year = config.seasons_per_year
+    n_slots = len(years) * per_year
+    slots = {name: np.full((flat.shape[0], n_slots), np.nan) for name in SEASON_METRICS}
+    count = np.full((flat.shape[0], len(years)), np.nan)
+    index = np.flatnonzero(select)
+    for start in range(0, index.size, config.chunk_pixels):
+        rows = index[start : start + config.chunk_pixels]
+        # smoothing may overshoot 1 by a hair on dense canopy: not a reason to drop a season
+        detected = detect_seasons(np.clip(flat[rows], -1.0, 1.0), days, config.rules)
+        if detected["pos"].shape[1] == 0:
+            detected = {k: np.full((rows.size, 1), np.nan) for k in SEASON_METRICS}
+        placed, placed_count = assign_to_years(
+            detected, years[0], len(years), config.year_start_month, per_year)
+        for name in SEASON_METRICS:
+            slots[name][rows] = placed[name]
+        count[rows] = placed_count
+    return slots, count
+
+
+def output_variables() -> list[tuple[str, str]]:
+    """``(name, dim)`` of every phenology output, in order.
+
+    Each metric (and ``<date>_doy`` beside a date metric) on ``season``, then
+    ``season_count`` on ``year``.
+    """
+    names = []
+    for name in SEASON_METRICS:
+        names.append((name, SEASON))
         if name in DATE_METRICS:
-            data[name] = ((SEASON, Y, X), from_days(grid), {"long_name": SEASON_ATTRS[name]})
-            doy_attrs = {"long_name": f"{SEASON_ATTRS[name]}, day of year", "units": "day"}
-            data[f"{name}_doy"] = ((SEASON, Y, X), day_of_year(grid).astype(np.float32), doy_attrs)
+            names.append((f"{name}_doy", SEASON))
+    return [*names, ("season_count", YEAR)]
+
+
+def _phenology_kernel(curve: np.ndarray, *mask: np.ndarray, days: np.ndarray,
+                      years: list[int], config: PhenologyConfig,
+                      variable: str) -> tuple[np.ndarray, ...]:
+    """The numpy kernel under :func:`phenology`, on ``(..., T)`` curves and a ``(...)`` mask.
+
+    Returns:
+        The outputs of :func:`output_variables` in order, each ``(..., S)`` or
+        ``(..., n_years)``.
+    """
+    pixels = curve.shape[:-1]
+    flat = curve.reshape(-1, curve.shape[-1])
+    select = np.all(np.isfinite(flat), axis=1)
+    if mask:
+        select &= mask[0].reshape(-1) > 0
+    if select.any():
+        extreme = float(np.abs(flat[select]).max())
+        if extreme > NDVI_SCALE_LIMIT:
+            raise CubeSchemaError(
+                f"{variable!r} reaches |NDVI| = {extreme:g}; NDVI lies within [-1, 1]. The input "
+                "looks scaled (e.g. x100 or x10000): divide it by its scale factor first.")
+    slots, count = season_slots(flat, select, days, years, config)
+    out = []
+    for name in SEASON_METRICS:
+        grid = slots[name].reshape(*pixels, -1)
+        if name in DATE_METRICS:
+            out += [from_days(grid), day_of_year(grid).astype(np.float32)]
         else:
-            data[name] = ((SEASON, Y, X), grid.astype(np.float32),
-                          {"long_name": SEASON_ATTRS[name]})
-    data["season_count"] = ((YEAR, Y, X), count.T.reshape(-1, ny, nx).astype(np.float32),
-                            {"long_name": "rice seasons in the agricultural year "
-                                          "(cropping intensity)"})
-    return xr.Dataset(data, coords=coords)
+            out.append(grid.astype(np.float32))
+    return (*out, count.reshape(*pixels, -1).astype(np.float32))
 
 
 def phenology(cube: xr.Dataset, *, config: PhenologyConfig = PhenologyConfig(),
               variable: str = NDVI_SMOOTH) -> xr.Dataset:
     """Per-pixel seasons (SOS/POS/EOS, length, amplitude, ...) and cropping intensity.
+
+    On a dask-backed cube the result stays lazy (one task per spatial chunk, all time steps).
 
     Args:
         cube: Cube with a gap-free ``variable`` (time, y, x) and optionally ``paddy_mask`` (y, x).
@@ -151,39 +210,37 @@ def phenology(cube: xr.Dataset, *, config: PhenologyConfig = PhenologyConfig(),
             f"{sorted(cube.data_vars)}. Run fusecube.stages.smooth first or pass variable=.")
     times = cube[TIME].values
     years = agricultural_years(times, config.year_start_month)
-    curve = cube[variable].transpose(TIME, Y, X).values
-    ny, nx = curve.shape[1:]
-    flat = curve.reshape(curve.shape[0], -1).T
-    select = np.all(np.isfinite(flat), axis=1)
+    inputs = [cube[variable].transpose(TIME, Y, X)]
+    if inputs[0].chunks:  # a task holds whole series: chunked in space only
+        inputs[0] = inputs[0].chunk({TIME: -1})
     if config.paddy_only and PADDY_MASK in cube:
-        select &= cube[PADDY_MASK].values.reshape(-1) > 0
+        inputs.append(cube[PADDY_MASK].transpose(Y, X))
     elif config.paddy_only:
         log.info("phenology: no %s in the cube, computing every pixel", PADDY_MASK)
-    if select.any():
-        extreme = float(np.abs(flat[select]).max())
-        if extreme > NDVI_SCALE_LIMIT:
-            raise CubeSchemaError(
-                f"{variable!r} reaches |NDVI| = {extreme:g}; NDVI lies within [-1, 1]. The input "
-                "looks scaled (e.g. x100 or x10000): divide it by its scale factor first.")
-    per_year = config.seasons_per_year
-    n_slots = len(years) * per_year
-    slots = {name: np.full((flat.shape[0], n_slots), np.nan) for name in SEASON_METRICS}
-    count = np.full((flat.shape[0], len(years)), np.nan)
-    days = to_days(times)
-    index = np.flatnonzero(select)
-    for start in range(0, index.size, config.chunk_pixels):
-        rows = index[start : start + config.chunk_pixels]
-        # smoothing may overshoot 1 by a hair on dense canopy: not a reason to drop a season
-        detected = detect_seasons(np.clip(flat[rows], -1.0, 1.0), days, config.rules)
-        if detected["pos"].shape[1] == 0:
-            detected = {k: np.full((rows.size, 1), np.nan) for k in SEASON_METRICS}
-        placed, placed_count = assign_to_years(
-            detected, years[0], len(years), config.year_start_month, per_year)
-        for name in SEASON_METRICS:
-            slots[name][rows] = placed[name]
-        count[rows] = placed_count
-    coords = season_coords(years, per_year)
-    out = seasons_dataset(slots, count, (ny, nx), coords)
-    out.attrs.update(sos_eos_method=config.rules.method, seasons_per_year=per_year,
+    outputs = output_variables()
+    results = xr.apply_ufunc(
+        _phenology_kernel, *inputs,
+        input_core_dims=[[TIME]] + [[]] * (len(inputs) - 1),
+        output_core_dims=[[dim] for _, dim in outputs],
+        kwargs={"days": to_days(times), "years": years, "config": config, "variable": variable},
+        dask="parallelized",
+        output_dtypes=[np.dtype("datetime64[ns]") if name in DATE_METRICS else np.float32
+                       for name, _ in outputs],
+        dask_gufunc_kwargs={"output_sizes": {SEASON: len(years) * config.seasons_per_year,
+                                             YEAR: len(years)}})
+    data = {}
+    for (name, dim), result in zip(outputs, results, strict=True):
+        data[name] = ((dim, Y, X), result.transpose(dim, Y, X).data, _attrs(name))
+    out = xr.Dataset(data, coords=season_coords(years, config.seasons_per_year))
+    out.attrs.update(sos_eos_method=config.rules.method, seasons_per_year=config.seasons_per_year,
                      year_start_month=config.year_start_month)
     return out.assign_coords({Y: cube[Y], X: cube[X]})
+
+
+def _attrs(name: str) -> dict[str, str]:
+    """CF attributes of a phenology output variable."""
+    if name == "season_count":
+        return {"long_name": "rice seasons in the agricultural year (cropping intensity)"}
+    if name.endswith("_doy"):
+        return {"long_name": f"{SEASON_ATTRS[name[:-4]]}, day of year", "units": "day"}
+    return {"long_name": SEASON_ATTRS[name]}

@@ -11,14 +11,9 @@ import xarray as xr
 
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_FUSED, NDVI_QUALITY, NDVI_SMOOTH, TIME
 from fusecube.errors import ConfigError, CubeSchemaError
-from fusecube.kernels.whittaker import (
-    DEFAULT_LAMBDAS,
-    upper_envelope,
-    whittaker,
-    whittaker_gcv,
-    whittaker_vcurve,
-)
 from fusecube.grid.periods import to_days
+from fusecube.kernels.whittaker import upper_envelope, whittaker
+from fusecube.kernels.whittaker_lambda import DEFAULT_LAMBDAS, whittaker_gcv, whittaker_vcurve
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +96,30 @@ def smooth_array(values: np.ndarray, weights: np.ndarray, times_days: np.ndarray
     return np.clip(out, -1.0, 1.0, out=out)
 
 
+def _smooth_kernel(values: np.ndarray, *others: np.ndarray, names: tuple[str, ...],
+                   times_days: np.ndarray, config: SmoothConfig) -> np.ndarray:
+    """``(..., T)`` series → smoothed ``(..., T)``: the numpy kernel under :func:`smooth`.
+
+    Pixels are flattened row-major into ``(N, T)`` and weighted as the stage defines it.
+    ``others`` are the observed NDVI and the observation quality, named by ``names``, each
+    only when the cube has it.
+    """
+    shape = values.shape
+    flat = values.reshape(-1, shape[-1])
+    given = {name: array.reshape(flat.shape) for name, array in zip(names, others, strict=True)}
+    observed = np.isfinite(given[NDVI] if NDVI in given else flat)
+    quality = given[NDVI_QUALITY] if NDVI_QUALITY in given else np.ones_like(flat)
+    weights = np.where(observed, np.nan_to_num(quality, nan=0.0), config.gap_weight)
+    return smooth_array(flat, weights, times_days, config, observed=observed).reshape(shape)
+
+
 def smooth(cube: xr.Dataset, *, config: SmoothConfig = SmoothConfig(),
            variable: str = NDVI_FUSED) -> xr.Dataset:
     """Add ``ndvi_smooth``: Whittaker-smoothed ``variable`` with observation-quality weights.
 
     Observed values weigh their ``ndvi_quality`` (1 when absent); values that were gap-filled
     weigh ``config.gap_weight``. Missing values (NaN) weigh 0 and are filled by the smoother.
+    On a dask-backed cube the result stays lazy (one task per spatial chunk, all time steps).
 
     Args:
         cube: Cube with ``variable`` and ``ndvi`` (observations) on ``(time, y, x)``.
@@ -123,17 +136,18 @@ def smooth(cube: xr.Dataset, *, config: SmoothConfig = SmoothConfig(),
             f"it has {sorted(cube.data_vars)}.")
     if source != variable:
         log.info("smooth: %r not in the cube, smoothing %r", variable, source)
-    values = cube[source].transpose(*DIMS).values
-    t, ny, nx = values.shape
-    flat = values.reshape(t, -1).T
-    observed = (np.isfinite(cube[NDVI].transpose(*DIMS).values.reshape(t, -1).T)
-                if NDVI in cube else np.isfinite(flat))
-    quality = (cube[NDVI_QUALITY].transpose(*DIMS).values.reshape(t, -1).T
-               if NDVI_QUALITY in cube else np.ones_like(flat))
-    weights = np.where(observed, np.nan_to_num(quality, nan=0.0), config.gap_weight)
-    smoothed = smooth_array(flat, weights, to_days(cube[TIME].values), config, observed=observed)
+    # observations (when smoothing a gap-fill) and their quality, where the cube has them
+    names = tuple(n for n in (NDVI, NDVI_QUALITY) if n in cube and n != source)
+    inputs = [cube[name].transpose(*DIMS) for name in (source, *names)]
+    if inputs[0].chunks:  # a task holds whole series: chunked in space only
+        inputs = [var.chunk({TIME: -1}) for var in inputs]
+    smoothed = xr.apply_ufunc(
+        _smooth_kernel, *inputs,
+        input_core_dims=[[TIME]] * len(inputs), output_core_dims=[[TIME]],
+        kwargs={"names": names, "times_days": to_days(cube[TIME].values), "config": config},
+        dask="parallelized", output_dtypes=[np.float32])
     out = cube.copy()
     attrs = {**CF_ATTRS[NDVI_SMOOTH], "whittaker_method": config.method,
              "whittaker_lambda": config.lam if config.method == "fixed" else "per pixel"}
-    out[NDVI_SMOOTH] = (DIMS, smoothed.T.reshape(t, ny, nx), attrs)
+    out[NDVI_SMOOTH] = (DIMS, smoothed.transpose(*DIMS).data, attrs)
     return out

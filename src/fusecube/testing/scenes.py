@@ -12,6 +12,7 @@ from odc.geo.geobox import GeoBox
 
 from fusecube.testing.cog import write_cog
 from fusecube.testing.stac import make_item
+from fusecube.units import to_db
 
 #: SCL classes used in the fake scenes.
 SCL_VEG, SCL_CLOUD, SCL_SHADOW = 4, 9, 3
@@ -97,7 +98,7 @@ def make_scene(root: str | Path, *, size: int = 2048, resolution: float = 10.0,
             write_cog(root / f"{acq['id']}_{band}_lin.tif", data, geobox, nodata=-32768.0,
                       blocksize=blocksize)
             if db_copies:
-                db = (10 * np.log10(data)).astype(np.float32)
+                db = to_db(data).astype(np.float32, copy=False)
                 write_cog(root / f"{acq['id']}_{band}_db.tif", db, geobox, nodata=-32768.0,
                           blocksize=blocksize)
         scene.s1.append(acq)

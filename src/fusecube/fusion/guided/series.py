@@ -134,10 +134,9 @@ def fuse_series(series: SeriesTable) -> pd.DataFrame:
 
 def plot_series(table: pd.DataFrame, path: Path, *, max_series: int = 6) -> Path:
     """Observed NDVI, radar and the fused curve of the first ``max_series`` series (PNG)."""
-    import matplotlib
+    from fusecube.products._mpl import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ids = table["id"].drop_duplicates().to_numpy()[:max_series]
     fig, axes = plt.subplots(len(ids), 1, figsize=(9, 2.8 * len(ids)), squeeze=False, sharex=True)

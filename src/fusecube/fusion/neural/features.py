@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from fusecube.kernels.whittaker import linear_fill
 from fusecube.grid.periods import day_of_year
+from fusecube.kernels.whittaker import linear_fill
+from fusecube.units import to_db
 
 #: Optional field-scale radar channels (box filter ``2 * window + 1``).
 WIDE_FEATURES: tuple[str, ...] = ("vv_db_wide", "vh_db_wide", "rvi_wide")
@@ -41,13 +42,11 @@ OPTICAL_FEATURES: tuple[str, ...] = ("ndvi_obs", "ndvi_valid", "ndvi_quality", "
                                      "gap_days")
 GAP_DAYS_SCALE = 100.0
 """``gap_days`` is days to the nearest observation divided by this (capped at 2)."""
-DB_FLOOR = 1e-5
-"""Linear sigma0 floor before taking dB (-50 dB): keeps log10 finite for zero returns."""
 
 
-def to_db(linear: np.ndarray) -> np.ndarray:
-    """Linear backscatter → dB, floored at :data:`DB_FLOOR`; NaN stays NaN."""
-    return (10.0 * np.log10(np.maximum(linear, DB_FLOOR))).astype(np.float32)
+def _db32(linear: np.ndarray) -> np.ndarray:
+    """A float32 dB channel (:func:`fusecube.units.to_db`, computed in the input's precision)."""
+    return to_db(linear).astype(np.float32, copy=False)
 
 
 def rvi(vv: np.ndarray, vh: np.ndarray) -> np.ndarray:
@@ -98,17 +97,17 @@ def radar_features(radar: Mapping[str, np.ndarray], names: Sequence[str], *,
     wide = 2 * window + 1
 
     builders = {
-        "vv_db": lambda: to_db(radar["vv"]),
-        "vh_db": lambda: to_db(radar["vh"]),
-        "vh_vv_db": lambda: to_db(radar["vh"]) - to_db(radar["vv"]),
+        "vv_db": lambda: _db32(radar["vv"]),
+        "vh_db": lambda: _db32(radar["vh"]),
+        "vh_vv_db": lambda: _db32(radar["vh"]) - _db32(radar["vv"]),
         "vv_lin": lambda: radar["vv"],
         "vh_lin": lambda: radar["vh"],
         "rvi": lambda: rvi(radar["vv"], radar["vh"]),
-        "vv_db_local": lambda: to_db(local("vv")),
-        "vh_db_local": lambda: to_db(local("vh")),
+        "vv_db_local": lambda: _db32(local("vv")),
+        "vh_db_local": lambda: _db32(local("vh")),
         "rvi_local": lambda: rvi(local("vv"), local("vh")),
-        "vv_db_wide": lambda: to_db(local("vv", wide)),
-        "vh_db_wide": lambda: to_db(local("vh", wide)),
+        "vv_db_wide": lambda: _db32(local("vv", wide)),
+        "vh_db_wide": lambda: _db32(local("vh", wide)),
         "rvi_wide": lambda: rvi(local("vv", wide), local("vh", wide)),
     }
     channels = []

@@ -1,223 +1,242 @@
-"""The fusion network, the fitted model that carries it, and the model of a pipeline run.
+"""Neural fusion: S1 radar → NDVI gap-fill with a per-pixel temporal network.
 
-The network sees one pixel's whole series ``(C, T)`` and returns NDVI at every step. It is a
-stack of residual dilated 1-D convolutions (receptive field well over a year at 12-day steps)
-with a global-context term (the series mean of the hidden state, so a pixel's whole history
-informs every date), and a linear head that adds a correction to the linear interpolation of
-the pixel's own observations: NDVI stays in its natural range, nothing squashes it.
+:class:`NeuralFusion` has scikit-learn manners, like :class:`~fusecube.fusion.ridge.model.
+RidgeFusion`: the training options in ``__init__``, learning in :meth:`NeuralFusion.fit`, use
+in :meth:`NeuralFusion.predict`, fitted state in attributes ending in ``_``, and validation on
+pixels and dates ``fit`` never trained on. The network lives in
+:mod:`~fusecube.fusion.neural.network`, training in :mod:`~fusecube.fusion.neural.train`,
+batched prediction in :mod:`~fusecube.fusion.neural.predict`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import xarray as xr
 
-from fusecube.errors import FusionModelError, InputFileError, require
+from fusecube.cube import TIME, X, Y
+from fusecube.errors import FusionModelError, InputFileError
 from fusecube.fusion.neural.features import (
     CALENDAR_FEATURES,
     OPTICAL_FEATURES,
     Normalizer,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    import xarray as xr
-
-    from fusecube.config import RunConfig
+from fusecube.fusion.neural.network import build_network, in_channels, require_torch
+from fusecube.fusion.neural.predict import fill_block, predict_series
+from fusecube.fusion.neural.train import (
+    PixelSample,
+    TrainConfig,
+    sample_pixels,
+    seed_torch,
+    train_network,
+    training_pixels,
+)
+from fusecube.storage.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-Architecture = Literal["mlp", "conv", "gru"]
-LINEAR_CHANNEL = -2  # position of ``ndvi_linear`` among the input channels (counted from the end)
-assert OPTICAL_FEATURES[LINEAR_CHANNEL] == "ndvi_linear"
 
 
-def _torch():
-    return require("torch", "ml")
-
-
-def build_network(in_channels: int, *, arch: Architecture = "mlp", width: int = 256,
-                  n_times: int | None = None, dilations: Sequence[int] = (1, 2, 4, 8, 16, 1),
-                  kernel: int = 3):
-    """Build the per-pixel temporal network (a ``torch.nn.Module``).
-
-    Args:
-        in_channels: Input channels per time step.
-        arch: ``mlp`` (fully connected over the whole series: fastest on CPU), ``conv``
-            (residual dilated 1-D convolutions) or ``gru`` (bidirectional GRU).
-        width: Hidden units (``mlp``) or channels per step (``conv``, ``gru``).
-        n_times: Series length (``mlp`` only: its weights are tied to the time grid).
-        dilations: Dilation of each residual convolution (``conv`` only).
-        kernel: Convolution kernel size (``conv`` only).
-
-    Returns:
-        A module mapping ``(B, C, T)`` float32 to ``(B, T)`` NDVI.
-    """
-    torch = _torch()
-    nn = torch.nn
-
-    class TemporalConvNet(nn.Module):
-        """Residual dilated 1-D convolutions over time with a global-context term."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.inp = nn.Conv1d(in_channels, width, 1)
-            self.convs = nn.ModuleList(
-                nn.Conv1d(width, width, kernel, dilation=d, padding=d * (kernel - 1) // 2)
-                for d in dilations)
-            self.context = nn.Linear(width, width)
-            self.mid = len(dilations) // 2
-            self.head = nn.Conv1d(width, 1, 1)
-            nn.init.zeros_(self.head.weight)  # start as the linear interpolation
-            nn.init.zeros_(self.head.bias)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            h = self.inp(x)
-            for i, conv in enumerate(self.convs):
-                h = h + conv(nn.functional.gelu(h))
-                if i == self.mid:
-                    h = h + self.context(h.mean(dim=-1)).unsqueeze(-1)
-            return x[:, LINEAR_CHANNEL] + self.head(nn.functional.gelu(h)).squeeze(1)
-
-    class TemporalGRU(nn.Module):
-        """Bidirectional GRU over time (the measured alternative)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.gru = nn.GRU(in_channels, width, batch_first=True, bidirectional=True)
-            self.head = nn.Linear(2 * width, 1)
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            h, _ = self.gru(x.transpose(1, 2))
-            return x[:, LINEAR_CHANNEL] + self.head(h).squeeze(-1)
-
-    class SeriesMLP(nn.Module):
-        """Fully connected over the whole (C, T) series: every date sees every other."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = nn.Sequential(
-                nn.Flatten(), nn.Linear(in_channels * n_times, width), nn.GELU(),
-                nn.Linear(width, width), nn.GELU())
-            self.head = nn.Linear(width, n_times)
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x[:, LINEAR_CHANNEL] + self.head(self.body(x))
-
-    if arch == "mlp":
-        if not n_times:
-            raise FusionModelError("the mlp fusion network needs n_times (the series length)")
-        return SeriesMLP()
-    if arch == "conv":
-        return TemporalConvNet()
-    if arch == "gru":
-        return TemporalGRU()
-    raise FusionModelError(f"unknown fusion architecture {arch!r}; use 'conv' or 'gru'")
-
-
-def select_device(device: str = "auto") -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; anything else as given."""
-    torch = _torch()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FusionModelError(f"device {device!r} asked for but no CUDA GPU is visible; "
-                               "use device='cpu' or 'auto'.")
-    return device
-
-
-@dataclass
-class FusionModel:
-    """A fitted S1→NDVI fusion model: network, feature recipe, normalisation and metrics.
+class NeuralFusion:
+    """Gap-fill NDVI from S1 VV/VH with a network trained on the scene's own observations.
 
     Attributes:
-        net: The ``torch.nn.Module``.
-        radar_features: Radar channel names, in order.
-        window: Box-filter edge of the ``*_local`` radar channels.
-        normalizer: Radar channel statistics fitted on training pixels only.
-        arch: Keyword arguments of :func:`build_network`.
-        metrics: Validation metrics (held-out blocks and dates) with the baselines beside.
-        meta: Training details: configuration, split, timings, versions.
+        config: Training options (:class:`~fusecube.fusion.neural.train.TrainConfig`).
+        net_: The fitted ``torch.nn.Module``.
+        normalizer_: Radar channel statistics fitted on training pixels only.
+        radar_features_: Radar channel names the network reads, in order.
+        window_: Box-filter edge of the ``*_local`` radar channels.
+        arch_: Keyword arguments of :func:`~fusecube.fusion.neural.network.build_network`.
+        metrics_: Validation metrics (held-out blocks and dates) with the baselines beside.
+        meta_: Training details: configuration, split, timings, versions.
     """
 
-    net: object
-    radar_features: tuple[str, ...]
-    window: int
-    normalizer: Normalizer
-    arch: dict
-    metrics: dict = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)
+    def __init__(self, config: TrainConfig | None = None) -> None:
+        self.config = config or TrainConfig()
+
+    # ------------------------------------------------------------------------------ state
+    def _set_network(self, net, normalizer: Normalizer, radar_features, window: int,
+                     arch: dict) -> NeuralFusion:
+        self.net_ = net
+        self.normalizer_ = normalizer
+        self.radar_features_ = tuple(radar_features)
+        self.window_ = int(window)
+        self.arch_ = dict(arch)
+        self.metrics_: dict = {}
+        self.meta_: dict = {}
+        return self
+
+    def build(self, normalizer: Normalizer, *, n_times: int | None = None) -> NeuralFusion:
+        """Set a fresh, untrained network with the configured recipe (what :meth:`fit` starts from).
+
+        Args:
+            normalizer: Radar statistics for ``config.radar_features``.
+            n_times: Series length (needed by the ``mlp`` architecture only).
+
+        Returns:
+            ``self``.
+        """
+        config = self.config
+        arch: dict = {"arch": config.arch, "width": config.width}
+        if config.arch == "mlp":
+            arch["n_times"] = int(n_times) if n_times else None
+        if config.arch == "conv":
+            arch["dilations"] = [int(d) for d in config.dilations]
+        net = build_network(in_channels(config.radar_features), **arch)
+        return self._set_network(net, normalizer, config.radar_features, config.window, arch)
 
     @property
     def context_radius(self) -> int:
         """Pixels of neighbourhood the radar features read on each side of a pixel.
 
-        ``*_local`` channels box-filter ``window`` px, ``*_wide`` ones ``2 * window + 1``:
+        ``*_local`` channels box-filter ``window_`` px, ``*_wide`` ones ``2 * window_ + 1``:
         a block read with this many extra pixels around it gives its pixels the features
         they would have in the whole scene.
         """
         radius = 0
-        for name in self.radar_features:
+        for name in self.radar_features_:
             if name.endswith("_wide"):
-                radius = max(radius, self.window)
+                radius = max(radius, self.window_)
             elif name.endswith("_local"):
-                radius = max(radius, self.window // 2)
+                radius = max(radius, self.window_ // 2)
         return radius
 
-    @property
-    def in_channels(self) -> int:
-        """Input channels of the network."""
-        return len(self.radar_features) + len(CALENDAR_FEATURES) + len(OPTICAL_FEATURES)
+    # ------------------------------------------------------------------------------ learning
+    def _fit_config(self, init: NeuralFusion | None) -> TrainConfig:
+        """The options a fit uses: fine-tuning keeps the features ``init`` was built on."""
+        if init is None:
+            return self.config
+        return replace(self.config, radar_features=init.radar_features_, window=init.window_,
+                       arch=init.arch_.get("arch", self.config.arch))
 
-    @classmethod
-    def new(cls, radar_features: Sequence[str], normalizer: Normalizer, *, window: int = 5,
-            **arch) -> FusionModel:
-        """A fresh (untrained) model for the given radar channels."""
-        n_in = len(radar_features) + len(CALENDAR_FEATURES) + len(OPTICAL_FEATURES)
-        net = build_network(n_in, **arch)
-        return cls(net, tuple(radar_features), window, normalizer, dict(arch))
+    def fit(self, cube: xr.Dataset, *, init: NeuralFusion | None = None) -> NeuralFusion:
+        """Train on a scene (sampled pixels), validated on held-out blocks and dates.
 
+        Args:
+            cube: The cube (lazy or in memory) with ``vv``, ``vh``, ``ndvi`` and optionally
+                ``ndvi_quality`` and ``paddy_mask``.
+            init: A trained model to fine-tune (its features and normalisation are kept; the
+                given object is not modified).
+
+        Returns:
+            ``self``; ``metrics_`` holds the validation scores beside the baselines.
+
+        Raises:
+            FusionModelError: ``init`` was built for another time grid, or nothing to learn.
+        """
+        if init is not None:
+            n_times = init.arch_.get("n_times")
+            if n_times and n_times != cube.sizes[TIME]:
+                raise FusionModelError(
+                    f"The model to fine-tune was built for {n_times} time steps; this cube has "
+                    f"{cube.sizes[TIME]}. Train from scratch or resample the cube to the "
+                    "model's periods.")
+        started = time.perf_counter()
+        sample = sample_pixels(cube, self._fit_config(init))
+        read_s = time.perf_counter() - started
+        self.fit_sample(sample, init=init)
+        self.meta_["seconds"]["read"] = round(read_s, 3)
+        self.meta_["scene_shape"] = [int(cube.sizes[Y]), int(cube.sizes[X])]
+        self.meta_["windows"] = sample.windows
+        return self
+
+    def fit_sample(self, sample: PixelSample, *, init: NeuralFusion | None = None) -> NeuralFusion:
+        """Train on already-sampled pixels (see :meth:`fit`); the core of training.
+
+        Pixels with role 1 are used only for validation. Without any, validation falls back to
+        held-out dates on the training pixels, and ``metrics_["pixels_seen"]`` says so.
+
+        Returns:
+            ``self``.
+        """
+        config = self._fit_config(init)
+        seed_torch(config)  # before the network is built: its initial weights are seeded
+        if init is not None:  # the given model stays as it was
+            self._set_network(copy.deepcopy(init.net_), copy.deepcopy(init.normalizer_),
+                              init.radar_features_, init.window_, init.arch_)
+        else:
+            train = training_pixels(sample)
+            normalizer = Normalizer(tuple(config.radar_features)).fit(sample.radar[train])
+            self.build(normalizer, n_times=sample.times.size)  # config is self.config here
+        self.metrics_, self.meta_ = train_network(self.net_, self.normalizer_, sample, config,
+                                                  fine_tuned=init is not None)
+        return self
+
+    # ------------------------------------------------------------------------------ use
+    def predict(self, cube: xr.Dataset, *, batch_pixels: int | None = None) -> xr.Dataset:
+        """Add ``ndvi_fused`` to an in-memory cube: observed NDVI kept, gaps filled.
+
+        All-zero NDVI periods (broken composites) count as gaps.
+
+        Args:
+            cube: Cube (block) ``(time, y, x)`` with ``vv``, ``vh``, ``ndvi`` and optionally
+                ``ndvi_quality``.
+            batch_pixels: Pixels per forward pass (default:
+                :data:`~fusecube.fusion.neural.predict.BATCH_PIXELS`).
+
+        Returns:
+            The cube with ``ndvi_fused`` added.
+        """
+        return fill_block(cube, net=self.net_, normalizer=self.normalizer_,
+                          radar_names=self.radar_features_, window=self.window_,
+                          batch_pixels=batch_pixels)
+
+    def predict_series(self, radar: np.ndarray, ndvi: np.ndarray, quality: np.ndarray | None,
+                       times_days: np.ndarray, *, batch_pixels: int | None = None) -> np.ndarray:
+        """Model NDVI at every step of ``(N, T)`` series (observed values are *not* kept here).
+
+        Args:
+            radar: ``(N, R, T)`` raw radar channels (``radar_features_``).
+            ndvi: ``(N, T)`` observed NDVI, NaN missing.
+            quality: ``(N, T)`` observation quality, or None for all clear.
+            times_days: ``(T,)`` float days.
+            batch_pixels: Pixels per forward pass.
+
+        Returns:
+            ``(N, T)`` float32 predictions clipped to the NDVI range [-1, 1].
+        """
+        return predict_series(self.net_, self.normalizer_, radar, ndvi, quality, times_days,
+                              batch_pixels=batch_pixels)
+
+    # ------------------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
         """Write the model (weights + JSON-able metadata) with ``torch.save``, atomically."""
-        torch = _torch()
+        torch = require_torch()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "format_version": FORMAT_VERSION,
-            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-            "radar_features": list(self.radar_features),
+            "state_dict": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()},
+            "radar_features": list(self.radar_features_),
             "calendar_features": list(CALENDAR_FEATURES),
             "optical_features": list(OPTICAL_FEATURES),
-            "window": self.window,
-            "normalizer": self.normalizer.to_dict(),
-            "arch": self.arch,
-            "metrics": json.loads(json.dumps(self.metrics, default=float)),
-            "meta": json.loads(json.dumps(self.meta, default=str)),
+            "window": self.window_,
+            "normalizer": self.normalizer_.to_dict(),
+            "arch": self.arch_,
+            "metrics": json.loads(json.dumps(self.metrics_, default=float)),
+            "meta": json.loads(json.dumps(self.meta_, default=str)),
         }
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as staged:
+            torch.save(state, staged)
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "cpu") -> FusionModel:
+    def load(cls, path: str | Path, *, device: str = "cpu") -> NeuralFusion:
         """Read a model written by :meth:`save`.
+
+        The returned model's ``config`` carries the saved recipe (features, window,
+        architecture) and default training options otherwise.
 
         Raises:
             InputFileError: The file is missing or not a fusion model.
         """
-        torch = _torch()
+        torch = require_torch()
         path = Path(path)
         if not path.exists():
             raise InputFileError(f"Fusion model {path} does not exist; train one with "
@@ -230,39 +249,16 @@ class FusionModel:
         if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
             raise InputFileError(f"{path} is not a fusecube fusion model (format "
                                  f"{FORMAT_VERSION}); train one with `fusecube fuse train`.")
-        model = cls.new(state["radar_features"], Normalizer.from_dict(state["normalizer"]),
-                        window=state["window"], **state["arch"])
-        model.net.load_state_dict(state["state_dict"])
-        model.net.to(device).eval()
-        model.metrics, model.meta = state["metrics"], state["meta"]
+        arch = state["arch"]
+        recipe = {"radar_features": tuple(state["radar_features"]), "window": state["window"],
+                  "arch": arch["arch"], "width": arch["width"]}
+        if "dilations" in arch:
+            recipe["dilations"] = tuple(arch["dilations"])
+        model = cls(TrainConfig(**recipe))
+        net = build_network(in_channels(state["radar_features"]), **arch)
+        model._set_network(net, Normalizer.from_dict(state["normalizer"]),
+                           state["radar_features"], state["window"], arch)
+        net.load_state_dict(state["state_dict"])
+        net.to(device).eval()
+        model.metrics_, model.meta_ = state["metrics"], state["meta"]
         return model
-
-
-def model_for_run(cube: xr.Dataset, config: RunConfig) -> FusionModel:
-    """The fusion model of a pipeline run: ``config.fusion_model`` if given, else trained here.
-
-    Training samples a bounded number of pixels from the (lazy) cube, so memory does not grow
-    with the scene; the trained model is saved as ``config.out / "fusion_model.pt"``.
-
-    Args:
-        cube: The whole input cube (dask-backed is fine).
-        config: The run configuration.
-
-    Returns:
-        The model, on CPU or CUDA.
-    """
-    from fusecube.fusion.neural.train import TrainConfig, fit
-
-    if config.fusion_model is not None:
-        model = FusionModel.load(config.fusion_model, device=select_device())
-        log.info("fusion model loaded from %s", config.fusion_model)
-        return model
-    model = fit(cube, TrainConfig())
-    path = model.save(Path(config.out) / "fusion_model.pt")
-    log.info("fusion model trained on this scene and saved to %s", path)
-    return model
-
-
-def as_numpy(x: torch.Tensor) -> np.ndarray:
-    """Tensor → float32 numpy on the CPU."""
-    return x.detach().float().cpu().numpy()

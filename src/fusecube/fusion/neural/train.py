@@ -1,4 +1,4 @@
-"""Training the fusion model, masked-autoencoder style, with honest validation.
+"""Training the fusion network, masked-autoencoder style, with honest validation.
 
 Clear optical observations of training pixels are hidden at random (single dates and long
 spans, like cloudy seasons) and the network learns to predict them from the radar series and
@@ -8,12 +8,11 @@ whole held-out dates, and reports the linear and Whittaker-only baselines on the
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,9 +28,11 @@ from fusecube.fusion.neural.features import (
     radar_features,
     screen_zero_periods,
 )
-from fusecube.fusion.neural.model import Architecture, FusionModel, _torch, select_device
-from fusecube.fusion.neural.validation import SpatialSplit, baseline_fills, compare, wet_season
+from fusecube.fusion.neural.network import Architecture, require_torch, select_device
+from fusecube.fusion.neural.predict import predict_series
+from fusecube.fusion.neural.validation import baseline_fills, compare, wet_season
 from fusecube.grid.periods import to_days
+from fusecube.splits import SpatialSplit, hold_out_dates
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Options of :func:`fit`.
+    """Options of :class:`~fusecube.fusion.neural.model.NeuralFusion` (how it learns).
 
     Attributes:
         arch: Network type, ``mlp``, ``conv`` or ``gru`` (see ``build_network``).
@@ -227,56 +228,55 @@ def choose_holdout_dates(ndvi: np.ndarray, times: np.ndarray, share: float,
     if k == 0 or observed.size < 4:
         return np.zeros(0, int)
     wet = wet_season(times)[observed]
-    picks = []
-    for pool, count in ((observed[wet], k // 2), (observed[~wet], k - k // 2)):
-        count = min(count, max(pool.size - 1, 0))
-        if count:
-            picks.append(rng.choice(pool, size=count, replace=False))
-    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, int)
+    pools = (observed[wet], observed[~wet])
+    return np.flatnonzero(hold_out_dates(times.size, n=min(k, times.size - 1), pools=pools, seed=rng))
 
 
-def fit(cube: xr.Dataset, config: TrainConfig | None = None, *,
-        init: FusionModel | None = None) -> FusionModel:
-    """Train a fusion model on a scene (sampled pixels), validated on held-out blocks and dates.
-
-    Args:
-        cube: The cube (lazy or in memory).
-        config: Training options; defaults of :class:`TrainConfig` when None.
-        init: A trained model to fine-tune (its features and normalisation are kept; the
-            given object is not modified).
+def seed_torch(config: TrainConfig):
+    """Set torch's CPU threads and seed before a network is built: the same weights every run.
 
     Returns:
-        The fitted model; ``model.metrics`` holds the validation scores beside the baselines.
+        The ``torch`` module.
     """
-    config = config or TrainConfig()
-    if init is not None:  # fine-tuning: the features must be the ones the model was built on
-        config = replace(config, radar_features=tuple(init.radar_features), window=init.window,
-                         arch=init.arch.get("arch", config.arch))
-        n_times = init.arch.get("n_times")
-        if n_times and n_times != cube.sizes[TIME]:
-            raise FusionModelError(f"The model to fine-tune was built for {n_times} time steps; "
-                                   f"this cube has {cube.sizes[TIME]}. Train from scratch "
-                                   "or resample the cube to the model's periods.")
-    started = time.perf_counter()
-    sample = sample_pixels(cube, config)
-    read_s = time.perf_counter() - started
-    model = fit_arrays(sample, config, init=init)
-    model.meta["seconds"]["read"] = round(read_s, 3)
-    model.meta["scene_shape"] = [int(cube.sizes[Y]), int(cube.sizes[X])]
-    model.meta["windows"] = sample.windows
-    return model
+    torch = require_torch()
+    torch.set_num_threads(max(1, config.threads or usable_cpus()))
+    torch.manual_seed(config.seed)
+    return torch
 
 
-def fit_arrays(sample: PixelSample, config: TrainConfig, *,
-               init: FusionModel | None = None) -> FusionModel:
-    """Train on already-sampled pixels (see :func:`fit`); the core of training.
+def training_pixels(sample: PixelSample) -> np.ndarray:
+    """``(N,)`` bool: the sample's training pixels (role 0).
+
+    Raises:
+        FusionModelError: The spatial split left none.
+    """
+    train = sample.role == 0
+    if not train.any():
+        raise FusionModelError("No training pixels left after the spatial split; use a larger "
+                               "scene or a smaller SpatialSplit.block / buffer.")
+    return train
+
+
+def train_network(net, normalizer: Normalizer, sample: PixelSample, config: TrainConfig, *,
+                  fine_tuned: bool = False) -> tuple[dict, dict]:
+    """Train ``net`` in place on already-sampled pixels, then score it on unseen ones.
 
     Pixels with role 1 are used only for validation. Without any, validation falls back to
     held-out dates on the training pixels, and ``metrics["pixels_seen"]`` says so.
+    Call :func:`seed_torch` before building ``net``.
+
+    Args:
+        net: The network to train (fresh, or a copy of a trained one to fine-tune).
+        normalizer: Radar statistics (fitted on the training pixels, or the fine-tuned
+            model's).
+        sample: The pixels.
+        config: Training options.
+        fine_tuned: Whether ``net`` started from a trained model (recorded in ``meta``).
+
+    Returns:
+        ``(metrics, meta)``: validation scores beside the baselines, and training details.
     """
-    torch = _torch()
-    torch.set_num_threads(max(1, config.threads or usable_cpus()))
-    torch.manual_seed(config.seed)
+    torch = require_torch()
     rng = np.random.default_rng([config.seed, 5])
     device = select_device(config.device)
     if device.startswith("cuda"):
@@ -284,24 +284,11 @@ def fit_arrays(sample: PixelSample, config: TrainConfig, *,
         torch.backends.cudnn.allow_tf32 = True
     started = time.perf_counter()
     times_days = to_days(sample.times)
-    train = sample.role == 0
-    if not train.any():
-        raise FusionModelError("No training pixels left after the spatial split; use a larger "
-                               "scene or a smaller SpatialSplit.block / buffer.")
+    train = training_pixels(sample)
     held = choose_holdout_dates(sample.ndvi[train], sample.times, config.holdout_dates, rng)
     ndvi_in = sample.ndvi.copy()
     ndvi_in[:, held] = np.nan  # held-out dates: never an input, never a target
-    if init is not None:
-        model = copy.deepcopy(init)  # the given model stays as it was
-    else:
-        normalizer = Normalizer(tuple(config.radar_features)).fit(sample.radar[train])
-        arch = {"arch": config.arch, "width": config.width}
-        if config.arch == "mlp":
-            arch["n_times"] = int(sample.times.size)
-        if config.arch == "conv":
-            arch["dilations"] = [int(d) for d in config.dilations]
-        model = FusionModel.new(config.radar_features, normalizer, window=config.window, **arch)
-    radar_z = model.normalizer.transform(sample.radar)
+    radar_z = normalizer.transform(sample.radar)
     calendar = calendar_features(times_days)
     target_ok = np.isfinite(ndvi_in) & (np.nan_to_num(sample.quality) >= config.min_quality)
     if not target_ok[train].any():
@@ -309,7 +296,7 @@ def fit_arrays(sample: PixelSample, config: TrainConfig, *,
                                "fusion model has nothing to learn from. Check the NDVI input "
                                "or lower TrainConfig.min_quality.")
     date_weight = _date_weights(target_ok[train], config.balance_dates)
-    net = model.net.to(device).train()
+    net = net.to(device).train()
     train_idx = np.flatnonzero(train)
     steps_per_epoch = max(1, math.ceil(train_idx.size / config.batch_size))
     total_steps = max(config.min_steps, config.epochs * steps_per_epoch)
@@ -345,18 +332,18 @@ def fit_arrays(sample: PixelSample, config: TrainConfig, *,
     net.eval()
     train_s = time.perf_counter() - started
     t0 = time.perf_counter()
-    model.metrics = validate(model, sample, ndvi_in, held, config)
-    model.meta = {
+    metrics = validate(net, normalizer, sample, ndvi_in, held, config)
+    meta = {
         "trained_on": {"train_pixels": int(train.sum()), "val_pixels": int((sample.role == 1).sum()),
                        "steps": total_steps, "final_loss": float(np.mean(losses[-20:]))},
         "heldout_dates": [str(np.datetime_as_string(sample.times[i], unit="D")) for i in held],
         "config": {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in asdict(config).items()},
-        "device": device, "fine_tuned": init is not None,
+        "device": device, "fine_tuned": fine_tuned,
         "seconds": {"train": round(train_s, 3), "validate": round(time.perf_counter() - t0, 3)},
         "versions": {"torch": torch.__version__, "fusecube": _version()},
     }
-    return model
+    return metrics, meta
 
 
 def _date_weights(clear: np.ndarray, power: float) -> np.ndarray:
@@ -384,16 +371,14 @@ def _version() -> str:
     return __version__
 
 
-def validate(model: FusionModel, sample: PixelSample, ndvi_in: np.ndarray, held: np.ndarray,
-             config: TrainConfig) -> dict:
+def validate(net, normalizer: Normalizer, sample: PixelSample, ndvi_in: np.ndarray,
+             held: np.ndarray, config: TrainConfig) -> dict:
     """Scores on pixels and dates never used in training, fusion beside the baselines.
 
     Two tests on validation pixels (or, without any, on training pixels at held-out dates only):
     ``heldout_dates`` predicts the held-out dates from everything else; ``heldout_spans`` also
     hides random contiguous spans (long cloudy gaps) and predicts those clear values.
     """
-    from fusecube.fusion.neural.predict import predict_array
-
     times_days = to_days(sample.times)
     pixels = sample.role == 1
     pixels_seen = not pixels.any()
@@ -414,8 +399,8 @@ def validate(model: FusionModel, sample: PixelSample, ndvi_in: np.ndarray, held:
     for name, (shown, scored) in tests.items():
         if not scored.any():
             continue
-        preds = {"fusion": predict_array(model, sample.radar[pixels], shown,
-                                         sample.quality[pixels], times_days)}
+        preds = {"fusion": predict_series(net, normalizer, sample.radar[pixels], shown,
+                                          sample.quality[pixels], times_days)}
         preds.update(baseline_fills(shown, times_days))
         target = np.where(scored, obs, np.nan)
         out[name] = compare(preds, target, wet=wet, paddy=paddy)

@@ -1,64 +1,20 @@
-"""Honest validation of gap-fill: spatial block split with a buffer, held-out dates, scores.
+"""Honest validation of gap-fill: which pixels a model never saw, scores, baselines.
 
-Pixels are split by square spatial blocks: validation blocks are never trained on, and
-training pixels keep a buffer away from them (neighbouring pixels of one field are nearly
-copies of each other, so without a buffer a "held-out" pixel is not held out). Whole dates
-are also held out: their observations are used neither as inputs nor as targets in training.
+Pixels are split by square spatial blocks with a buffer (:class:`fusecube.splits.SpatialSplit`)
+and whole dates are held out (:func:`fusecube.splits.hold_out_dates`); this module finds the
+pixels far from anything a model trained on and scores predictions per group.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from fusecube.evaluate.accuracy import WET_MONTHS, ErrorSums
 from fusecube.fusion.baselines import fill_array
-
-
-@dataclass(frozen=True)
-class SpatialSplit:
-    """Train/validation split of a grid by square blocks.
-
-    Attributes:
-        block: Block edge in pixels.
-        val_fraction: Share of blocks held out for validation.
-        buffer: Pixels around validation blocks excluded from training.
-        seed: Random seed of the block draw.
-    """
-
-    block: int = 48
-    val_fraction: float = 0.25
-    buffer: int = 8
-    seed: int = 0
-
-    def val_blocks(self, shape: tuple[int, int]) -> np.ndarray:
-        """``(Y, X)`` bool: pixels in validation blocks.
-
-        With two blocks or more, at least one is held out and one is kept for training; a grid
-        of a single block has no validation block.
-        """
-        ny, nx = shape
-        nby, nbx = -(-ny // self.block), -(-nx // self.block)
-        rng = np.random.default_rng([self.seed, 7])
-        draw = rng.random((nby, nbx))
-        is_val = (draw < self.val_fraction) & (nby * nbx > 1)
-        if nby * nbx > 1:
-            if not is_val.any():
-                is_val.flat[np.argmin(draw)] = True
-            if is_val.all():
-                is_val.flat[np.argmax(draw)] = False
-        blocks = np.repeat(np.repeat(is_val, self.block, axis=0), self.block, axis=1)
-        return blocks[:ny, :nx]
-
-    def train_pixels(self, shape: tuple[int, int]) -> np.ndarray:
-        """``(Y, X)`` bool: pixels that may be trained on (outside validation blocks + buffer)."""
-        val = self.val_blocks(shape)
-        near = ndimage.maximum_filter(val, size=2 * self.buffer + 1, mode="constant", cval=False)
-        return ~near
+from fusecube.splits import SpatialSplit, buffer_zone
 
 
 def trained_pixels(shape: tuple[int, int], windows: list[list[int]],
@@ -76,8 +32,7 @@ def trained_pixels(shape: tuple[int, int], windows: list[list[int]],
 
 def holdout_pixels(trained: np.ndarray, buffer: int) -> np.ndarray:
     """``(Y, X)`` bool: pixels farther than ``buffer`` from any pixel that was trained on."""
-    near = ndimage.maximum_filter(trained, size=2 * buffer + 1, mode="constant", cval=False)
-    return ~near
+    return ~buffer_zone(trained, buffer)
 
 
 def wet_season(times: np.ndarray) -> np.ndarray:

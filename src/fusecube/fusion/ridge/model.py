@@ -26,17 +26,16 @@ import xarray as xr
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_FUSED, TIME, VH, VV
 from fusecube.errors import CubeSchemaError
 from fusecube.fusion.neural.features import (
-    DB_FLOOR,
     box_mean,
     calendar_features,
     screen_zero_periods,
-    to_db,
 )
 from fusecube.fusion.ridge.features import (
     BackscatterTable,
     FeatureSet,
     radar_design,
 )
+from fusecube.grid.periods import to_days
 from fusecube.kernels.ridge import (
     blend_rows,
     blend_samples,
@@ -45,7 +44,7 @@ from fusecube.kernels.ridge import (
     standardise,
 )
 from fusecube.kernels.whittaker import linear_fill
-from fusecube.grid.periods import to_days
+from fusecube.units import to_db
 
 logger = logging.getLogger(__name__)
 
@@ -121,10 +120,7 @@ def _box_db(linear: np.ndarray, window: int) -> np.ndarray:
     if window > 1 and np.isfinite(linear).all():
         smoothed = np.empty_like(linear)
         box_filter(linear, window, smoothed)
-        # features.to_db in place: the same float32 ufuncs, without three fresh scene-sized arrays
-        np.maximum(smoothed, DB_FLOOR, out=smoothed)
-        np.log10(smoothed, out=smoothed)
-        return np.multiply(smoothed, 10.0, out=smoothed)
+        return to_db(smoothed, out=smoothed)  # in place: no fresh scene-sized arrays
     return to_db(box_mean(linear, window))
 
 

@@ -1,0 +1,58 @@
+"""What the routes share: the bearer-token check, run lookup by id, and a run's status answer."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from fusecube.errors import ApiError
+from fusecube.products import catalog
+
+#: Bearer-token scheme (module level: route annotations are resolved in module globals).
+BEARER = HTTPBearer(auto_error=False, description="The server's token (fusecube serve --token).")
+RUN_ID = r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$"
+
+
+def authorize(request: Request,
+              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+    """Refuse a request without the server's token (when it has one), 401."""
+    token = request.app.state.settings.token
+    if not token:
+        return
+    given = credentials.credentials if credentials else request.query_params.get("token")
+    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError("Missing or wrong bearer token; send 'Authorization: Bearer <token>' "
+                       "(the token given to `fusecube serve --token`).", 401)
+
+
+#: Dependencies of every route that needs the token.
+AUTH = [Depends(authorize)]
+
+
+def record_of(request: Request, run_id: str):
+    """The ledger record of run ``run_id``, 404 for anything that is not a known run id."""
+    if not re.fullmatch(RUN_ID[1:-1], run_id):
+        raise ApiError(f"{run_id[:40]!r} is not a run id (like 20251125-131500-3f2a9c); "
+                       "GET /runs lists them.", 404)
+    return request.app.state.ledger.get_run(run_id)
+
+
+def status_of(request: Request, record) -> dict:
+    """A run's status (:func:`~fusecube.runner.status.run_status`), its gates and links."""
+    from fusecube.runner.status import run_status
+
+    row = run_status(request.app.state.ledger, record)
+    row["progress"] = (round(row["blocks_done"] / row["blocks_total"], 4)
+                       if row["blocks_total"] else 0.0)
+    row["created"] = record.created
+    row["gates"] = catalog.run_gates(Path(record.out))
+    row["has_results"] = (Path(record.out) / "result.zarr").exists()
+    row["links"] = {k: f"/runs/{record.id}{v}" for k, v in
+                    (("self", ""), ("products", "/products"), ("maps", "/maps"),
+                     ("pixel", "/pixel"))}
+    return row
