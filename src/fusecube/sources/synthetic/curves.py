@@ -1,0 +1,108 @@
+"""Time series of a synthetic scene: rice calendars, NDVI curves and the water-cloud radar model.
+
+Each rice season: flooding (low NDVI, specular radar), green-up, peak, senescence, harvest,
+stubble. Radar follows a water-cloud model; VV carries more soil moisture than VH, so VH
+tracks the canopy better.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fusecube.sources.synthetic.scene import MAX_SEASONS, OTHER_CROP, POND, SETTLEMENT, TREES, WATER
+from fusecube.units import from_db
+
+
+def _sig(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))
+
+
+@dataclass
+class PaddyParams:
+    """Per-pixel rice calendar: transplanting and harvest days (N, K) and levels."""
+
+    transplant: np.ndarray
+    harvest: np.ndarray
+    amplitude: np.ndarray
+    fallow: np.ndarray
+    flooded: np.ndarray
+
+
+def paddy_calendar(n_seasons: np.ndarray, offset: np.ndarray, start_day: float,
+                   rng: np.random.Generator) -> PaddyParams:
+    """Transplanting/harvest days of each pixel's seasons (2 or 3 a year over two years)."""
+    n = n_seasons.size
+    jitter = rng.normal(0, 1.5, n)
+    tp = np.full((n, MAX_SEASONS), np.nan)
+    hv = np.full((n, MAX_SEASONS), np.nan)
+    three = n_seasons == 3
+    first3 = start_day + 7 + offset + jitter
+    first2 = start_day + 19 + offset + jitter
+    for k in range(6):  # three seasons a year: 118-day cycle, ~95 days in the field
+        tp[three, k] = first3[three] + 118.0 * k
+        hv[three, k] = tp[three, k] + 95.0 + rng.normal(0, 2, three.sum())
+    for year in range(2):  # two seasons a year: wet (MT1) and first dry (MT2)
+        for j, (shift, grow) in enumerate(((0.0, 105.0), (140.0, 100.0))):
+            k = 2 * year + j
+            tp[~three, k] = first2[~three] + 365.0 * year + shift
+            hv[~three, k] = tp[~three, k] + grow + rng.normal(0, 2, (~three).sum())
+    amplitude = rng.uniform(0.5, 0.62, (n, MAX_SEASONS))
+    return PaddyParams(tp, hv, amplitude, rng.uniform(0.25, 0.32, n), rng.uniform(0.02, 0.08, n))
+
+
+def paddy_curves(p: PaddyParams, days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NDVI and flood fraction (N, M) of rice pixels at ``days`` (M,)."""
+    t = days[None, :]
+    flood = np.zeros((p.transplant.shape[0], days.size))
+    crop = np.zeros_like(flood)
+    for k in range(MAX_SEASONS):
+        tp, hv = p.transplant[:, k : k + 1], p.harvest[:, k : k + 1]
+        has = np.isfinite(tp)
+        tp0, hv0 = np.where(has, tp, -1e6), np.where(has, hv, -1e6)
+        flood += _sig((t - (tp0 - 18)) / 3.0) - _sig((t - (tp0 + 22)) / 4.0)
+        crop += p.amplitude[:, k : k + 1] * (_sig((t - (tp0 + 38)) / 7.0) - _sig((t - (hv0 - 8)) / 4.0))
+    flood = np.clip(flood, 0, 1)
+    background = p.fallow[:, None] - (p.fallow - p.flooded)[:, None] * flood
+    return background + crop, flood
+
+
+def other_curves(cls: np.ndarray, days: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """NDVI (N, M) of the non-rice classes."""
+    n = cls.size
+    season = np.sin(2 * np.pi * (days[None, :] - 30) / 365.25)  # peaks ~ late Jan..Feb
+    out = np.empty((n, days.size))
+    level = rng.normal(0, 1, n)[:, None]
+    out[:] = -0.05 + 0.03 * level  # water
+    pond = cls == POND
+    out[pond] = 0.03 + 0.03 * level[pond] + 0.08 * (season[0] < -0.7)  # drained in the dry peak
+    set_ = cls == SETTLEMENT
+    out[set_] = 0.22 + 0.04 * level[set_] + 0.03 * season
+    tree = cls == TREES
+    out[tree] = 0.78 + 0.03 * level[tree] + 0.04 * season
+    crop = cls == OTHER_CROP
+    peak = rng.uniform(0.6, 0.75, crop.sum())[:, None]
+    out[crop] = 0.3 + 0.02 * level[crop] + (peak - 0.3) * np.clip(season, 0, None) ** 2
+    return out
+
+
+def _water_cloud(ndvi, flood, mv, roughness_db, cls):
+    """Sigma0 VV and VH (linear) from canopy, flooding and soil moisture."""
+    cos_t = np.cos(np.deg2rad(38.0))
+    veg = np.clip((ndvi - 0.15) / 0.7, 0, 1)
+    soil_vv = from_db(-13.0 + 15.0 * (mv - 0.25) + roughness_db)
+    soil_vh = from_db(-21.0 + 8.0 * (mv - 0.25) + 0.5 * roughness_db)
+    soil_vv = (1 - flood) * soil_vv + flood * from_db(-21.0)
+    soil_vh = (1 - flood) * soil_vh + flood * from_db(-27.0)
+    tau_vv = np.exp(-2 * 0.5 * veg / cos_t)
+    tau_vh = np.exp(-2 * 0.3 * veg / cos_t)
+    vv = 0.12 * veg * cos_t * (1 - tau_vv) + tau_vv * soil_vv
+    vh = 0.035 * veg * cos_t * (1 - tau_vh) + tau_vh * soil_vh
+    water = (cls == WATER) | (cls == POND)
+    vv = np.where(water, from_db(-21.0 + 2.0 * roughness_db), vv)
+    vh = np.where(water, from_db(-27.0 + roughness_db), vh)
+    urban = cls == SETTLEMENT
+    vv = np.where(urban, from_db(-6.0 + roughness_db), vv)
+    vh = np.where(urban, from_db(-13.0 + roughness_db), vh)
+    return vv, vh
