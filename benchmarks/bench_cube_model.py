@@ -151,7 +151,7 @@ def main() -> None:
     preds = {"unet3d": _flat(unet)[sel], "fusion": _flat(fusion)[sel], "whittaker": whittaker[sel],
              "linear": linear[sel]}
     paddy = truth["paddy_mask"].values.ravel()[sel] > 0 if "paddy_mask" in truth else None
-    wet = wet_season(times)
+    wet = wet_season(times, shown)
     scores = {name: {m: {g: v for g, v in score_groups(p, target, wet=wet, paddy=paddy).items()
                          if g in ("all", "paddy", "wet")}
                      for m, p in preds.items()}

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
+import fusecube
 from fusecube.cli import main
-from fusecube.cube import NDVI, VH, VV, read_cube
+from fusecube.cube import NDVI, VH, VV, read_cube, validate_cube
 from fusecube.errors import ConfigError, CubeSchemaError, IntegrityError, OutputWriteError
 from fusecube.sources.convert import choose_chunks, convert, parse_chunks, verify_cube
 from fusecube.storage.manifest import dataset_manifest, manifest_path
@@ -169,3 +171,125 @@ def test_cli_convert_and_verify(netcdf, tmp_path, capsys):
     chunk.write_bytes(data[:-1] + bytes([data[-1] ^ 0x01]))
     assert run("verify-cube", str(out)) == 2
     assert "does not match its manifest" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- real data as users have it
+
+
+def _openeo_netcdf(path: Path, *, chunked: bool = True, s1_dtype=None) -> dict[str, np.ndarray]:
+    """An openEO-style NetCDF: dim ``t``, S1-SIGMA0-VV/VH in dB, S2-L2A-B04/B08 in DN, (1, y, x) chunks."""
+    rng = np.random.default_rng(11)
+    n_t, n_y, n_x = 5, 12, 10
+    bands = {"S1-SIGMA0-VV": rng.uniform(-18, -6, (n_t, n_y, n_x)).astype(np.float32),
+             "S1-SIGMA0-VH": rng.uniform(-26, -12, (n_t, n_y, n_x)).astype(np.float32),
+             "S2-L2A-B04": rng.integers(1, 1500, (n_t, n_y, n_x)).astype(np.uint16),
+             "S2-L2A-B08": rng.integers(1500, 5000, (n_t, n_y, n_x)).astype(np.uint16)}
+    bands["S2-L2A-B04"][1, :3, :3] = 0  # nodata
+    ds = xr.Dataset({name: (("t", "y", "x"), values, {"_FillValue": 0} if values.dtype.kind == "u" else {})
+                     for name, values in bands.items()},
+                    coords={"t": pd.date_range("2024-03-01", periods=n_t, freq="10D"),
+                            "y": 9_240_000.0 - 20 * np.arange(n_y), "x": 500_000.0 + 20 * np.arange(n_x)})
+    ds = ds.odc.assign_crs("EPSG:32749")
+    encoding = {name: {"chunksizes": (1, n_y, n_x)} if chunked else {} for name in bands}
+    for name in bands:  # keep the raw values and the declared fill value on disk
+        encoding[name].update(ds[name].attrs)
+        ds[name].attrs = {}
+    ds.to_netcdf(path, engine="h5netcdf", encoding=encoding)
+    return bands
+
+
+def test_time_chunked_netcdf_converts(netcdf, tmp_path):
+    """openEO and xarray's default write (1, y, x) chunks: convert rechunks instead of crashing."""
+    src = xr.open_dataset(netcdf, engine="h5netcdf").load()
+    n_y, n_x = src.sizes["y"], src.sizes["x"]
+    chunked = tmp_path / "chunked.nc"
+    src.to_netcdf(chunked, engine="h5netcdf",
+                  encoding={name: {"chunksizes": (1, n_y, n_x)} for name in src.data_vars})
+    assert xr.open_dataset(chunked, engine="h5netcdf")["VV"].encoding["chunksizes"] == (1, n_y, n_x)
+    out = read_cube(convert(chunked, tmp_path / "cube.zarr", chunks="time=-1,y=16,x=16").path).load()
+    plain = read_cube(convert(netcdf, tmp_path / "plain.zarr", chunks="time=-1,y=16,x=16").path).load()
+    assert out[VV].encoding["chunks"] == (24, 16, 16)
+    for name in (VV, VH, NDVI):
+        np.testing.assert_array_equal(out[name].values, plain[name].values)
+
+
+def test_openeo_style_netcdf_becomes_a_valid_cube(tmp_path):
+    path = tmp_path / "openeo.nc"
+    bands = _openeo_netcdf(path)
+    result = convert(path, tmp_path / "cube.zarr")
+    cube = validate_cube(read_cube(result.path).load())
+    red = np.where(bands["S2-L2A-B04"] > 0, bands["S2-L2A-B04"] * 1e-4, np.nan)
+    nir = bands["S2-L2A-B08"] * 1e-4
+    np.testing.assert_allclose(cube[NDVI].values, (nir - red) / (nir + red), rtol=1e-5)
+    assert np.isnan(cube[NDVI].values[1, :3, :3]).all()
+    np.testing.assert_allclose(cube[VV].values, 10 ** (bands["S1-SIGMA0-VV"] / 10), rtol=1e-5)
+    assert set(cube.data_vars) == {VV, VH, NDVI} and cube.sizes["time"] == 5
+    loaded = fusecube.load(path)  # the same standardisation behind fusecube.load
+    np.testing.assert_array_equal(loaded[NDVI].values, cube[NDVI].values)
+
+
+def test_s1_and_s2_files_on_their_own_dates_composite_onto_periods(tmp_path):
+    rng = np.random.default_rng(12)
+    n_y, n_x = 8, 6
+    coords = {"y": 9_240_000.0 - 10 * np.arange(n_y), "x": 500_000.0 + 10 * np.arange(n_x)}
+    s1_times = pd.to_datetime(["2024-01-02", "2024-01-08", "2024-01-14", "2024-01-20"])
+    s2_times = pd.to_datetime(["2024-01-04", "2024-01-09", "2024-01-19", "2024-01-23"])
+    vv_db = rng.uniform(-16, -8, (4, n_y, n_x)).astype(np.float32)
+    vh_db = vv_db - 7
+    ndvi = rng.uniform(0.2, 0.8, (4, n_y, n_x)).astype(np.float32)
+    s1 = xr.Dataset({"VV": (("time", "y", "x"), vv_db), "VH": (("time", "y", "x"), vh_db)},
+                    coords={"time": s1_times, **coords}).odc.assign_crs("EPSG:32749")
+    s2 = xr.Dataset({"NDVI": (("date", "y", "x"), ndvi)},
+                    coords={"date": s2_times, **coords}).odc.assign_crs("EPSG:32749")
+    s1.to_netcdf(tmp_path / "s1.nc", engine="h5netcdf")
+    s2.to_netcdf(tmp_path / "s2.nc", engine="h5netcdf")
+    result = convert([tmp_path / "s1.nc", tmp_path / "s2.nc"], tmp_path / "cube.zarr", period_days=12)
+    cube = validate_cube(read_cube(result.path).load())
+    assert [str(t)[:10] for t in cube["period_start"].values] == ["2024-01-02", "2024-01-14"]
+    assert cube["n_s1_dates"].values.tolist() == [2, 2] and cube["n_s2_dates"].values.tolist() == [2, 2]
+    np.testing.assert_allclose(cube[VV].values[0], np.median(10 ** (vv_db[:2] / 10), axis=0), rtol=1e-5)
+    np.testing.assert_allclose(cube[NDVI].values[1], np.median(ndvi[2:], axis=0), rtol=1e-6)
+    # one file on the union of the dates, each sensor NaN on the other's: composited by itself
+    union = xr.merge([s1.rename({"time": "t"}), s2.rename({"date": "t"})], join="outer")
+    union.to_netcdf(tmp_path / "union.nc", engine="h5netcdf")
+    single = read_cube(convert(tmp_path / "union.nc", tmp_path / "single.zarr").path).load()
+    assert single.sizes["time"] == 2  # 12-day periods by default
+    np.testing.assert_allclose(single[VV].values, cube[VV].values, rtol=1e-6)
+    np.testing.assert_allclose(single[NDVI].values, cube[NDVI].values, rtol=1e-6)
+
+
+def test_integer_s1_needs_a_known_encoding(tmp_path, capsys):
+    path = tmp_path / "int.nc"
+    rng = np.random.default_rng(13)
+    db = rng.uniform(-20, -5, (3, 6, 5))
+    dn = np.round(10 ** ((db + 83) / 20)).astype(np.uint16)  # openEO GFMap compress_backscatter_uint16
+    ds = xr.Dataset({"VV": (("t", "y", "x"), dn), "VH": (("t", "y", "x"), dn),
+                     "NDVI": (("t", "y", "x"), rng.uniform(0, 1, dn.shape).astype(np.float32))},
+                    coords={"t": pd.date_range("2024-01-01", periods=3, freq="12D"),
+                            "y": 9_240_000.0 - 10 * np.arange(6), "x": 500_000.0 + 10 * np.arange(5)})
+    ds.odc.assign_crs("EPSG:32749").to_netcdf(path, engine="h5netcdf")
+    with pytest.raises(SystemExit) as info:
+        main(["convert", str(path), "--out", str(tmp_path / "refused.zarr")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--s1-encoding gfmap" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as info:
+        main(["convert", str(path), "--out", str(tmp_path / "ok.zarr"), "--s1-encoding", "gfmap"])
+    assert info.value.code == 0
+    cube = read_cube(tmp_path / "ok.zarr").load()
+    np.testing.assert_allclose(cube[VV].values, 10 ** ((20 * np.log10(dn) - 83) / 10), rtol=1e-4)
+
+
+@pytest.mark.realdata
+def test_real_worldcereal_files_convert_as_downloaded(real_data, tmp_path):
+    """WorldCereal's S1 (int32 dB x 1e-4, 20 m), S2 10 m (uint16 DN) and 20 m (SCL) files → one cube."""
+    folder = real_data / "worldcereal_be" / "00002806639B424A"
+    files = [next(folder.glob(f"{prefix}_*.nc")) for prefix in ("S1_GRD-ASCENDING_20m", "S2_L2A_10m", "S2_L2A_20m")]
+    cube = validate_cube(read_cube(convert(files, tmp_path / "cube.zarr", period_days=30).path).load())
+    assert cube.odc.geobox.resolution.x == 10 and cube.sizes["time"] == 17  # 2017-08-01..2018-11-30
+    s1 = xr.open_dataset(files[0])  # CF-decoded by xarray: dB
+    np.testing.assert_allclose(np.nanmedian(cube[VV].values), np.median(10 ** (s1["VV"].values[:, ::2, ::2] / 10)),
+                               rtol=0.2)
+    assert 0.2 < np.nanmedian(cube[NDVI].values) < 0.9
+    assert 0.05 < float(np.isnan(cube[NDVI].values).mean()) < 0.9  # SCL clouds removed, not everything
+    assert int(cube["n_s1_dates"].sum()) == s1.sizes["timestamp"]

@@ -109,7 +109,7 @@ def test_gapfill_ridge_option_runs_the_ridge_fusion_per_block():
 
     vv, vh, ndvi, days, truth, cloud = _scene(seed=5)
     config = gapfill_config(RunConfig(gapfill="ridge"))
-    assert RunConfig().gapfill == "linear"  # the library default is unchanged
+    assert RunConfig().gapfill == "auto"  # the library default: the validated choice
     assert context_halo(config) == RidgeConfig().window // 2
     out = gapfill(_block(vv, vh, ndvi, days), config=config)
     fused = out["ndvi_fused"].values
@@ -197,7 +197,7 @@ def test_compiled_blend_training_rows_equal_the_blend_features():
     features = blend_features(BlendInputs(ndvi=seen, radar_ndvi=radar_ndvi[pixels]), days)
     design = np.empty((pixels.size * n_t, 11))
     target = np.empty(pixels.size * n_t)
-    rows = blend_samples(ndvi, radar_ndvi, pixels, donors, days, design, target)
+    rows = blend_samples(ndvi, radar_ndvi, pixels, np.isfinite(ndvi[donors]), days, design, target)
     assert rows == hidden.sum()
     # the same float32 arithmetic, the pixel's mean included: equal, not just close
     np.testing.assert_array_equal(design[:rows], features.design(*np.nonzero(hidden)))

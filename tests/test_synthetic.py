@@ -118,3 +118,102 @@ def test_blocks_polygons_reproduce_paddy_mask(small_scene):
     mask = resolve_mask(str(small_scene["blocks"]), cube)
     np.testing.assert_array_equal(mask.values, cube[PADDY_MASK].values)
     assert isinstance(mask, xr.DataArray)
+
+
+# ----------------------------------------------------------------------------- radar skill
+SKILLS = (1.0, 0.63, 0.3, 0.0)
+
+
+@pytest.fixture(scope="module")
+def skill_scenes(small_scene, tmp_path_factory):
+    """The small scene (seed 3, default skill) and the same scene at lower radar skills."""
+    out = tmp_path_factory.mktemp("skills")
+    paths = {1.0: small_scene}
+    for skill in SKILLS[1:]:
+        paths[skill] = synthesize(SceneConfig(width=48, height=48, seed=3, radar_skill=skill),
+                                  out / str(skill))
+    return {skill: read_cube(p["cube"]).load() for skill, p in paths.items()}, paths
+
+
+def _median_paddy_r(cube) -> float:
+    from fusecube.quality.gates import apply_screen, screen_periods
+    from fusecube.testing.realdata import ndvi_radar_correlation
+
+    r = ndvi_radar_correlation(apply_screen(cube, screen_periods(cube))).values
+    return float(np.nanmedian(r[cube[PADDY_MASK].values > 0]))
+
+
+def test_default_skill_is_today_and_only_radar_changes(skill_scenes, small_scene, tmp_path):
+    cubes, paths = skill_scenes
+    explicit = synthesize(SceneConfig(width=48, height=48, seed=3, radar_skill=1.0), tmp_path / "one")
+    assert _digest(explicit["cube"]) == _digest(small_scene["cube"])
+    assert _digest(explicit["truth"]) == _digest(small_scene["truth"])
+    # a lower skill draws from a stream of its own: optics and truth stay bit-identical
+    low = cubes[0.3]
+    for name in (NDVI, NDVI_QUALITY, PADDY_MASK):
+        np.testing.assert_array_equal(low[name].values, cubes[1.0][name].values)
+    assert _digest(paths[0.3]["truth"]) == _digest(small_scene["truth"])
+    for name in (VV, VH):
+        assert not np.array_equal(low[name].values, cubes[1.0][name].values)
+
+
+def test_ndvi_radar_correlation_falls_with_skill(skill_scenes):
+    cubes, _ = skill_scenes
+    r = [_median_paddy_r(cubes[s]) for s in SKILLS]
+    assert all(a > b for a, b in zip(r, r[1:], strict=False)), r
+    assert r[0] > 0.6, "flooded rice: VH follows NDVI"
+    assert abs(r[-1]) < 0.1, "skill 0: no link left"
+    # the documented mapping: r(s) ~ sqrt(s) r(1), so r^2 ~ s r(1)^2
+    for skill, value in zip(SKILLS[1:-1], r[1:-1], strict=True):
+        assert abs(value - np.sqrt(skill) * r[0]) < 0.08, (skill, value, r[0])
+
+
+def test_backscatter_statistics_kept_across_skills(skill_scenes):
+    from fusecube.units import to_db
+
+    cubes, _ = skill_scenes
+    for name in (VV, VH):
+        ref = to_db(cubes[1.0][name].values.astype(np.float64))
+        for skill in SKILLS[1:]:
+            db = to_db(cubes[skill][name].values.astype(np.float64))
+            assert (cubes[skill][name].values > 0).all()
+            np.testing.assert_allclose(db.mean(axis=0), ref.mean(axis=0), atol=1e-3)
+            d_std = np.abs(db.std(axis=0) - ref.std(axis=0))
+            assert np.median(d_std) < 0.15, (name, skill, np.median(d_std))
+            assert abs(db.std(axis=0).mean() / ref.std(axis=0).mean() - 1) < 0.02
+
+
+def test_decouple_radar_keeps_moments_and_sets_the_link():
+    from fusecube.sources.synthetic.curves import decouple_radar
+    from fusecube.units import from_db, to_db
+
+    rng = np.random.default_rng(0)
+    t = np.arange(62)
+    veg = np.sin(2 * np.pi * t / 10 + rng.uniform(0, 6, (300, 1)))  # a crop-like cycle
+    vv = from_db(-12 + 2 * veg + rng.normal(0, 0.3, (300, 62)))
+    vh = from_db(-19 + 3 * veg + rng.normal(0, 0.3, (300, 62)))
+    vh[:5] = from_db(-27.0)  # constant (water): stays constant
+    for skill in (0.0, 0.4, 0.9):
+        out_vv, out_vh = decouple_radar(vv, vh, skill, np.random.default_rng(1))
+        for before, after in ((vv, out_vv), (vh, out_vh)):
+            a, b = to_db(before), to_db(after)
+            np.testing.assert_allclose(b.mean(axis=1), a.mean(axis=1), atol=1e-9)
+            np.testing.assert_allclose(b.std(axis=1), a.std(axis=1), atol=1e-9)
+            ok = a.std(axis=1) > 0
+            r = [np.corrcoef(x, y)[0, 1] for x, y in zip(a[ok], b[ok], strict=True)]
+            np.testing.assert_allclose(r, np.sqrt(skill), atol=1e-9)
+        np.testing.assert_allclose(to_db(out_vh[:5]), -27.0, atol=1e-9)
+        lag1 = [np.corrcoef(x[:-1], x[1:])[0, 1] for x in to_db(out_vh[5:])]
+        assert np.median(lag1) > 0.6, "the surrogate keeps the autocorrelation of the cycle"
+
+
+def test_radar_skill_is_checked_and_reaches_the_scene():
+    from fusecube.config import SyntheticSource
+    from fusecube.sources.readers import SyntheticReader
+
+    with pytest.raises(ValueError, match="radar_skill"):
+        SceneConfig(radar_skill=1.5)
+    with pytest.raises(ValueError):
+        SyntheticSource(radar_skill=-0.1)
+    assert SyntheticSource().radar_skill == 1.0
+    assert SyntheticReader(SyntheticSource(radar_skill=0.4)).scene.radar_skill == 0.4

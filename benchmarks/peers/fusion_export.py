@@ -134,7 +134,7 @@ def synthetic_crop(scene: Path, *, pixels: int, seed: int) -> dict[str, np.ndarr
     rvi = radar_features(series, ("rvi_local",), window=config.window)[rows, 0]
     true = truth["ndvi_true"].transpose(*DIMS).values.reshape(t, -1).T[rows]
     gap = np.isnan(raw)  # under clouds (the screened zero period is not a cloud)
-    wet = wet_season(cube["time"].values)[None, :]
+    wet = wet_season(cube["time"].values, raw)[None, :]
     scored = gap & wet
     return {"days": to_days(cube["time"].values), "ndvi": ndvi.astype(np.float64),
             "rvi": rvi.astype(np.float64), "target": np.where(gap, true, np.nan),

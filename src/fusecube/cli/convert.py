@@ -9,7 +9,8 @@ import typer
 
 
 def convert_cmd(
-    src: Annotated[Path, typer.Argument(help="NetCDF file, GeoTIFF folder/file or zarr cube.")],
+    src: Annotated[list[Path], typer.Argument(
+        help="NetCDF file, GeoTIFF folder/file or zarr cube; or several NetCDF/zarr (e.g. S1 and S2).")],
     out: Annotated[Path, typer.Option("--out", help="Output zarr cube.")],
     chunks: Annotated[Optional[str], typer.Option(
         help="Chunks, e.g. time=-1,y=256,x=256 (-1: whole dim); default chosen from --access.")] = None,
@@ -19,25 +20,34 @@ def convert_cmd(
     crs: Annotated[Optional[str], typer.Option(help="CRS of an input that carries none.")] = None,
     require_vars: Annotated[str, typer.Option("--require", help="Variables the cube must have.")
                             ] = "vv,vh,ndvi",
-    start: Annotated[Optional[str], typer.Option(help="GeoTIFF: first day of period 1.")] = None,
-    period_days: Annotated[int, typer.Option(help="GeoTIFF: period length, days.")] = 12,
+    start: Annotated[Optional[str], typer.Option(
+        help="First day of period 1 (default: the first date).")] = None,
+    period_days: Annotated[Optional[int], typer.Option(
+        min=1, help="Period length, days (default 12); NetCDF/zarr: composite onto these periods "
+                    "(default: only when S1 and S2 are on their own dates).")] = None,
+    s1_encoding: Annotated[Optional[str], typer.Option(
+        help="Integer S1 bands without scale attributes: gfmap (openEO GFMap uint16, "
+             "DN = 10**((dB + 83) / 20)).")] = None,
     dates: Annotated[Optional[Path], typer.Option(help="GeoTIFF: period start dates file.")] = None,
     bands: Annotated[Optional[str], typer.Option(
         help="GeoTIFF: band roles in file order, e.g. vv_db,vh_db,ndvi.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
-    """Convert IN (NetCDF or GeoTIFF stack) to a validated, checksummed zarr cube, atomically."""
+    """Convert SRC (NetCDF, GeoTIFF stack or zarr) to a validated, checksummed zarr cube, atomically."""
     from fusecube.cli.console import names
     from fusecube.cli.console import out as console
     from fusecube.sources.convert import convert
 
-    geotiff = {"start": start, "period_days": period_days, "dates_file": dates}
+    geotiff: dict = {"dates_file": dates}
     if bands:
         geotiff["bands"] = names(bands)
-    is_geotiff = src.is_dir() and not (src / "zarr.json").exists() or src.suffix.lower() in (".tif", ".tiff")
-    result = convert(src, out, chunks=chunks, access=access, target_mb=target_mb, crs=crs,  # type: ignore[arg-type]
-                     required=names(require_vars),
-                     overwrite=overwrite, **(geotiff if is_geotiff else {}))
+    first = src[0]
+    is_geotiff = (first.is_dir() and not (first / "zarr.json").exists() and first.suffix.lower() != ".zarr"
+                  or first.suffix.lower() in (".tif", ".tiff"))
+    result = convert(src[0] if len(src) == 1 else src, out, chunks=chunks, access=access,  # type: ignore[arg-type]
+                     target_mb=target_mb, crs=crs, required=names(require_vars), overwrite=overwrite,
+                     s1_encoding=s1_encoding, period_days=period_days, start=start,  # type: ignore[arg-type]
+                     **(geotiff if is_geotiff else {}))
     m = result.manifest
     console.print(f"{result.path}: {m['sizes']} chunks {m['chunks']} CRS {m['crs']}; "
                   f"{len(m['files'])} files, digest {m['digest'][:16]}")

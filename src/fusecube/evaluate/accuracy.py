@@ -9,13 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 from fusecube.cube import DIMS, NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, TIME, X, Y
-from fusecube.grid.periods import to_days
+from fusecube.grid.periods import cloudy_season, to_days
 
-WET_MONTHS = (11, 12, 1, 2, 3)
 DATE_KEYS = ("planting", "sos", "pos", "eos", "harvest")
 
 
@@ -133,8 +131,8 @@ def evaluate(result: xr.Dataset, cube: xr.Dataset, truth: xr.Dataset, *, block: 
         Nested dict of metrics: gap-fill on cloud-hidden values (all land, paddy, wet/dry
         season) and phenology on paddy pixels.
     """
-    months = pd.DatetimeIndex(cube[TIME].values).month
-    wet = np.isin(months, WET_MONTHS)[:, None, None]
+    observed_share = cube[NDVI].notnull().mean((Y, X)).values  # one streamed pass
+    wet = cloudy_season(cube[TIME].values, observed_share)[:, None, None]
     gap = {key: ErrorSums() for key in (
         "fused_all", "fused_paddy", "smooth_all", "smooth_paddy",
         "fused_paddy_wet", "fused_paddy_dry", "smooth_paddy_wet", "smooth_paddy_dry")}

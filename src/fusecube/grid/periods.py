@@ -5,13 +5,41 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fusecube.errors import ConfigError, FusecubeError
+
 EPOCH = np.datetime64("1970-01-01T00:00:00", "ns")
+#: Sentinel-1A started delivering data in October 2014: nothing in a cube can be older.
+SENTINEL_ERA_START = "2014-10-01"
 
 
 def period_starts(start: str | np.datetime64, n_periods: int, period_days: int) -> np.ndarray:
     """Start dates of ``n_periods`` consecutive periods of ``period_days`` days."""
     first = np.datetime64(pd.Timestamp(start).normalize().to_datetime64(), "ns")
     return first + np.arange(n_periods) * np.timedelta64(period_days, "D")
+
+
+def check_sentinel_era(dates, *, what: str, fix: str,
+                       error: type[FusecubeError] = ConfigError) -> None:
+    """Refuse dates before the Sentinel era (:data:`SENTINEL_ERA_START`): no S1/S2 data is older.
+
+    A date in 1970 is almost always a zero (an epoch) read as a date; the message says so.
+
+    Args:
+        dates: Dates (anything ``numpy`` turns into datetime64; NaT is ignored).
+        what: The input holding them (a file, a flag), named in the message.
+        fix: What to do about it, appended to the message.
+        error: The :class:`~fusecube.errors.FusecubeError` subclass to raise.
+
+    Raises:
+        FusecubeError: ``error``, naming ``what``, the earliest date and ``fix``.
+    """
+    values = np.asarray(dates, dtype="datetime64[ns]").ravel()
+    early = values[~np.isnat(values) & (values < np.datetime64(SENTINEL_ERA_START, "ns"))]
+    if early.size:
+        first = np.datetime_as_string(early.min(), unit="D")
+        epoch = " (a 1970 date is a zero read as a date)" if first.startswith("1970") else ""
+        raise error(f"{what} has {early.size} date(s) before the Sentinel era (which starts "
+                    f"{SENTINEL_ERA_START}), the earliest {first}{epoch}; {fix}")
 
 
 def period_centres(start: str | np.datetime64, n_periods: int, period_days: int) -> np.ndarray:
@@ -79,3 +107,23 @@ def agricultural_year_index(days: np.ndarray, first_year: int, start_month: int)
 def year_label(year: int, start_month: int) -> str:
     """Label of an agricultural year, e.g. ``2023/24`` (or ``2024`` for calendar years)."""
     return str(year) if start_month == 1 else f"{year}/{(year + 1) % 100:02d}"
+
+
+def cloudy_season(times: np.ndarray, observed_share: np.ndarray) -> np.ndarray:
+    """``(T,)`` bool: dates in the scene's cloudy months, derived from the data, not a calendar.
+
+    A month is cloudy when its mean share of observed (clear) NDVI is below the median over
+    the months present; in the tropics that is the wet season (Demak: November to March),
+    elsewhere whatever season clouds the optical record. The wet/dry groups of accuracy and
+    validation tables follow this instead of a fixed list of months.
+
+    Args:
+        times: ``(T,)`` dates.
+        observed_share: ``(T,)`` share of pixels with an NDVI observation at each date.
+    """
+    months = pd.DatetimeIndex(np.asarray(times)).month.to_numpy()
+    share = np.asarray(observed_share, np.float64)
+    present = np.unique(months)
+    per_month = np.array([np.nanmean(share[months == m]) for m in present])
+    cloudy = present[per_month < np.nanmedian(per_month)]
+    return np.isin(months, cloudy)

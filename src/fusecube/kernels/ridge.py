@@ -238,19 +238,19 @@ def _sum_f32(values, start, stop):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def blend_samples(ndvi, radar_ndvi, pixels, donors, times, design, target):
-    """The blend stage's training rows: observations hidden under another pixel's clouds.
+def blend_samples(ndvi, radar_ndvi, pixels, keep, times, design, target):
+    """The blend stage's training rows: observations hidden by a simulated gap mask.
 
-    Pixel ``pixels[q]`` keeps its observations only where pixel ``donors[q]`` is observed
-    too; every observation so hidden becomes a row of ``design`` (the ``blend_features``
-    columns, computed in float32 exactly as there) and of
-    ``target`` (the hidden value), in row-major ``(q, date)`` order.
+    Pixel ``pixels[q]`` keeps its observations only where ``keep[q]`` is True (another
+    pixel's cloud mask, with or without whole dates removed); every observation so hidden
+    becomes a row of ``design`` (the ``blend_features`` columns, computed in float32 exactly
+    as there) and of ``target`` (the hidden value), in row-major ``(q, date)`` order.
 
     Args:
         ndvi: ``(N, T)`` float32 NDVI, NaN where not observed.
         radar_ndvi: ``(N, T)`` float32 stage-1 radar NDVI.
         pixels: ``(P,)`` the pixels whose observations are hidden.
-        donors: ``(P,)`` the pixel whose cloud mask each of them takes.
+        keep: ``(P, T)`` bool, the simulated gap mask of each of them (True: kept).
         times: ``(T,)`` float64 sample times in days.
         design: ``(>= rows, 11)`` float64 output.
         target: ``(>= rows,)`` float64 output.
@@ -270,11 +270,11 @@ def blend_samples(ndvi, radar_ndvi, pixels, donors, times, design, target):
     zero = np.float32(0.0)
     rows = 0
     for q in range(pixels.size):
-        p, d = pixels[q], donors[q]
+        p = pixels[q]
         count = 0
         last = -1
         for i in range(n_t):
-            if np.isfinite(ndvi[p, i]) and np.isfinite(ndvi[d, i]):
+            if np.isfinite(ndvi[p, i]) and keep[q, i]:
                 seen[i] = ndvi[p, i]
                 count += 1
                 last = i
@@ -283,13 +283,13 @@ def blend_samples(ndvi, radar_ndvi, pixels, donors, times, design, target):
             prev[i] = last
         following = -1
         for i in range(n_t - 1, -1, -1):
-            if np.isfinite(ndvi[p, i]) and np.isfinite(ndvi[d, i]):
+            if np.isfinite(ndvi[p, i]) and keep[q, i]:
                 following = i
             nxt[i] = following
         mean = np.float32(np.float64(_sum_f32(seen, 0, n_t)) / max(count, 1))
         for i in range(n_t):
-            if not (np.isfinite(ndvi[p, i]) and not np.isfinite(ndvi[d, i])):
-                continue  # not an observation hidden by the donor's clouds
+            if not (np.isfinite(ndvi[p, i]) and not keep[q, i]):
+                continue  # not an observation hidden by the simulated gaps
             radar = radar_ndvi[p, i]
             lo, hi = prev[i], nxt[i]
             if lo < 0 and hi < 0:  # nothing left to interpolate: 0, the largest distance

@@ -36,6 +36,32 @@ def _img(path: str | None, alt: str) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
+def gapfill_choice_html(choice: dict) -> str:
+    """The validated gap-fill choice: every candidate's held-out score, the method used and why."""
+    if not choice:
+        return "<p>No gap-fill validation was recorded for this run.</p>"
+
+    def interval(s: dict) -> str:
+        return "" if s.get("low") is None else f"{s['low']:.4f}–{s['high']:.4f}"
+
+    rows = [[s["method"] + (" ✔" if s["method"] == choice["chosen"] else ""), _fmt(s["rmse"], 4),
+             interval(s), ", ".join(f"{k} {v:.4f}" for k, v in s.get("by_scheme", {}).items()),
+             ", ".join(f"{k} {v:.4f}" for k, v in s.get("by_stratum", {}).items()),
+             "" if s.get("win_share") is None else f"{100 * s['win_share']:.0f} %", s["n"]]
+            for s in choice["scores"]]
+    notes = "".join(f"<p class='note'>{html.escape(s['method'])}: {html.escape(s['note'])}</p>"
+                    for s in choice["scores"] if s.get("note"))
+    hidden = choice.get("hidden", {})
+    held = ", ".join(sorted({d for dates in hidden.get("held_dates", []) for d in dates}))
+    return (f"<p><b>{html.escape(choice['verdict'])}</b>. {html.escape(choice['reason'])}</p>"
+            + _table(rows, ["method", "held-out RMSE", "95 % interval", "per scheme",
+                            "per stratum", "beats best baseline", "values"])
+            + f"<p class='note'>Observed NDVI hidden in {len(hidden.get('windows', []))} windows, "
+              f"{len(hidden.get('held_dates', []))} times over: whole dates ({html.escape(held)}) "
+              "and cloud-like runs of dates; each method filled them from what was left. "
+              "Intervals: bootstrap over spatial tiles.</p>" + notes)
+
+
 def accuracy_tables(accuracy: dict) -> str:
     """HTML tables of gap-fill and phenology accuracy."""
     parts = []
@@ -82,6 +108,8 @@ def write_report(result, inputs, config) -> Path:
 {_img(p.get('map_intensity'), 'Cropping intensity: rice seasons per agricultural year')}
 <h2>Pixel curves</h2>
 {_img(p.get('curves'), 'Example pixels: S1 backscatter, observed, gap-filled, smoothed and true NDVI')}
+<h2>Gap-fill choice (validated on this scene)</h2>
+{gapfill_choice_html(getattr(result, 'gapfill', {}))}
 <h2>Accuracy</h2>
 {accuracy_tables(result.accuracy) or '<p>No ground truth for this run: accuracy is not reported.</p>'}
 {_img(p.get('scatter'), 'Gap-filled vs true NDVI where clouds hid the observation')}

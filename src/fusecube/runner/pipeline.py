@@ -14,6 +14,7 @@ import xarray as xr
 
 from fusecube.config import RunConfig
 from fusecube.cube import NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, TIME
+from fusecube.errors import ConfigError
 from fusecube.kernels.seasons import SeasonRules
 from fusecube.quality.gates import (
     GateThresholds,
@@ -67,7 +68,16 @@ def phenology_config(config: RunConfig) -> PhenologyConfig:
 
 
 def gapfill_config(config: RunConfig) -> GapfillConfig:
-    """The gap-fill stage options of a run (the whittaker baseline uses the run's ``lam``)."""
+    """The gap-fill stage options of a run (the whittaker baseline uses the run's ``lam``).
+
+    Raises:
+        ConfigError: ``gapfill: auto`` not yet resolved (the runner's ``validate`` step
+            replaces it with the chosen method, :mod:`fusecube.runner.gapfill_choice`).
+    """
+    if config.gapfill == "auto":
+        raise ConfigError("gapfill 'auto' is resolved by a run's validation step; to process "
+                          "blocks yourself, give a method (linear, whittaker, ridge, fusion) or "
+                          "use fusecube.runner.gapfill_choice.choose_gapfill first.")
     return GapfillConfig(method=config.gapfill, lam=config.smooth.lam)
 
 

@@ -22,6 +22,8 @@ def result_lines(result) -> list[str]:
              + (f" ({result.blocks_resumed} written before resuming)" if result.blocks_resumed else "")
              + f"; total {result.seconds['total']:.1f} s; peak memory {result.peak_rss_mb:.0f} MB"
              + f" (limit {result.memory_limit_mb:.0f} MB)"]
+    if getattr(result, "gapfill", None):
+        lines.append(f"gap-fill: {result.gapfill['verdict']}")
     ph = result.accuracy.get("phenology")
     gap = result.accuracy.get("gapfill_hidden", {}).get("smooth_paddy")
     if gap:

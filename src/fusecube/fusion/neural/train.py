@@ -227,7 +227,7 @@ def choose_holdout_dates(ndvi: np.ndarray, times: np.ndarray, share: float,
     k = int(round(share * times.size))
     if k == 0 or observed.size < 4:
         return np.zeros(0, int)
-    wet = wet_season(times)[observed]
+    wet = wet_season(times, ndvi)[observed]
     pools = (observed[wet], observed[~wet])
     return np.flatnonzero(hold_out_dates(times.size, n=min(k, times.size - 1), pools=pools, seed=rng))
 
@@ -386,7 +386,7 @@ def validate(net, normalizer: Normalizer, sample: PixelSample, ndvi_in: np.ndarr
         pixels = sample.role == 0
     obs = sample.ndvi[pixels]
     clear = np.isfinite(obs) & (np.nan_to_num(sample.quality[pixels]) >= config.min_quality)
-    wet = wet_season(sample.times)
+    wet = wet_season(sample.times, sample.ndvi)
     paddy = None if sample.paddy is None else sample.paddy[pixels]
     out: dict = {"pixels_seen": pixels_seen, "n_pixels": int(pixels.sum())}
     rng = np.random.default_rng([config.seed, 6])

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import pandas as pd
 
-from fusecube.evaluate.accuracy import WET_MONTHS, ErrorSums
+from fusecube.evaluate.accuracy import ErrorSums
 from fusecube.fusion.baselines import fill_array
+from fusecube.grid.periods import cloudy_season
 from fusecube.splits import SpatialSplit, buffer_zone
 
 
@@ -35,9 +35,13 @@ def holdout_pixels(trained: np.ndarray, buffer: int) -> np.ndarray:
     return ~buffer_zone(trained, buffer)
 
 
-def wet_season(times: np.ndarray) -> np.ndarray:
-    """``(T,)`` bool: time steps in the wet season (November to March)."""
-    return np.isin(pd.DatetimeIndex(np.asarray(times)).month, WET_MONTHS)
+def wet_season(times: np.ndarray, ndvi: np.ndarray) -> np.ndarray:
+    """``(T,)`` bool: dates in the scene's cloudy months (its wet season), from ``ndvi`` ``(N, T)``.
+
+    See :func:`fusecube.grid.periods.cloudy_season`: derived from how often each month is
+    observed, not fixed to Demak's November to March.
+    """
+    return cloudy_season(times, np.isfinite(ndvi).mean(axis=0))
 
 
 def score_groups(pred: np.ndarray, target: np.ndarray, *, wet: np.ndarray,

@@ -66,6 +66,9 @@ class RidgeConfig:
         radar_samples: Observed values sampled (with replacement) to fit the radar stage.
         blend_pixels: Pixels whose observations are hidden (another pixel's clouds) to fit
             the blend stage.
+        date_span: Each of those pixels also loses a run of 1..``date_span`` whole dates,
+            so the blend learns gaps that every pixel shares (composites, where no other
+            pixel's clouds differ from its own); 0 hides another pixel's clouds only.
         seed: Seed of the samples and of the cloud-mask donors.
     """
 
@@ -75,6 +78,7 @@ class RidgeConfig:
     alpha: float = 1.0
     radar_samples: int = 30_000
     blend_pixels: int = 2_000
+    date_span: int = 3
     seed: int = 0
 
 
@@ -124,6 +128,20 @@ def _box_db(linear: np.ndarray, window: int) -> np.ndarray:
     return to_db(box_mean(linear, window))
 
 
+def _radar_gaps_bridged(grid: np.ndarray, times_days: np.ndarray) -> np.ndarray:
+    """``(T, N)`` backscatter (dB) with dates without S1 interpolated in time, per pixel.
+
+    A period without any acquisition (S1 on its own dates, an orbit gap) would otherwise put
+    NaN into every radar feature that reaches it (the features span several dates) and so
+    into the fitted weights. A pixel with no radar at all stays NaN. Gap-free radar (the
+    usual case) is returned as is.
+    """
+    if np.isfinite(grid).all():
+        return grid
+    return np.ascontiguousarray(linear_fill(np.ascontiguousarray(grid.T), times_days).T,
+                                dtype=np.float32)
+
+
 def _as_series(grid: np.ndarray) -> np.ndarray:
     """``(T, Y, X)`` → ``(N, T)`` float32, C-contiguous."""
     t = grid.shape[0]
@@ -148,14 +166,16 @@ class RidgeFusion:
         self.radar_stage_ = LinearStage(self.config.alpha)
         self.blend_stage_ = LinearStage(self.config.alpha)
 
-    def _backscatter(self, vv: np.ndarray, vh: np.ndarray, ndvi: np.ndarray):
+    def _backscatter(self, vv: np.ndarray, vh: np.ndarray, ndvi: np.ndarray,
+                     times_days: np.ndarray):
         if vv.ndim != 3 or vv.shape != vh.shape or vv.shape != ndvi.shape:
             raise CubeSchemaError(
                 f"RidgeFusion needs vv, vh and ndvi as (time, y, x) grids of one shape; got "
                 f"{vv.shape}, {vh.shape} and {ndvi.shape}.")
         # the radar stays (T, N), the layout the radar stage reads; NDVI goes pixel-major
         w = self.config.window
-        return _as_grid(_box_db(vv, w)), _as_grid(_box_db(vh, w)), _as_series(ndvi)
+        grids = [_as_grid(_box_db(band, w)) for band in (vv, vh)]
+        return (*(_radar_gaps_bridged(g, times_days) for g in grids), _as_series(ndvi))
 
     def _radar_ndvi(self, vv_grid, vh_grid, times_days) -> np.ndarray:
         out = np.empty(vv_grid.shape[::-1], np.float32)
@@ -189,15 +209,23 @@ class RidgeFusion:
         has_obs = np.flatnonzero(np.isfinite(ndvi).any(axis=1))
         pixels = np.sort(rng.choice(has_obs, min(cfg.blend_pixels, has_obs.size), replace=False))
         donors = rng.integers(0, ndvi.shape[0], pixels.size)
+        keep = np.isfinite(ndvi[donors])
+        if cfg.date_span > 0:  # and a run of whole dates, the gaps composites have
+            n_t = ndvi.shape[1]
+            start = rng.integers(0, n_t, pixels.size)[:, None]
+            length = rng.integers(1, cfg.date_span + 1, pixels.size)[:, None]
+            dates = np.arange(n_t)[None]
+            keep &= ~((dates >= start) & (dates < start + length))
         design = np.empty((pixels.size * ndvi.shape[1], BLEND_WIDTH))
         target = np.empty(pixels.size * ndvi.shape[1])
-        hidden = blend_samples(ndvi, radar_ndvi, pixels, donors,
+        hidden = blend_samples(ndvi, radar_ndvi, pixels, keep,
                                np.asarray(times_days, np.float64), design, target)
         if hidden < MIN_TRAINING_VALUES:
             raise CubeSchemaError(
-                f"RidgeFusion found only {hidden} observations to hide for training "
-                "(the scene is almost cloud-free or almost never observed); use a baseline "
-                "gap-fill (linear, whittaker).")
+                f"RidgeFusion could hide only {hidden} of the {int(observed.sum())} observed "
+                f"NDVI values of {has_obs.size} observed pixels to learn the blend from (fewer "
+                f"than {MIN_TRAINING_VALUES}: too few observed pixels in this area); use a "
+                "larger area or a baseline gap-fill (linear, whittaker).")
         self.blend_stage_.fit(design[:hidden], target[:hidden])
         return radar_ndvi
 
@@ -224,21 +252,22 @@ class RidgeFusion:
         Raises:
             CubeSchemaError: Shapes disagree, or too few observations to learn from.
         """
-        self._fit(*self._backscatter(vv, vh, ndvi), np.asarray(times_days, np.float64))
+        times_days = np.asarray(times_days, np.float64)
+        self._fit(*self._backscatter(vv, vh, ndvi, times_days), times_days)
         return self
 
     def predict(self, vv: np.ndarray, vh: np.ndarray, ndvi: np.ndarray,
                 times_days: np.ndarray) -> np.ndarray:
         """Gap-filled NDVI ``(N, T)`` float32 (``N = Y * X`` row-major): observations kept."""
-        vv_grid, vh_grid, series = self._backscatter(vv, vh, ndvi)
         times_days = np.asarray(times_days, np.float64)
+        vv_grid, vh_grid, series = self._backscatter(vv, vh, ndvi, times_days)
         return self._predict(series, self._radar_ndvi(vv_grid, vh_grid, times_days), times_days)
 
     def fit_predict(self, vv: np.ndarray, vh: np.ndarray, ndvi: np.ndarray,
                     times_days: np.ndarray) -> np.ndarray:
         """:meth:`fit` then :meth:`predict` on the same scene, preparing the radar once."""
-        vv_grid, vh_grid, series = self._backscatter(vv, vh, ndvi)
         times_days = np.asarray(times_days, np.float64)
+        vv_grid, vh_grid, series = self._backscatter(vv, vh, ndvi, times_days)
         radar_ndvi = self._fit(vv_grid, vh_grid, series, times_days)
         return self._predict(series, radar_ndvi, times_days)
 

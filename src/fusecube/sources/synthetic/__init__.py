@@ -7,7 +7,9 @@ waves across blocks. Each season: flooding (low NDVI, specular radar), green-up,
 senescence, harvest, stubble.
 
 Radar follows a water-cloud model with gamma speckle (ENL ~4.5); VV carries more soil
-moisture than VH, so VH tracks the canopy better. Optical NDVI is the truth plus noise,
+moisture than VH, so VH tracks the canopy better. ``SceneConfig.radar_skill`` (1 by default)
+weakens that link down to none, keeping each pixel's backscatter mean, variance and
+autocorrelation (a ruler for methods that rely on S1). Optical NDVI is the truth plus noise,
 hidden by spatially clustered clouds (>=70 % in the wet season, ~30 % in the dry one), with
 haze at cloud edges, one fully clouded period and one period of bad zeros.
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusecube.sources.synthetic.scene import MAX_SEASONS, OTHER_CROP, POND, SETTLEMENT, TREES, WATER
-from fusecube.units import from_db
+from fusecube.units import from_db, to_db
 
 
 def _sig(x: np.ndarray) -> np.ndarray:
@@ -106,3 +106,45 @@ def _water_cloud(ndvi, flood, mv, roughness_db, cls):
     vv = np.where(urban, from_db(-6.0 + roughness_db), vv)
     vh = np.where(urban, from_db(-13.0 + roughness_db), vh)
     return vv, vh
+
+
+def decouple_radar(vv: np.ndarray, vh: np.ndarray, skill: float,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Radar whose temporal variation follows the canopy only as much as ``skill`` says.
+
+    Each pixel's dB series ``m + a(t)`` (``a``: the water-cloud anomaly, canopy plus flooding
+    plus soil moisture) becomes ``m + sqrt(skill) a + sqrt(1 - skill) z``, where ``z`` is a
+    phase-randomised surrogate of ``a`` (the same power spectrum, hence the same
+    autocorrelation, with random Fourier phases per pixel), made orthogonal to ``a`` and scaled
+    to its standard deviation. Per pixel the dB mean and variance are kept exactly and the
+    signal correlates with ``a`` by exactly ``sqrt(skill)``. VV and VH share the random phases,
+    so their cross-correlation is kept too; the surrogates are independent between pixels.
+
+    Args:
+        vv: Sigma0 VV ``(N, T)``, linear, before speckle.
+        vh: Sigma0 VH ``(N, T)``, linear, before speckle.
+        skill: 1 keeps the radar as it is, 0 leaves no link to the vegetation.
+        rng: Generator of the random phases (a stream of its own).
+
+    Returns:
+        ``(vv, vh)`` linear, same shapes.
+    """
+    n_t = vv.shape[1]
+    phase = np.exp(1j * rng.uniform(0.0, 2 * np.pi, (vv.shape[0], n_t // 2 + 1)))
+    phase[:, 0] = 1.0  # the mean stays where it is
+    if n_t % 2 == 0:  # the Nyquist term of a real series is real: a random sign
+        phase[:, -1] = np.where(phase[:, -1].real < 0, -1.0, 1.0)
+    out = []
+    for linear in (vv, vh):
+        db = to_db(np.asarray(linear, np.float64))
+        mean = db.mean(axis=1, keepdims=True)
+        a = db - mean
+        z = np.fft.irfft(np.fft.rfft(a, axis=1) * phase, n=n_t, axis=1)
+        aa = (a * a).sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = z - np.where(aa > 0, (z * a).sum(axis=1, keepdims=True) / aa, 0.0) * a
+            z = z * np.where(aa > 0, np.sqrt(aa / (z * z).sum(axis=1, keepdims=True)), 0.0)
+        z = np.nan_to_num(z)
+        mixed = mean + np.sqrt(skill) * a + np.sqrt(1.0 - skill) * z
+        out.append(from_db(mixed))
+    return out[0], out[1]

@@ -6,11 +6,8 @@ so the scene does not depend on output chunking and memory stays flat as the sce
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
-from odc.geo.geobox import GeoBox, GeoboxTiles
 
 from fusecube.cube import (
     NDVI,
@@ -20,9 +17,16 @@ from fusecube.cube import (
 )
 from fusecube.grid.periods import agricultural_years, period_centres, to_days
 from fusecube.kernels.seasons import detect_seasons
-from fusecube.sources.synthetic.curves import PaddyParams, _water_cloud, other_curves, paddy_calendar, paddy_curves
+from fusecube.sources.synthetic.curves import (
+    PaddyParams,
+    _water_cloud,
+    decouple_radar,
+    other_curves,
+    paddy_calendar,
+    paddy_curves,
+)
 from fusecube.sources.synthetic.layout import Layout
-from fusecube.sources.synthetic.scene import MAX_SEASONS, PADDY, TILE, SceneConfig
+from fusecube.sources.synthetic.scene import MAX_SEASONS, PADDY, SceneConfig
 from fusecube.stages.phenology import PhenologyConfig, assign_to_years
 
 
@@ -52,6 +56,8 @@ def generate_tile(cfg: SceneConfig, layout: Layout, index: tuple[int, int],
     mv = wetness[None, :] + rng.normal(0, 0.04, (n, days.size))
     roughness = rng.normal(0, 1.0, (n, 1))
     vv, vh = _water_cloud(ndvi_true, flood, mv, roughness, cls[:, None])
+    if cfg.radar_skill < 1.0:  # a stream of its own: the default scene draws nothing more
+        vv, vh = decouple_radar(vv, vh, cfg.radar_skill, np.random.default_rng([cfg.seed, 3, *index]))
     vv = vv * rng.gamma(cfg.enl, 1 / cfg.enl, vv.shape)
     vh = vh * rng.gamma(cfg.enl, 1 / cfg.enl, vh.shape)
     # optics: noise, haze at cloud edges, clouds, one period of bad zeros

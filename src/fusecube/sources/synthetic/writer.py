@@ -25,14 +25,16 @@ from fusecube.cube import (
     X,
     Y,
     with_geobox,
+    zarr_layout,
 )
 from fusecube.grid.periods import agricultural_years, period_centres, period_starts
+from fusecube.grid.tiles import tile_slices
 from fusecube.sources.synthetic.layout import Layout, make_layout
 from fusecube.sources.synthetic.scene import CLASS_NAMES, PADDY, TILE, SceneConfig
-from fusecube.grid.tiles import tile_slices
 from fusecube.sources.synthetic.tiles import generate_tile
 from fusecube.stages.phenology import PhenologyConfig, season_coords
 from fusecube.storage.atomic import atomic_path
+from fusecube.storage.chunks import WRITE_ALL_CHUNKS, complete_attrs
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +101,10 @@ def synthesize(cfg: SceneConfig, out_dir: str | Path, *, progress=None) -> dict[
     with atomic_path(paths["cube"], folder=True) as cube_store, \
             atomic_path(paths["truth"], folder=True) as truth_store:
         for store, ds in ((cube_store, cube_t), (truth_store, truth_t)):
-            encoding = {v: {"chunks": ds[v].data.chunksize} for v in ds.data_vars
-                        if hasattr(ds[v].data, "chunksize")}
-            ds.to_zarr(store, mode="w", zarr_format=3, compute=False, encoding=encoding,
-                       consolidated=False)
+            aligned, encoding = zarr_layout(ds)
+            aligned.attrs.update(complete_attrs())  # every chunk is written (regions below)
+            aligned.to_zarr(store, mode="w", zarr_format=3, compute=False, encoding=encoding,
+                            consolidated=False, **WRITE_ALL_CHUNKS)
         tiles = list(tile_slices(cfg.geobox, TILE))
         for done, (index, roi) in enumerate(tiles, 1):
             cube, truth = generate_tile(cfg, layout, index, roi)
@@ -126,7 +128,7 @@ def _leading_dim(name: str) -> str:
 def _write_region(store: Path, arrays: dict[str, np.ndarray], region: dict) -> None:
     ds = xr.Dataset({name: ((_leading_dim(name), Y, X), value) for name, value in arrays.items()})
     ds.to_zarr(store, region={**region, **{d: slice(None) for d in ds.dims if d not in region}},
-               zarr_format=3, consolidated=False)
+               zarr_format=3, consolidated=False, **WRITE_ALL_CHUNKS)
 
 
 def write_blocks(cfg: SceneConfig, layout: Layout, path: Path) -> Path | None:

@@ -1,0 +1,429 @@
+"""The validated gap-fill choice: every candidate scored on data it never saw, the best one used.
+
+Before any block runs, :func:`choose_gapfill` cuts a few windows out of the screened cube,
+hides observed NDVI the way real gaps fall — whole dates (every pixel of a composite shares
+them) and cloud-like runs of dates per pixel — fills the hidden values with each candidate from
+what is left, and scores the fills against the hidden observations. Scores carry bootstrap
+intervals over spatial tiles, so neighbouring pixels do not count as independent evidence.
+
+The rule: a radar method (``ridge``, ``fusion``) is used only when it beats the best optical
+baseline (``linear``, ``whittaker``) in at least ``confidence`` of the bootstrap resamples; a
+method that validates worse than the best baseline is never used, even when asked for by name.
+Where S1 follows NDVI (flooded rice) the radar methods win by a wide margin; where it does not
+(grassland, most real monthly composites) the baseline is used and the run says so.
+
+The neural model is scored by its own validation (spatial blocks with a buffer and held-out
+dates, :mod:`fusecube.fusion.neural.validation`), which already reports the baselines on the
+same hidden values; re-scoring it here on pixels it trained on would flatter it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from fusecube.cube import DIMS, NDVI, NDVI_FUSED, PADDY_MASK, TIME, VH, VV, X, Y
+from fusecube.fusion.baselines import gapfill as baseline_gapfill
+from fusecube.fusion.ridge.model import RidgeConfig, fuse_ridge
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("linear", "whittaker")
+"""Optical-only methods: what a user gets with one line of xarray (``interpolate_na``)."""
+RADAR_METHODS = ("ridge", "fusion")
+"""Methods that use S1: used only when they validate better than the best baseline."""
+SCHEMES = ("dates", "spans")
+"""How values are hidden: whole dates, and cloud-like runs of dates per pixel."""
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How the candidates are validated."""
+
+    window: int = 128
+    """Edge (px) of each validation window."""
+    windows: int = 4
+    """Windows spread over the scene (fewer when it is small)."""
+    holdout_dates: float = 0.15
+    """Share of the observed dates hidden whole (at least one)."""
+    span: int = 3
+    """Longest run of dates hidden per pixel (cloud-like gaps)."""
+    span_share: float = 0.5
+    """Share of pixels that lose such a run."""
+    repeats: int = 3
+    """Independent hidings per window (other dates, other runs): less luck in the scores."""
+    tile: int = 8
+    """Edge (px) of the spatial tiles the bootstrap resamples."""
+    resamples: int = 400
+    """Bootstrap resamples for the intervals and the win share."""
+    confidence: float = 0.8
+    """Share of resamples in which a radar method must beat the best baseline."""
+    seed: int = 0
+    """Seed of the windows, the hidden values and the bootstrap."""
+
+
+@dataclass
+class MethodScore:
+    """One candidate's score on the hidden values."""
+
+    method: str
+    rmse: float
+    """Root-mean-square error on all hidden values."""
+    low: float | None
+    """2.5 % bootstrap quantile of the RMSE (None without tiles to resample)."""
+    high: float | None
+    """97.5 % bootstrap quantile of the RMSE."""
+    n: int
+    """Hidden values scored."""
+    by_scheme: dict[str, float] = field(default_factory=dict)
+    """RMSE per hiding scheme (``dates``, ``spans``)."""
+    by_stratum: dict[str, float] = field(default_factory=dict)
+    """RMSE per stratum (``paddy``, ``other``) when the run has a mask."""
+    win_share: float | None = None
+    """Share of resamples in which it beats the best baseline (set by :func:`decide`)."""
+    wins: dict[str, float] = field(default_factory=dict)
+    """Per other baseline, the share of resamples in which this method beats it."""
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class GapfillChoice:
+    """The outcome of the validation: every score, the method used and why."""
+
+    requested: str
+    """What the configuration asked for (``auto`` or a method)."""
+    chosen: str
+    """The method the run uses."""
+    baseline: str
+    """The best optical baseline on this scene."""
+    scores: list[MethodScore]
+    reason: str
+    """Why ``chosen`` (one sentence)."""
+    verdict: str
+    """The one-line summary printed by the run."""
+    hidden: dict = field(default_factory=dict)
+    """What was hidden: windows, dates, values per scheme."""
+
+    def score(self, method: str) -> MethodScore | None:
+        """The score of ``method``, if it was a candidate."""
+        return next((s for s in self.scores if s.method == method), None)
+
+    def to_dict(self) -> dict:
+        """JSON-able dictionary (``run.json``'s ``gapfill``)."""
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- hiding
+def _window_starts(size: int, edge: int, count: int, rng: np.random.Generator) -> list[int]:
+    """Up to ``count`` starts of non-overlapping windows of ``edge`` along an axis of ``size``."""
+    fits = max(1, size // edge)
+    offset = int(rng.integers(0, max(size - fits * edge, 0) + 1))
+    picked = rng.choice(fits, size=min(count, fits), replace=False)
+    return sorted(int(offset + edge * k) for k in picked)
+
+
+def validation_windows(cube: xr.Dataset, config: SelectionConfig) -> list[tuple[slice, slice]]:
+    """Up to ``config.windows`` non-identical ``(y, x)`` windows, spread at random (seeded)."""
+    rng = np.random.default_rng([config.seed, 11])
+    edge = config.window
+    ny, nx = cube.sizes[Y], cube.sizes[X]
+    per_axis = max(1, int(np.ceil(np.sqrt(config.windows))))
+    ys = _window_starts(ny, edge, per_axis, rng)
+    xs = _window_starts(nx, edge, per_axis, rng)
+    pairs = [(y0, x0) for y0 in ys for x0 in xs]
+    keep = rng.permutation(len(pairs))[:config.windows]
+    return [(slice(pairs[k][0], min(ny, pairs[k][0] + edge)),
+             slice(pairs[k][1], min(nx, pairs[k][1] + edge))) for k in sorted(keep)]
+
+
+def held_out_dates(observed: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """``(T,)`` bool: dates hidden whole, among those with at least 5 % of pixels observed."""
+    per_date = observed.reshape(observed.shape[0], -1).mean(axis=1)
+    eligible = np.flatnonzero(per_date >= 0.05)
+    held = np.zeros(observed.shape[0], bool)
+    if eligible.size < 3:  # too few dates to lose one
+        return held
+    k = int(np.clip(round(share * eligible.size), 1, eligible.size - 2))
+    held[rng.choice(eligible, size=k, replace=False)] = True
+    return held
+
+
+def span_mask(shape: tuple[int, int, int], span: int, share: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """``(T, Y, X)`` bool: a run of 1..``span`` dates for a ``share`` of the pixels."""
+    n_t, ny, nx = shape
+    start = rng.integers(0, n_t, (ny, nx))
+    length = rng.integers(1, span + 1, (ny, nx))
+    chosen = rng.random((ny, nx)) < share
+    dates = np.arange(n_t)[:, None, None]
+    return chosen[None] & (dates >= start[None]) & (dates < (start + length)[None])
+
+
+# ----------------------------------------------------------------------------- filling
+def _fill(method: str, shown: xr.Dataset, *, lam: float, ridge: RidgeConfig) -> np.ndarray:
+    if method == "ridge":
+        filled = fuse_ridge(shown, config=ridge)
+    else:
+        filled = baseline_gapfill(shown, method=method, lam=lam)
+    return np.asarray(filled[NDVI_FUSED].transpose(*DIMS).values, np.float64)
+
+
+# ----------------------------------------------------------------------------- scoring
+@dataclass
+class _Errors:
+    """Squared errors summed per spatial tile, per method and scheme, for the bootstrap."""
+
+    sse: dict[str, np.ndarray] = field(default_factory=dict)   # method -> (tiles, schemes)
+    count: np.ndarray | None = None                             # (tiles, schemes)
+    strata: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def add(self, method: str, sse: np.ndarray) -> None:
+        self.sse[method] = sse if method not in self.sse else np.concatenate([self.sse[method], sse])
+
+
+def _tile_sums(values: np.ndarray, scheme_masks: list[np.ndarray], tile: int) -> np.ndarray:
+    """``(tiles, schemes)`` sums of ``values`` ``(T, Y, X)`` over each tile and scheme."""
+    n_t, ny, nx = values.shape
+    ty, tx = -(-ny // tile), -(-nx // tile)
+    ids = (np.arange(ny)[:, None] // tile) * tx + np.arange(nx)[None] // tile
+    out = np.zeros((ty * tx, len(scheme_masks)))
+    for k, mask in enumerate(scheme_masks):
+        per_pixel = np.where(mask, values, 0.0).sum(axis=0)
+        out[:, k] = np.bincount(ids.ravel(), per_pixel.ravel(), minlength=ty * tx)
+    return out
+
+
+def _rmse(sse: np.ndarray, count: np.ndarray) -> float:
+    total = count.sum()
+    return float(np.sqrt(sse.sum() / total)) if total else float("nan")
+
+
+def _bootstrap(errors: _Errors, config: SelectionConfig) -> dict[str, np.ndarray]:
+    """Per method, ``(resamples,)`` RMSE over tiles drawn with replacement (same draws for all)."""
+    count = errors.count.sum(axis=1)
+    tiles = np.flatnonzero(count > 0)
+    if tiles.size < 2:
+        return {}
+    rng = np.random.default_rng([config.seed, 12])
+    draws = tiles[rng.integers(0, tiles.size, (config.resamples, tiles.size))]
+    n = count[draws].sum(axis=1)
+    return {m: np.sqrt(sse.sum(axis=1)[draws].sum(axis=1) / n) for m, sse in errors.sse.items()}
+
+
+def score_candidates(cube: xr.Dataset, candidates: list[str], *, mask: xr.DataArray | None = None,
+                     lam: float = 2.0, ridge: RidgeConfig | None = None,
+                     config: SelectionConfig | None = None) -> tuple[list[MethodScore], dict]:
+    """Score ``candidates`` (baselines and ``ridge``) on values hidden from a screened cube.
+
+    Args:
+        cube: The screened input cube (``ndvi``; ``vv``, ``vh`` for ridge), lazy is fine: only
+            the validation windows are read.
+        candidates: Methods to score (``linear``, ``whittaker``, ``ridge``).
+        mask: The run's paddy mask, for per-stratum scores.
+        lam: Whittaker λ of the ``whittaker`` baseline.
+        ridge: Ridge options (the run's).
+        config: Validation options.
+
+    Returns:
+        ``(scores, what was hidden)``; scores are in ``candidates`` order.
+    """
+    config = config or SelectionConfig()
+    ridge = ridge or RidgeConfig()
+    rng = np.random.default_rng([config.seed, 13])
+    windows = validation_windows(cube, config)
+    parts = []
+    for ys, xs in windows:
+        names = [n for n in (NDVI, VV, VH) if n in cube]
+        part = cube[names].isel({Y: ys, X: xs}).transpose(TIME, Y, X).load()
+        if mask is not None:
+            part[PADDY_MASK] = mask.isel({Y: ys, X: xs})
+        parts.append(part)
+    observed_all = np.concatenate([np.isfinite(p[NDVI].values).reshape(p.sizes[TIME], -1)
+                                   for p in parts], axis=1)
+    helds = [held_out_dates(observed_all, config.holdout_dates, rng)
+             for _ in range(config.repeats)]
+    errors = _Errors()
+    seconds = dict.fromkeys(candidates, 0.0)
+    counts, strata_sse, strata_n = [], {}, {}
+    hidden_total = dict.fromkeys(SCHEMES, 0)
+    unfilled = dict.fromkeys(candidates, 0)
+    for held, part in ((h, p) for h in helds for p in parts):
+        ndvi = np.asarray(part[NDVI].values, np.float64)
+        observed = np.isfinite(ndvi)
+        by_date = observed & held[:, None, None]
+        by_span = observed & ~by_date & span_mask(ndvi.shape, config.span, config.span_share, rng)
+        hide = by_date | by_span
+        shown = part.copy()
+        shown[NDVI] = part[NDVI].where(~xr.DataArray(hide, dims=(TIME, Y, X)))
+        preds = {}
+        for method in candidates:
+            t0 = time.perf_counter()
+            preds[method] = _fill(method, shown, lam=lam, ridge=ridge)
+            seconds[method] += time.perf_counter() - t0
+        # score the values the baselines filled; a candidate that leaves some of them as gaps
+        # is not comparable (and not eligible): its misses are recorded
+        baselines_filled = [np.isfinite(v) for m, v in preds.items() if m in BASELINES]
+        scored = hide & (np.logical_and.reduce(baselines_filled) if baselines_filled else True)
+        for method, pred in preds.items():
+            unfilled[method] += int((scored & ~np.isfinite(pred)).sum())
+        by_date, by_span = by_date & scored, by_span & scored
+        for scheme, m in zip(SCHEMES, (by_date, by_span), strict=True):
+            hidden_total[scheme] += int(m.sum())
+        counts.append(_tile_sums(np.ones_like(ndvi), [by_date, by_span], config.tile))
+        paddy = (np.asarray(part[PADDY_MASK].values) > 0) if PADDY_MASK in part else None
+        for method, pred in preds.items():
+            sq = np.where(scored, (np.nan_to_num(pred) - np.nan_to_num(ndvi)) ** 2, 0.0)
+            errors.add(method, _tile_sums(sq, [by_date, by_span], config.tile))
+            if paddy is not None:
+                for name, sel in (("paddy", paddy), ("other", ~paddy)):
+                    key = (method, name)
+                    strata_sse[key] = strata_sse.get(key, 0.0) + float(sq[:, sel].sum())
+                    strata_n[key] = strata_n.get(key, 0) + int(scored[:, sel].sum())
+    errors.count = np.concatenate(counts)
+    boot = _bootstrap(errors, config)
+    present = [m for m in BASELINES if m in candidates]
+    scores = []
+    for method in candidates:
+        sse = errors.sse[method]
+        low = high = None
+        wins = {}
+        if boot:
+            low, high = (float(v) for v in np.quantile(boot[method], [0.025, 0.975]))
+            wins = {ref: float(np.mean(boot[method] < boot[ref])) for ref in present
+                    if ref != method}
+        note = ""
+        rmse = _rmse(sse, errors.count)
+        if unfilled[method]:  # gaps left open: not comparable with methods that filled them
+            note = (f"left {unfilled[method]} of {int(errors.count.sum())} hidden values "
+                    "unfilled; not eligible")
+            rmse, low, high, wins = float("nan"), None, None, {}
+        scores.append(MethodScore(
+            method=method, rmse=rmse, low=low, high=high, note=note,
+            n=int(errors.count.sum()), wins=wins, seconds=round(seconds[method], 3),
+            by_scheme={s: _rmse(sse[:, k], errors.count[:, k]) for k, s in enumerate(SCHEMES)},
+            by_stratum={name: float(np.sqrt(strata_sse[(method, name)] / strata_n[(method, name)]))
+                        for (m, name) in strata_sse if m == method and strata_n[(m, name)]}))
+    hidden = {"windows": [[w[0].start, w[0].stop, w[1].start, w[1].stop] for w in windows],
+              "held_dates": [[str(np.datetime_as_string(t, unit="D"))
+                              for t in cube[TIME].values[held]] for held in helds],
+              "values": hidden_total}
+    return scores, hidden
+
+
+def fusion_score(metrics: dict) -> MethodScore | None:
+    """The neural model's score from its own validation, or None when it recorded none.
+
+    Its held-out tests (``heldout_dates``, ``heldout_spans``) score the baselines on the same
+    hidden values; ``win_share`` is 1 when it beats the best of them on every test, else 0.
+    """
+    tests = [metrics[k] for k in ("heldout_dates", "heldout_spans") if k in metrics]
+    if not tests:
+        return None
+
+    def rmse(test: dict, method: str) -> float:
+        return float(test.get(method, {}).get("all", {}).get("rmse", np.nan))
+
+    fused = [rmse(t, "fusion") for t in tests]
+    best_base = [min(rmse(t, m) for m in BASELINES) for t in tests]
+    wins = all(f < b for f, b in zip(fused, best_base, strict=True))
+    seen = " (on training pixels: no spatial hold-out was possible)" if metrics.get(
+        "pixels_seen") else ""
+    return MethodScore(method="fusion", rmse=float(np.mean(fused)), low=None, high=None,
+                       n=int(metrics.get("n_pixels", 0)), win_share=1.0 if wins else 0.0,
+                       by_scheme={k: rmse(metrics[k], "fusion") for k in
+                                  ("heldout_dates", "heldout_spans") if k in metrics},
+                       note="scored by the model's own validation (spatial blocks with a buffer, "
+                            f"held-out dates and spans){seen}; its baselines there: "
+                            + ", ".join(f"{m} {np.mean([rmse(t, m) for t in tests]):.4f}"
+                                        for m in BASELINES))
+
+
+def _beats(method: MethodScore, base: MethodScore, config: SelectionConfig) -> bool:
+    """Lower RMSE than ``base``, in at least ``config.confidence`` of the resamples."""
+    share = method.wins.get(base.method, method.win_share)
+    return (bool(np.isfinite(method.rmse)) and method.rmse < base.rmse
+            and (share is None or share >= config.confidence))
+
+
+def decide(requested: str, scores: list[MethodScore], config: SelectionConfig | None = None,
+           hidden: dict | None = None, *, enforce: bool = True) -> GapfillChoice:
+    """Apply the rule to the scores: the method a run uses, and why.
+
+    The baseline is linear interpolation unless Whittaker beats it with the same confidence.
+    A baseline asked for by name is used as asked. A radar method (asked for, or under
+    ``auto``) is used only when it beat the best baseline in at least ``config.confidence``
+    of the resamples; otherwise the best baseline is used and the reason says by how much the
+    radar method lost.
+    """
+    config = config or SelectionConfig()
+    by_name = {s.method: s for s in scores}
+    if not any(np.isfinite(s.rmse) for s in scores if s.method in BASELINES):
+        fallback = requested if requested in BASELINES else "linear"
+        reason = ("nothing to validate on: no observed value could be hidden and refilled "
+                  f"(too few observations in the validation windows); {fallback} used.")
+        return GapfillChoice(requested, fallback, "linear", scores, reason,
+                             f"not validated, {fallback} used (too few observations)",
+                             hidden or {})
+    base = by_name.get("linear") or min((s for s in scores if s.method in BASELINES),
+                                        key=lambda s: s.rmse)
+    other = by_name.get("whittaker")
+    if other is not None and base.method == "linear" and _beats(other, base, config):
+        base = other  # smoothing the gaps is better here, and not by luck
+    for s in scores:
+        if s.method != base.method:
+            s.win_share = s.wins.get(base.method, s.win_share)
+
+    def gain(s: MethodScore) -> float:
+        return 100 * (1 - s.rmse / base.rmse) if base.rmse > 0 else 0.0
+
+    def earns(s: MethodScore) -> bool:
+        return s.method in RADAR_METHODS and _beats(s, base, config)
+
+    radar = [s for s in scores if s.method in RADAR_METHODS]
+    if requested in BASELINES:
+        chosen = by_name[requested]
+        better = [s for s in radar if earns(s)]
+        reason = f"{requested} was asked for."
+        if better:
+            top = min(better, key=lambda s: s.rmse)
+            reason += f" {top.method} validated {gain(top):.0f} % better (gapfill: auto would use it)."
+        verdict = f"gap-fill {requested} (as configured; held-out RMSE {chosen.rmse:.4f})"
+        return GapfillChoice(requested, requested, base.method, scores, reason, verdict,
+                             hidden or {})
+    pool = [s for s in radar if requested in ("auto", s.method)]
+    winners = [s for s in pool if earns(s)]
+    if winners:
+        top = min(winners, key=lambda s: s.rmse)
+        share = "" if top.win_share is None else f", better in {100 * top.win_share:.0f} % of resamples"
+        reason = (f"{top.method} validated {gain(top):.0f} % better than {base.method} on held-out "
+                  f"data (RMSE {top.rmse:.4f} vs {base.rmse:.4f}{share}).")
+        verdict = (f"S1 fusion ({top.method}): {gain(top):.0f} % better than {base.method} on "
+                   "held-out data, used")
+        return GapfillChoice(requested, top.method, base.method, scores, reason, verdict,
+                             hidden or {})
+    if pool and not enforce and requested in RADAR_METHODS:
+        asked = by_name.get(requested) or pool[0]
+        reason = (f"{requested} used as asked (gapfill_enforce: false) although it did not "
+                  f"validate better than {base.method} (RMSE {asked.rmse:.4f} vs "
+                  f"{base.rmse:.4f}).")
+        log.warning(reason)
+        return GapfillChoice(requested, requested, base.method, scores, reason,
+                             f"{requested} used as asked, not validated better than "
+                             f"{base.method}", hidden or {})
+    if pool:
+        top = min(pool, key=lambda s: s.rmse)
+        how = (f"{-gain(top):.0f} % worse than" if top.rmse >= base.rmse
+               else f"only {gain(top):.1f} % better than (not in {100 * config.confidence:.0f} % "
+                    "of resamples)")
+        reason = (f"{top.method} validated {how} {base.method} on held-out data (RMSE "
+                  f"{top.rmse:.4f} vs {base.rmse:.4f}): S1 adds nothing here, {base.method} used.")
+    else:
+        reason = f"no radar method could be scored; {base.method} is the best baseline."
+    verdict = f"S1 adds nothing here, {base.method} used ({reason.split(':')[0]})"
+    return GapfillChoice(requested, base.method, base.method, scores, reason, verdict,
+                         hidden or {})
