@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test bench bench-peers bench-fusion-peers lint clean
+.PHONY: demo test test-deps bench bench-peers bench-fusion-peers lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the lowest and the newest numpy/xarray/zarr/dask that pyproject.toml allows, each in its own
+# virtualenv (.venv-lowest, .venv-newest) running a fast part of the suite; docs/dependencies.md
+test-deps:
+	PYTHON=$(PYTHON) scripts/test_deps.sh lowest
+	PYTHON=$(PYTHON) scripts/test_deps.sh newest
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_pipeline.py

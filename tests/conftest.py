@@ -37,3 +37,18 @@ def _ledger_in_tmp(tmp_path_factory):
     os.environ["FUSECUBE_LEDGER"] = str(tmp_path_factory.mktemp("ledger") / "ledger.sqlite")
     yield
     os.environ.pop("FUSECUBE_LEDGER", None)
+
+
+@pytest.fixture(scope="session")
+def catalogue_base(small_scene):
+    """``(scene paths, cube)`` for the bad-input catalogue (tests/catalogue.py).
+
+    The cube lacks the planted all-zero period: strict stops at the first failing gate, so
+    every other defect is built on a cube that passes.
+    """
+    from fusecube.cube import NDVI, TIME, read_cube
+
+    cube = read_cube(small_scene["cube"]).load()
+    zero = int(read_cube(small_scene["truth"]).attrs["zero_period"])
+    cube[NDVI] = cube[NDVI].where(cube[TIME] != cube[TIME][zero])
+    return small_scene, cube

@@ -134,6 +134,8 @@ def test_finished_run_status(client, finished):
     assert status["blocks_total"] == 4 and status["blocks_done"] == 4 and status["progress"] == 1.0
     assert status["eta_s"] is None
     assert status["gates"] and {"gate", "stage", "status", "message"} <= set(status["gates"][0])
+    choice = status["gapfill"]  # the validated gap-fill choice, as in run.json
+    assert choice["chosen"] in {s["method"] for s in choice["scores"]} and choice["verdict"]
     assert Path(status["out"]).is_relative_to(client.app.state.settings.runs_dir)
     listed = client.get("/runs").json()
     assert finished["id"] in [r["id"] for r in listed]

@@ -9,13 +9,10 @@ class is the context of the ``SystemExit``), and a few cases also run as a real 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +21,13 @@ import rasterio
 import shapely
 import xarray as xr
 from affine import Affine
+from catalogue import Case, Env, argv_with_out, check, previous_output, run_case, strict, tree_hashes  # noqa: F401
 
 from fusecube.cli import main
-from fusecube.cube import NDVI, TIME, VH, VV, read_cube, write_cube
+from fusecube.cube import NDVI, TIME, VH, VV
 from fusecube.errors import (
     ConfigError,
     CubeSchemaError,
-    FusecubeError,
     GateFailed,
     GridError,
     InputFileError,
@@ -39,46 +36,6 @@ from fusecube.errors import (
 )
 
 gpd = pytest.importorskip("geopandas")
-
-
-@dataclass
-class Env:
-    """What a case builder gets: a scratch folder and the clean scene."""
-
-    tmp: Path
-    scene: dict[str, Path]
-    cube: xr.Dataset
-
-    def write(self, ds: xr.Dataset, name: str = "bad.zarr") -> str:
-        return str(write_cube(ds, self.tmp / name))
-
-    def variant(self, name: str = "bad.zarr", **variables) -> str:
-        ds = self.cube.copy()
-        for key, value in variables.items():
-            ds[key] = value
-        return self.write(ds, name)
-
-    def mask_file(self, gdf, name: str) -> str:
-        gdf.to_file(self.tmp / name)
-        return str(self.tmp / name)
-
-
-@dataclass
-class Case:
-    """One bad input: how to build it, the error it must raise and what the message names."""
-
-    name: str
-    build: Callable[[Env], list[str]]
-    error: type[FusecubeError]
-    names: str
-
-
-def check(cube: str, *extra: str) -> list[str]:
-    return ["check", cube, *extra]
-
-
-def strict(cube: str, *extra: str) -> list[str]:
-    return ["check", cube, "--strict", *extra]
 
 
 def _time(env: Env, times, drop_period_start: bool = False) -> str:
@@ -301,74 +258,28 @@ CASES = [
 
 
 def test_catalogue_is_large_and_distinct():
-    assert len(CASES) >= 25
-    assert len({c.name for c in CASES}) == len(CASES)
+    import importlib
+
+    cases = [c for path in sorted(Path(__file__).parent.glob("test_bad_inputs*.py"))
+             for c in importlib.import_module(path.stem).CASES]
+    assert len(cases) >= 60, f"{len(cases)} cases"
+    assert len({c.name for c in cases}) == len(cases)
 
 
-@pytest.fixture(scope="module")
-def base(small_scene) -> tuple[dict[str, Path], xr.Dataset]:
-    """The scene and its cube without the planted all-zero period (strict stops at the first
-    failing gate, so every other defect is built on a cube that passes)."""
-    cube = read_cube(small_scene["cube"]).load()
-    zero = int(read_cube(small_scene["truth"]).attrs["zero_period"])
-    cube[NDVI] = cube[NDVI].where(cube[TIME] != cube[TIME][zero])
-    return small_scene, cube
-
-
-def _tree_hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _previous_output(folder: Path) -> Path:
-    """An output folder from an earlier run: must come out of a failure byte-identical."""
-    quality = folder / "quality"
-    quality.mkdir(parents=True)
-    (quality / "quality.json").write_text('{"gates": []}\n')
-    (folder / "result.zarr").mkdir()
-    (folder / "result.zarr" / "zarr.json").write_text('{"zarr_format": 3}\n')
-    (folder / "report.html").write_text("<html>earlier run</html>\n")
-    return folder
-
-
-def _argv_with_out(argv: list[str], out: Path) -> list[str]:
-    if "--out" in argv:
-        return argv
-    return [*argv, "--out", str(out / "quality" if argv[0] == "check" else out)]
+@pytest.fixture
+def base(catalogue_base):
+    return catalogue_base
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, base, tmp_path, capsys, monkeypatch):
-    scene, cube = base
-    monkeypatch.setenv("FUSECUBE_LEDGER", str(tmp_path / "ledger.sqlite"))
-    monkeypatch.chdir(tmp_path)
-    env = Env(tmp_path / "inputs", scene, cube)
-    env.tmp.mkdir()
-    argv = case.build(env)
-    out = _previous_output(tmp_path / "out")
-    before = _tree_hashes(out)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(_argv_with_out(argv, out))
-    assert info.value.code not in (0, None)
-    error = info.value.__context__
-    assert type(error) is case.error, f"{case.name}: {type(error).__name__}: {error}"
-    message = str(error)
-    assert case.names in message
-    assert "\n" not in message
-    stderr = capsys.readouterr().err
-    assert "Traceback" not in stderr
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and case.names in last  # one line, not wrapped
-    assert _tree_hashes(out) == before, "an earlier output was changed by a failed command"
-    leftovers = [p.name for p in out.rglob(".*tmp*")]
-    assert not leftovers
+    run_case(case, base, tmp_path, capsys, monkeypatch)
 
 
-def test_disk_full_keeps_previous_output(base, tmp_path, capsys, monkeypatch):
+def test_disk_full_keepsprevious_output(base, tmp_path, capsys, monkeypatch):
     scene, _ = base
-    out = _previous_output(tmp_path / "out")
-    before = _tree_hashes(out)
+    out = previous_output(tmp_path / "out")
+    before = tree_hashes(out)
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -378,7 +289,7 @@ def test_disk_full_keeps_previous_output(base, tmp_path, capsys, monkeypatch):
         main(["check", str(scene["cube"]), "--out", str(out / "quality")])
     assert info.value.code != 0 and type(info.value.__context__) is OutputWriteError
     assert "No space left" in capsys.readouterr().err
-    assert _tree_hashes(out) == before
+    assert tree_hashes(out) == before
 
 
 @pytest.mark.parametrize("name", ["period_of_zeros", "mask_no_overlap"])

@@ -66,3 +66,37 @@ def test_validate_is_lazy_safe(tmp_path):
 def test_read_missing_cube_names_the_path(tmp_path):
     with pytest.raises(InputFileError, match="nope.zarr"):
         read_cube(tmp_path / "nope.zarr")
+
+
+def test_misaligned_dask_chunks_are_written_and_read_back_equal(tmp_path):
+    """Dask chunks that straddle zarr chunks (xarray refuses them) are rechunked before writing."""
+    import dask.array as da
+
+    cube = make_cube(t=4, ny=300, nx=260)
+    cube = cube.chunk({"time": 1, "y": 100, "x": 100})
+    mask = (np.arange(300 * 260).reshape(300, 260) % 7 == 0).astype("uint8")
+    cube["paddy_mask"] = (("y", "x"), da.from_array(mask, chunks=(100, 100)))
+    path = write_cube(cube, tmp_path / "c.zarr", chunks={"time": -1, "y": 256, "x": 256})
+    back = read_cube(path, chunks={})
+    assert back["paddy_mask"].encoding["chunks"] == (256, 256)
+    assert back[NDVI].encoding["chunks"] == (4, 256, 256)
+    xr.testing.assert_equal(back.load(), cube.load())
+
+
+def test_zarr_layout_keeps_dask_chunks_and_regularises_uneven_ones():
+    from fusecube.cube import zarr_layout
+
+    cube = make_cube(t=3, ny=50, nx=40).chunk({"time": -1, "y": (20, 10, 20), "x": 20})
+    aligned, encoding = zarr_layout(cube)
+    assert encoding[NDVI] == {"chunks": (3, 20, 20)}
+    assert aligned[NDVI].chunks == ((3,), (20, 20, 10), (20, 20))
+    in_memory, encoding = zarr_layout(make_cube())
+    assert encoding == {} and in_memory[NDVI].chunks is None
+
+
+def test_time_zone_aware_time_is_refused_with_the_fix(tmp_path):
+    cube = make_cube()
+    cube = cube.assign_coords(time=cube.indexes["time"].tz_localize("Asia/Jakarta"))
+    with pytest.raises(CubeSchemaError, match=r"'time' is time-zone aware \(Asia/Jakarta\).*tz_convert\(None\)"):
+        write_cube(cube, tmp_path / "c.zarr")
+    assert not (tmp_path / "c.zarr").exists()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import xarray as xr
 
@@ -39,6 +37,7 @@ from fusecube.fusion.neural.validation import (  # noqa: E402
 from fusecube.fusion.neural.workflows import fuse_cube, model_for_run  # noqa: E402
 from fusecube.grid.periods import to_days  # noqa: E402
 from fusecube.splits import SpatialSplit  # noqa: E402
+from fusecube.testing.realdata import mogpr_series  # noqa: E402
 
 #: Small and quick: a few dozen optimiser steps of a narrow network on a 48 x 48 scene.
 TINY = TrainConfig(width=8, epochs=1, min_steps=60, batch_size=256, max_train_pixels=2000,
@@ -248,6 +247,19 @@ def test_errors_name_the_problem(tmp_path, cube, model):
         NeuralFusion(TINY).fit(cloudy)
 
 
+def test_fuse_predict_writes_a_cube_stored_in_chunks_unlike_its_blocks(tmp_path, cube, model):
+    """Issue 20: paddy_mask kept its 16-pixel dask chunks under 32-pixel zarr chunks, and xarray refused."""
+    from fusecube.cube import write_cube
+
+    source = write_cube(cube, tmp_path / "c16.zarr", chunks={"time": -1, "y": 16, "x": 16})
+    lazy = read_cube(source, chunks={})
+    assert lazy[PADDY_MASK].chunks == ((16, 16, 16), (16, 16, 16))
+    written = read_cube(fuse_cube(lazy, model=model, out=tmp_path / "fused.zarr", block=32)).load()
+    assert written[PADDY_MASK].encoding["chunks"] == (32, 32)
+    np.testing.assert_array_equal(written[PADDY_MASK].values, cube[PADDY_MASK].values)
+    assert np.isfinite(written[NDVI_FUSED].values).all()
+
+
 # ----------------------------------------------------------------------------- CLI / pipeline
 def test_cli_train_and_predict(tmp_path, small_scene):
     from typer.testing import CliRunner
@@ -301,7 +313,7 @@ def test_fused_values_do_not_depend_on_block_size(tmp_path, small_scene, cube, m
     for edge in (16, 32):
         config = RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path / f"b{edge}",
                            gapfill="fusion", fusion_model=path, block_size=edge, report=False,
-                           ledger=str(tmp_path / "ledger.sqlite"))
+                           ledger=str(tmp_path / "ledger.sqlite"), gapfill_enforce=False)
         result = run(config)
         assert result.n_blocks == (48 // edge + (48 % edge > 0)) ** 2
         blocks = read_cube(result.result)[NDVI_FUSED].transpose(*DIMS).values
@@ -309,23 +321,6 @@ def test_fused_values_do_not_depend_on_block_size(tmp_path, small_scene, cube, m
 
 
 # ----------------------------------------------------------------------------- real data
-MOGPR = "fusets_bids/mogpr_input.csv"
-
-
-def mogpr_series(real_data: Path, step: int = 5):
-    """Field-mean NDVI and RVI (desc/asc) of the FuseTS BIDS demo on a regular grid."""
-    table = pd.read_csv(real_data / MOGPR, parse_dates=["date"])
-    table["date"] = table["date"].dt.tz_localize(None)
-    start = pd.Timestamp("2019-01-01")
-    n = 365 // step
-    table["period"] = (table["date"] - start).dt.days // step
-    grid = table.groupby("period").mean(numeric_only=True).reindex(range(n))
-    times = (start + pd.to_timedelta(np.arange(n) * step + step / 2, unit="D")).values
-    radar = {k: grid[k].interpolate(limit_direction="both").to_numpy(np.float32)[:, None, None]
-             for k in ("RVI_DESC", "RVI_ASC")}
-    return grid["NDVI"].to_numpy(np.float32)[None], radar, times.astype("datetime64[ns]")
-
-
 @pytest.mark.realdata
 def test_real_field_series_fusion_vs_baselines(real_data):
     """Hold out every 4th NDVI date in turn (4 folds); score fusion, linear and Whittaker."""

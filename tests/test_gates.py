@@ -137,9 +137,9 @@ def test_value_gates_mask_what_they_report(clean):
 def test_backscatter_in_db_is_recognised(clean):
     db = clean.copy()
     db[VV] = 10 * np.log10(clean[VV])
-    gate = gates_of(db)["vv_range"]
-    assert gate["status"] == "fail" and "looks like dB" in gate["message"]
-    assert "10 ** (db / 10)" in gate["fix"]
+    with pytest.raises(GateFailed, match="looks like dB") as info:  # refused in every mode
+        gates_of(db)
+    assert info.value.gate == "vv_range" and "10 ** (db / 10)" in str(info.value)
 
 
 def test_coverage_and_gap_gates(clean):
@@ -213,7 +213,7 @@ def test_smooth_range_gate(clean):
 
 def test_process_block_records_stage_gates_and_strict(cube, clean):
     screen = screen_periods(cube)
-    series, seasons = process_block(cube, RunConfig(), screen, StageTimer())
+    series, seasons = process_block(cube, RunConfig(gapfill="linear"), screen, StageTimer())
     assert {"gapfill:ndvi_fused_range", "gapfill:ndvi_fused_complete", "smooth:ndvi_smooth_range",
             "phenology:season_length"} <= set(screen.stage_counts)
     assert all(v == 0 for v in screen.stage_counts.values())  # the pipeline output is sane
@@ -221,8 +221,9 @@ def test_process_block_records_stage_gates_and_strict(cube, clean):
     lengths = seasons["length"].values
     assert np.nanmin(lengths) >= 40 and np.nanmax(lengths) <= 200
     with pytest.raises(GateFailed, match="ndvi_zero_periods"):
-        process_block(cube, RunConfig(strict=True), screen, StageTimer())
-    process_block(clean, RunConfig(strict=True), screen_periods(clean), StageTimer())
+        process_block(cube, RunConfig(strict=True, gapfill="linear"), screen, StageTimer())
+    process_block(clean, RunConfig(strict=True, gapfill="linear"), screen_periods(clean),
+                  StageTimer())
 
 
 def test_quality_report_json_html_and_atomic_write(cube, tmp_path, monkeypatch):

@@ -18,7 +18,10 @@ from fusecube.runner import run
 @pytest.fixture(scope="module")
 def finished(small_scene, tmp_path_factory):
     out = tmp_path_factory.mktemp("run48")
-    return run(RunConfig(source=CubeSource(path=small_scene["cube"]), out=out, block_size=32))
+    # linear: the optical baseline these tests measure (and a per-pixel method, so the values
+    # cannot depend on the block size); the validated choice is tested in test_selection.py
+    return run(RunConfig(source=CubeSource(path=small_scene["cube"]), out=out, block_size=32,
+                         gapfill="linear"))
 
 
 def test_products_are_written_and_readable(finished):
@@ -47,7 +50,7 @@ def test_products_are_written_and_readable(finished):
 
 def test_block_size_does_not_change_results(finished, small_scene, tmp_path):
     other = run(RunConfig(source=CubeSource(path=small_scene["cube"]), out=tmp_path, block_size=48,
-                          report=False))
+                          report=False, gapfill="linear"))
     a, b = read_cube(finished.result).load(), read_cube(other.result).load()
     for name in (NDVI_FUSED, NDVI_SMOOTH, "sos", "season_count"):
         np.testing.assert_array_equal(a[name].values, b[name].values)

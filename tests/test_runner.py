@@ -32,7 +32,7 @@ def store_bytes(store: Path) -> dict[str, bytes]:
 
 def make_config(scene: dict, out: Path, ledger: Path, **kw) -> RunConfig:
     return RunConfig(source=CubeSource(path=scene["cube"]), out=out, ledger=str(ledger),
-                     report=False, **{"block_size": 16, **kw})
+                     report=False, **{"block_size": 16, "gapfill": "linear", **kw})
 
 
 # ----------------------------------------------------------------------------- memory budget

@@ -66,8 +66,10 @@ def assert_ledger_honest(setup, record):
     store = Path(record.store)
     if not done:
         return 0
-    if not store.exists():  # killed after the final rename
-        store = Path(record.out) / "result.zarr"
+    if not store.exists():  # killed after the final rename (in the run's staging folder)
+        store = store.parent / "result.zarr"
+        if not store.exists():  # or after the staging folder was swapped in
+            store = Path(record.out) / "result.zarr"
         assert len(done) == N_BLOCKS and store.exists(), "blocks marked done but no store"
     partial = xr.open_zarr(store, consolidated=False)
     ref = setup["values"]

@@ -129,7 +129,8 @@ def test_run_reads_a_stac_source_with_the_settings_fetch_uses(scene, tmp_path):
         source = {"kind": "stac", "aoi": AOI, "aoi_crs": "EPSG:32749", "start": "2022-01-01",
                   "end": "2022-01-31", "catalogue": srv.stac_url, "retries": 3}
         config = load_config(None, source=source, out=tmp_path / "run", mask="none",
-                             report=False, block_size=64, ledger=str(tmp_path / "l.sqlite"))
+                             report=False, block_size=64, ledger=str(tmp_path / "l.sqlite"),
+                             result_gates=False)  # a month of data holds no season
         assert isinstance(config.source, StacSource)
         result = run(config)
     cube = validate_cube(read_cube(result.cube).load())
@@ -137,3 +138,41 @@ def test_run_reads_a_stac_source_with_the_settings_fetch_uses(scene, tmp_path):
     np.testing.assert_allclose(cube[NDVI][0], expected_ndvi(scene.s2[0])[200:400, 200:400],
                                atol=1e-6)
     assert read_cube(result.result)["ndvi_smooth"].sizes["x"] == 200
+
+
+def test_fetch_restart_discards_a_partial_fetch_with_other_settings(scene, tmp_path, capsys):
+    """A fetch that failed part-way keeps its items; other settings need --restart, which works."""
+    from fusecube.cli import main
+
+    out = tmp_path / "cube.zarr"
+    parts = tmp_path / "cube.zarr.parts"
+
+    def fetch(*extra):
+        capsys.readouterr()
+        try:
+            main(["fetch", "--aoi", AOI, "--aoi-crs", "EPSG:32749", "--start", "2022-01-01",
+                  "--end", "2022-01-31", "--out", str(out), "--catalogue", srv.stac_url,
+                  "--retries", "2", *extra])
+        except SystemExit as exit_:
+            return exit_.code, capsys.readouterr().err
+        return 0, capsys.readouterr().out
+
+    with LoopbackServer(scene.root) as srv:
+        s1_missing = [it for it in scene.items(srv.url + "/gone")
+                      if it.collection_id == "sentinel-1-rtc"]
+        srv.items = [it for it in scene.items(srv.url)
+                     if it.collection_id != "sentinel-1-rtc"] + s1_missing
+        code, text = fetch()
+        assert code == 2 and "Every item of 'sentinel-1-rtc' failed" in text
+        kept = sorted(p.name for p in (parts / "items").glob("*.npz"))
+        assert len(kept) == 2 and not out.exists()  # the S2 items, for the rerun
+        code, text = fetch("--period-days", "10")
+        assert code == 2 and "--restart" in text and "Traceback" not in text
+        assert sorted(p.name for p in (parts / "items").glob("*.npz")) == kept
+        srv.items = scene.items(srv.url)
+        code, text = fetch("--period-days", "10", "--restart")
+        assert code == 0, text
+        assert "items: 0/3" in text  # nothing resumed: the old items were discarded
+    ds = validate_cube(read_cube(out).load())
+    assert ds.sizes["time"] == 4 and not parts.exists()
+    assert [str(t)[:10] for t in ds.period_start.values[:2]] == ["2022-01-01", "2022-01-11"]

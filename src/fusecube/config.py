@@ -25,6 +25,8 @@ class SyntheticSource(_Model):
     height: int = Field(893, ge=8, description="Pixels along y.")
     seed: int = Field(0, description="Random seed.")
     n_periods: int = Field(62, ge=6, description="Number of 12-day periods.")
+    radar_skill: float = Field(1.0, ge=0.0, le=1.0, description="How much of the radar's temporal "
+                               "variation follows the vegetation: 1 flooded rice, 0 none.")
 
 
 class CubeSource(_Model):
@@ -85,6 +87,11 @@ class StacSource(_Model):
     gdal_retries: int = Field(3, ge=0, description="Retries GDAL makes per HTTP range request.")
     workers: int = Field(2, ge=1, description="Items read in parallel.")
     fail_on_error: bool = Field(False, description="Stop at the first item that fails.")
+    max_pages: int = Field(2000, ge=1, description="Most result pages one search may follow.")
+    max_items: int = Field(50000, ge=1, description="Most items one search may return.")
+    max_search_s: float = Field(900.0, gt=0, description="Most seconds one search may take.")
+    max_retry_s: float = Field(600.0, gt=0, description="No new try of a search or an asset "
+                               "read starts after this many seconds.")
     sign: str | None = Field(None, description="URL signing: 'planetary-computer' or "
                              "'module:function'.")
 
@@ -127,15 +134,30 @@ class RunConfig(_Model):
     out: Path = Field(Path("fusecube-out"), description="Output folder.")
     mask: str = Field("cube", description="'cube' (the cube's paddy_mask), 'auto' (paddy detected from "
                                            "the time series), 'none', or a path to a vector/raster mask.")
-    gapfill: Literal["linear", "whittaker", "fusion", "ridge"] = Field(
-        "linear", description="Gap-fill method; 'ridge' is the closed-form S1 fusion fitted on each "
-                              "block (fusion.ridge).")
+    gapfill: Literal["auto", "linear", "whittaker", "fusion", "ridge"] = Field(
+        "auto", description="Gap-fill method. 'auto' scores the candidates on held-out data and "
+                            "uses the best (a radar method only when it beats the best optical "
+                            "baseline); a radar method asked for by name that validates worse "
+                            "than the baseline is not used either. 'ridge' is the closed-form S1 "
+                            "fusion fitted on each block (fusion.ridge), 'fusion' the neural model.")
+    gapfill_candidates: tuple[Literal["linear", "whittaker", "ridge", "fusion"], ...] = Field(
+        ("linear", "whittaker", "ridge"), description="Methods 'auto' chooses from (add 'fusion' "
+                                                      "to train and score the neural model too).")
+    gapfill_enforce: bool = Field(
+        True, description="Refuse a radar method asked for by name that validates worse than "
+                          "the optical baseline (the baseline is used). False uses it anyway; "
+                          "the scores and a warning are still recorded.")
     fusion_model: Path | None = Field(None, description="Trained fusion model for gapfill=fusion.")
     smooth: SmoothOptions = Field(default_factory=SmoothOptions)
     phenology: PhenologyOptions = Field(default_factory=PhenologyOptions)
     block_size: int = Field(256, ge=16, description="Block edge in pixels.")
     strict: bool = Field(False, description="Stop at the first failing quality gate.")
     report: bool = Field(True, description="Write products and the HTML report.")
+    result_gates: bool = Field(
+        True, description="Fail a run whose results are empty or implausible (paddy without "
+                          "seasons, all-NaN layers, values outside physical ranges) and keep the "
+                          "previous output; False records the failures as warnings and publishes "
+                          "the results anyway (CLI: --allow-empty-results).")
     memory_limit: str | None = Field(None, description="Memory budget of the run, e.g. '2GB'; "
                                      "the block edge is derived from it (default: half the "
                                      "available RAM).")

@@ -16,8 +16,15 @@ import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from fusecube.errors import CubeSchemaError, InputFileError
+from fusecube.errors import CubeSchemaError, FusecubeError, InputFileError
 from fusecube.storage.atomic import atomic_path
+from fusecube.storage.chunks import (
+    COMPLETE_ATTR,
+    WRITE_ALL_CHUNKS,
+    check_chunks,
+    complete_attrs,
+    raise_if_bad_chunk,
+)
 
 TIME, Y, X = "time", "y", "x"
 DIMS: tuple[str, str, str] = (TIME, Y, X)
@@ -59,12 +66,18 @@ def time_series_vars(ds: xr.Dataset) -> list[str]:
 def validate_cube(ds: xr.Dataset, *, required: Iterable[str] = (VV, VH, NDVI)) -> xr.Dataset:
     """Check that ``ds`` follows the cube data model; raise ``CubeSchemaError`` otherwise.
 
+    A cube opened from a store fusecube wrote also has its chunk files checked
+    (:func:`fusecube.storage.chunks.check_chunks`): a lost chunk would read as NaN.
+
     Args:
         ds: The cube.
         required: Variables that must be present.
 
     Returns:
         The same dataset, for chaining.
+
+    Raises:
+        InputFileError: A chunk file of the cube's store is missing or truncated.
     """
     missing = [name for name in required if name not in ds.data_vars]
     if missing:
@@ -104,7 +117,17 @@ def validate_cube(ds: xr.Dataset, *, required: Iterable[str] = (VV, VH, NDVI)) -
             "Cube has no CRS. Attach one with ds.odc.assign_crs('EPSG:32749') "
             "(or the CRS your data is in)."
         )
-    _check_values(ds, list(required))
+    source = ds.encoding.get("source")
+    store = source if isinstance(source, (str, os.PathLike)) else None
+    if store is not None and Path(store, "zarr.json").is_file():
+        check_chunks(store)
+    try:
+        _check_values(ds, list(required))
+    except FusecubeError:
+        raise
+    except Exception as exc:  # a chunk that cannot be decoded: name it, else re-raise
+        raise_if_bad_chunk(store, exc)
+        raise
     return ds
 
 
@@ -131,17 +154,43 @@ def _check_values(ds: xr.Dataset, names: list[str]) -> None:
             )
 
 
-def _encoding(ds: xr.Dataset, chunks: Mapping[str, int]) -> dict[str, dict]:
+def zarr_layout(
+    ds: xr.Dataset, chunks: Mapping[str, int] | None = None
+) -> tuple[xr.Dataset, dict[str, dict]]:
+    """The zarr chunks of every variable, and ``ds`` rechunked so each dask chunk fills whole zarr chunks.
+
+    xarray refuses dask chunks that share a zarr chunk (some releases only warn, or need
+    ``align_chunks``); a dataset whose dask chunks are exactly its zarr chunks is written by every
+    release. Every zarr writer of fusecube goes through this function.
+
+    Args:
+        ds: The dataset to write.
+        chunks: Zarr chunk edge per dim (``-1`` or absent = the whole dim). ``None`` keeps the largest
+            dask chunk of each dask-backed variable and leaves in-memory variables to zarr's default.
+
+    Returns:
+        The dataset to write (dask variables rechunked where needed) and its ``to_zarr`` encoding.
+    """
+    import dask.array as da
+
     encoding: dict[str, dict] = {}
+    aligned = {}
     for name, var in ds.data_vars.items():
-        shape = dict(zip(var.dims, var.shape, strict=True))
-        var_chunks = tuple(
-            shape[d] if chunks.get(d, -1) in (-1, None) else min(chunks[d], shape[d])
-            for d in var.dims
-        )
-        if var_chunks:
-            encoding[name] = {"chunks": var_chunks}
-    return encoding
+        if not var.dims:
+            continue
+        lazy = isinstance(var.data, da.Array)
+        if chunks is None:
+            if not lazy:
+                continue
+            edges = var.data.chunksize
+        else:
+            edges = tuple(size if chunks.get(dim, -1) in (-1, None) else min(chunks[dim], size)
+                          for dim, size in zip(var.dims, var.shape, strict=True))
+        edges = tuple(max(1, edge) for edge in edges)
+        encoding[name] = {"chunks": edges}
+        if lazy and var.data.chunks != da.core.normalize_chunks(edges, var.shape):
+            aligned[name] = var.chunk(dict(zip(var.dims, edges, strict=True)))
+    return ds.assign(aligned), encoding
 
 
 def write_cube(
@@ -158,12 +207,21 @@ def write_cube(
         The path written.
 
     Raises:
+        CubeSchemaError: A time-zone aware coordinate (zarr stores naive UTC times).
         OutputWriteError: ``path`` is a file or a folder that is not a zarr store.
     """
     path = Path(path)
+    for dim, index in ds.indexes.items():
+        if getattr(index, "tz", None) is not None:
+            raise CubeSchemaError(
+                f"Coordinate {dim!r} is time-zone aware ({index.tz}); a cube stores UTC times "
+                f"without a zone. Convert it with ds.assign_coords({dim}=ds.indexes[{dim!r}].tz_convert(None)).")
     ds = ds.drop_encoding() if hasattr(ds, "drop_encoding") else ds
+    ds, encoding = zarr_layout(ds, chunks)
+    ds = ds.assign_attrs(complete_attrs())  # every chunk is written: a missing one is damage
     with atomic_path(path, folder=True) as staged:
-        ds.to_zarr(staged, mode="w", zarr_format=3, encoding=_encoding(ds, chunks), consolidated=False)
+        ds.to_zarr(staged, mode="w", zarr_format=3, encoding=encoding, consolidated=False,
+                   **WRITE_ALL_CHUNKS)
     return path
 
 
@@ -176,14 +234,21 @@ def read_cube(path: str | os.PathLike, *, chunks: Mapping[str, int] | None = Non
 
     Returns:
         The dataset.
+
+    Raises:
+        InputFileError: The store is missing or cannot be opened, or (for a store fusecube
+            wrote) a chunk file is missing or truncated: the message names variable and chunk.
     """
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"Cube {path} does not exist; create it with `fusecube synth` or `fusecube fetch`.")
+    check_chunks(path)  # lists the chunk files only: a lost one would read as NaN
     try:
-        return xr.open_zarr(path, chunks=chunks, consolidated=False, zarr_format=3)
+        ds = xr.open_zarr(path, chunks=chunks, consolidated=False, zarr_format=3)
     except Exception as exc:
         raise InputFileError(
             f"Cube {path} cannot be opened as a zarr v3 store ({type(exc).__name__}: {exc}); "
             "it may be incomplete or corrupt: write it again."
         ) from exc
+    ds.attrs.pop(COMPLETE_ATTR, None)  # a promise about this store, not about copies of ds
+    return ds

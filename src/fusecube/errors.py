@@ -53,6 +53,10 @@ class GateFailed(FusecubeError, ValueError):
         super().__init__(message)
 
 
+class ResultGateFailed(GateFailed):
+    """A run's results are empty or implausible (a result gate); the previous output is kept."""
+
+
 class RunInterrupted(FusecubeError, RuntimeError):
     """A run was stopped by a signal or a controller; it can be resumed."""
 

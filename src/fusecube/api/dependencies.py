@@ -51,7 +51,8 @@ def status_of(request: Request, record) -> dict:
                        if row["blocks_total"] else 0.0)
     row["created"] = record.created
     row["gates"] = catalog.run_gates(Path(record.out))
-    row["has_results"] = (Path(record.out) / "result.zarr").exists()
+    row["gapfill"] = catalog.run_gapfill(Path(record.out))
+    row["has_results"] = catalog.published(Path(record.out), record.id)
     row["links"] = {k: f"/runs/{record.id}{v}" for k, v in
                     (("self", ""), ("products", "/products"), ("maps", "/maps"),
                      ("pixel", "/pixel"))}

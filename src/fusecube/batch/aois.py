@@ -31,7 +31,7 @@ from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 
 from fusecube.errors import BatchInputError, FusecubeError
-from fusecube.grid.geobox import aoi_geometry, normalise_crs, resolve_geobox
+from fusecube.grid.geobox import aoi_geometry, check_resolution, normalise_crs, resolve_geobox
 
 #: Batch settings an AOI row may override (CSV columns / GeoJSON properties).
 OVERRIDE_FIELDS = ("start", "end", "resolution", "max_cloud", "patch_size", "time_budget_s")
@@ -273,6 +273,7 @@ def aoi_geobox(aoi: AOI, resolution: float) -> GeoBox:
     """
     if aoi.geometry is not None:
         return resolve_geobox(aoi.geometry, resolution=resolution)
+    resolution = check_resolution(resolution)
     centre = geom.point(aoi.lon, aoi.lat, "EPSG:4326")
     crs = _utm_zone(aoi.lon, aoi.lat)
     x, y = centre.to_crs(crs).coords[0]

@@ -36,7 +36,7 @@ from fusecube.runner.control import AbandonRun, RunControl, fault_point
 from fusecube.runner.execution import new_run_id
 from fusecube.runner.ledger import Ledger
 from fusecube.runner.memory import peak_rss_bytes, rss_bytes
-from fusecube.storage.atomic import write_text_atomic
+from fusecube.storage.atomic import prepare_output, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ def run_batch(aois_file: str | os.PathLike, config: BatchConfig, *, resume: bool
     """
     out = Path(config.out).resolve()
     config = config.model_copy(update={"out": out})
+    prepare_output(out, kind="batch")  # the output rule, before any work
     aois = read_aois(aois_file)
     _check_source(config)
     out.mkdir(parents=True, exist_ok=True)

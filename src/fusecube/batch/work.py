@@ -161,22 +161,34 @@ def _fetch_stac(aoi: AOI, geobox: GeoBox, config: BatchConfig, folder: Path, dea
 
         clear_http_cache("")
     region = aoi.geometry if aoi.geometry is not None else geobox.extent
-    result = fetch(region, start=config.start, end=config.end, out=folder / "cube.zarr",
-                   geobox=geobox, options=options, on_item=on_item, sign_url=sign_hook(source.sign))
+    try:
+        result = fetch(region, start=config.start, end=config.end, out=folder / "cube.zarr",
+                       geobox=geobox, options=options, on_item=on_item,
+                       sign_url=sign_hook(source.sign))
+    except SourceError as exc:  # every item of a collection failed: say it the batch's way
+        if not getattr(exc, "failures", None):
+            raise
+        failures, n_items = exc.failures, exc.n_items  # type: ignore[attr-defined]
+        outcome.detail["item_failures"] = [f.to_dict() for f in failures]
+        if len({f.item_id for f in failures}) >= n_items:
+            raise SourceError(f"server errors: all {_failure_summary(failures, n_items)}; the "
+                              "data server is failing, try again later with --retry-failed."
+                              ) from exc
+        raise SourceError(f"{exc} (batch: rerun with --retry-failed)") from exc
     outcome.detail["source"] = "stac"
     outcome.detail["items"] = result.n_items
     outcome.detail["retries"] = result.retries
     if result.failures:
-        failed = {f.item_id for f in result.failures}
         outcome.detail["item_failures"] = [f.to_dict() for f in result.failures]
-        last = result.failures[-1]
-        summary = (f"{len(failed)} of {result.n_items} items failed after {last.attempts} tries "
-                   f"(last: {last.item_id}/{last.asset}: {last.error})")
-        if len(failed) >= result.n_items:
-            raise SourceError(f"server errors: all {summary}; the data server is failing, try "
-                              "again later with --retry-failed.")
-        outcome.detail.setdefault("warnings", []).append(summary)
+        outcome.detail.setdefault("warnings", []).append(
+            _failure_summary(result.failures, result.n_items))
     return result.path
+
+
+def _failure_summary(failures: list, n_items: int) -> str:
+    last = failures[-1]
+    return (f"{len({f.item_id for f in failures})} of {n_items} items failed after "
+            f"{last.attempts} tries (last: {last.item_id}/{last.asset}: {last.error})")
 
 
 # -- processing ----------------------------------------------------------------------------

@@ -25,7 +25,10 @@ def check_cmd(
 ) -> None:
     """Run every quality gate on CUBE (and its mask) and print the gate report."""
     from fusecube.quality.cube_check import check_cube
+    from fusecube.storage.atomic import prepare_output
 
+    if out_dir is not None:  # the output rule, before the gates run
+        prepare_output(out_dir, kind="quality")
     checked = check_cube(cube, mask=mask, strict=strict, years=years, aoi=aoi)
     for line in checked.summary_lines():
         out.print(line, markup=False, highlight=False, soft_wrap=True)

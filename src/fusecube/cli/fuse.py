@@ -56,10 +56,11 @@ def predict_cmd(
     from fusecube.fusion.neural.model import NeuralFusion
     from fusecube.fusion.neural.network import select_device
     from fusecube.fusion.neural.workflows import fuse_cube
+    from fusecube.storage.atomic import prepare_output
 
+    target = prepare_output(out_path or cube.with_name(f"{cube.stem}_fused.zarr"), kind="store")
     ds = validate_cube(read_cube(cube, chunks={}))
     model = NeuralFusion.load(model_path, device=select_device(device))
-    target = out_path or cube.with_name(f"{cube.stem}_fused.zarr")
     out.print(f"written: {fuse_cube(ds, model=model, out=target, block=block)}")
 
 
@@ -74,7 +75,10 @@ def series_cmd(
         "--out", help="CSV to write (default: TABLE name + _fused.csv).")] = None,
     plot: Annotated[bool, typer.Option(help="Also write a PNG of the first series.")] = True,
 ) -> None:
-    """Gap-fill field series from a table: radar-guided Whittaker, smoothing chosen per series."""
+    """Gap-fill field series from a table: radar-guided Whittaker, smoothing chosen per series.
+
+    Series without any radar value are skipped and named; Parquet needs pyarrow.
+    """
     from fusecube.fusion.guided.series import plot_series
     from fusecube.fusion.guided.series_table import fuse_series_table
 

@@ -75,6 +75,8 @@ def resume(
     memory_limit: Annotated[Optional[str], typer.Option("--memory-limit", help="Memory budget.")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="local:N or tcp://...")] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="Progress as JSON lines.")] = False,
+    allow_empty: Annotated[bool, typer.Option(
+        "--allow-empty-results", help="Publish results that fail the result gates.")] = False,
 ) -> None:
     """Continue a paused run, or restart an interrupted/crashed one where it stopped."""
     from fusecube.cli.console import run_with_progress
@@ -88,7 +90,8 @@ def resume(
         return
     book.dispose()
     run_with_progress(lambda report: resume_run(record.id, report, ledger=ledger,
-                                                memory_limit=memory_limit, scheduler=scheduler),
+                                                memory_limit=memory_limit, scheduler=scheduler,
+                                                result_gates=False if allow_empty else None),
                       log_json)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fusecube.cli.console import err, names
+from fusecube.cli.console import err, names, validated
 from fusecube.cli.console import out as console
 
 
@@ -36,6 +36,12 @@ def fetch_cmd(
     workers: Annotated[int, typer.Option(help="Items read in parallel.")] = 2,
     fail_on_error: Annotated[bool, typer.Option(
         "--fail-on-error", help="Stop at the first item that fails after all retries.")] = False,
+    max_pages: Annotated[int, typer.Option(
+        help="Most result pages one search may follow.", min=1)] = 2000,
+    max_items: Annotated[int, typer.Option(
+        help="Most items one search may return.", min=1)] = 50000,
+    max_search_s: Annotated[float, typer.Option(
+        "--max-search-s", help="Most seconds one search may take.", min=1)] = 900.0,
     restart: Annotated[bool, typer.Option(
         "--restart", help="Discard partial results of a fetch with other settings.")] = False,
     sign: Annotated[Optional[str], typer.Option(
@@ -51,12 +57,13 @@ def fetch_cmd(
 
     if s1_units not in (None, "linear", "db"):
         raise typer.BadParameter("--s1-units must be linear or db")
-    source = StacSource(aoi=aoi, start=start, end=end, catalogue=catalogue, aoi_crs=aoi_crs,
-                        resolution=resolution, period_days=period_days, max_cloud=max_cloud,
-                        s2_collection=s2_collection, s2_assets=s2_assets,
-                        s1_collection=s1_collection, s1_assets=s1_assets, s1_units=s1_units,
-                        no_s1=no_s1, no_s2=no_s2, retries=max(1, retries), timeout_s=timeout,
-                        workers=workers, fail_on_error=fail_on_error, sign=sign)
+    source = validated(StacSource, "fetch options", aoi=aoi, start=start, end=end,
+                       catalogue=catalogue, aoi_crs=aoi_crs, resolution=resolution,
+                       period_days=period_days, max_cloud=max_cloud, s2_collection=s2_collection,
+                       s2_assets=s2_assets, s1_collection=s1_collection, s1_assets=s1_assets,
+                       s1_units=s1_units, no_s1=no_s1, no_s2=no_s2, retries=max(1, retries),
+                       timeout_s=timeout, workers=workers, fail_on_error=fail_on_error, sign=sign,
+                       max_pages=max_pages, max_items=max_items, max_search_s=max_search_s)
 
     def item_line(item) -> None:
         if log_json:  # one JSON line per item, beside the stage progress lines

@@ -2,6 +2,8 @@
 
 NDVI gaps are filled with a fusion model from a models folder; without one, with the
 documented linear baseline (:func:`fusecube.fusion.baselines.gapfill`), and the answer says so.
+Pixels without any NDVI observation stay NaN whatever the method, and the answer counts them
+(:mod:`fusecube.fusion.observed`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from fusecube.cube import DIMS, NDVI_FUSED
+from fusecube.cube import DIMS, NDVI, NDVI_FUSED
 from fusecube.errors import ApiError, FusecubeError
+from fusecube.fusion.observed import observed_pixels, unobserved_note
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +105,19 @@ class Prediction:
     method: str
     model: str | None
     note: str
+    unobserved_pixels: int = 0
+    """Pixels without any NDVI observation: their ``ndvi_fused`` is NaN."""
 
 
 def fill(ds: xr.Dataset, models: ModelStore, model_name: str | None) -> Prediction:
-    """Fill the NDVI gaps of ``ds`` with a fusion model, or the linear baseline without one."""
+    """Fill the NDVI gaps of ``ds`` with a fusion model, or the linear baseline without one.
+
+    Pixels never observed keep NaN (a radar network would answer them with a made-up series)
+    and the note says how many.
+
+    Raises:
+        FusionModelError: The model does not fit the cube (time steps, periods); a 422.
+    """
     name, model = models.get(model_name)
     if model is None:
         from fusecube.fusion.baselines import gapfill
@@ -120,10 +132,16 @@ def fill(ds: xr.Dataset, models: ModelStore, model_name: str | None) -> Predicti
         filled = model.predict(ds)
         method, note = "fusion", f"Gaps filled by the fusion model {name!r}; observed NDVI kept."
     out = filled[[NDVI_FUSED]]
+    seen = observed_pixels(np.asarray(ds[NDVI].transpose(*DIMS).values, np.float32))
+    out[NDVI_FUSED] = out[NDVI_FUSED].where(xr.DataArray(seen, dims=DIMS[1:]))
+    unobserved = int(seen.size - seen.sum())
+    if unobserved:
+        note = f"{note} {unobserved_note(unobserved, seen.size)}"
+        log.info("predict: %d of %d pixels never observed, left NaN", unobserved, seen.size)
     out[NDVI_FUSED].attrs["gapfill_method"] = method
     out.attrs.update(title="fusecube gap-filled NDVI", gapfill_method=method,
                      fusion_model=name or "", Conventions="CF-1.8")
-    return Prediction(out, method, name, note)
+    return Prediction(out, method, name, note, unobserved)
 
 
 def to_netcdf_bytes(ds: xr.Dataset) -> bytes:
@@ -141,6 +159,7 @@ def to_json(prediction: Prediction) -> dict:
     rounded = np.round(values, 5)
     nested = np.where(np.isfinite(rounded), rounded, None).tolist()
     return {"method": prediction.method, "model": prediction.model, "note": prediction.note,
+            "unobserved_pixels": prediction.unobserved_pixels,
             "dims": list(DIMS), "shape": list(values.shape),
             "time": [str(np.datetime_as_string(t, unit="D"))
                      for t in prediction.cube["time"].values],

@@ -4,7 +4,10 @@ An area of interest (AOI) can be a bbox (with its CRS), a polygon (GeoJSON mappi
 or odc-geo geometry), a vector file (GeoJSON, GeoPackage, Shapefile), or an existing grid
 (``like=``: a GeoBox, a cube, a raster file). :func:`resolve_geobox` turns any one of these,
 plus an optional CRS and resolution, into the single grid value the rest of fusecube uses.
-When no CRS is given the UTM zone of the AOI centre is chosen, so pixels are square metres.
+When no CRS is given the UTM zone of the AOI centre is chosen, so pixels are square metres,
+and :func:`grid_attrs` records the zone and the centre in the cube. An AOI crossing the
+antimeridian, an invalid (e.g. self-intersecting) polygon and a resolution that is not a
+positive number are refused with the fix.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet")
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".nc")
 
 AOILike = Any  # bbox tuple/str, GeoJSON mapping, shapely/odc geometry, or a path
+ANTIMERIDIAN_FIX = ("Split the AOI at 180° into two AOIs, one east and one west of it (e.g. "
+                    "179.5,-17,180,-16 and -180,-17,-179.5,-16), each gridded in its own UTM zone.")
+"""How to fix an AOI that crosses the antimeridian (fusecube grids an AOI in one UTM zone)."""
+INVALID_FIX = ("Repair it first: shapely.make_valid(polygon) or polygon.buffer(0) in Python, "
+               "'Fix geometries' in QGIS, or ogr2ogr -makevalid.")
+"""How to fix a self-intersecting or otherwise invalid polygon."""
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
@@ -53,10 +62,21 @@ def _check_bbox(bbox: Sequence[float], crs: CRS, what: str) -> None:
     minx, miny, maxx, maxy = bbox
     if not all(math.isfinite(v) for v in bbox):
         raise GridError(f"{what} {tuple(bbox)} has non-finite values.")
+    if crs.geographic and minx > maxx and minx > 0 > maxx and miny < maxy:
+        raise GridError(
+            f"{what} {tuple(bbox)} has minx {minx:g} east of maxx {maxx:g}: if it crosses the "
+            f"antimeridian, {ANTIMERIDIAN_FIX[0].lower()}{ANTIMERIDIAN_FIX[1:]} Otherwise write "
+            "minx,miny,maxx,maxy with minx < maxx."
+        )
     if minx >= maxx or miny >= maxy:
         raise GridError(
             f"{what} {tuple(bbox)} is empty or inverted (need minx < maxx and miny < maxy); "
             "write it as minx,miny,maxx,maxy."
+        )
+    if crs.geographic and max(abs(miny), abs(maxy)) <= 90 and 180 < max(abs(minx), abs(maxx)) <= 360:
+        raise GridError(
+            f"{what} {tuple(bbox)} reaches longitude {max(minx, maxx, key=abs):g}, beyond ±180: it "
+            f"crosses the antimeridian or uses 0..360 longitudes. {ANTIMERIDIAN_FIX}"
         )
     if crs.geographic and (max(abs(minx), abs(maxx)) > 180 or max(abs(miny), abs(maxy)) > 90):
         raise GridError(
@@ -80,9 +100,11 @@ def _geometry_from_mapping(obj: Mapping, crs: CRS, what: str) -> geom.Geometry:
     if kind in ("Polygon", "MultiPolygon", "Point", "MultiPoint", "LineString",
                 "MultiLineString", "GeometryCollection"):
         try:
-            return geom.Geometry(dict(obj), crs=crs)
+            shape = geom.Geometry(dict(obj), crs=crs)
         except Exception as exc:
             raise GridError(f"{what} is not a valid GeoJSON {kind}: {exc}") from exc
+        check_valid(shape, what)  # before any union: GEOS fails on invalid inputs
+        return shape
     raise GridError(
         f"{what} is not GeoJSON (type {kind!r}); give a Polygon, Feature or FeatureCollection."
     )
@@ -125,6 +147,9 @@ def read_aoi_file(path: str | os.PathLike) -> geom.Geometry:
         raise GridError(f"AOI file {path} has no features; draw an AOI polygon in it.")
     if frame.crs is None:
         raise GridError(f"AOI file {path} has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:4326).")
+    for index, shape in enumerate(frame.geometry):
+        if shape is not None:
+            check_valid(geom.Geometry(shape), f"AOI file {path} (feature {index})")
     shape = frame.geometry.union_all()
     return geom.Geometry(shape, crs=CRS(frame.crs.to_wkt()))
 
@@ -140,8 +165,14 @@ def aoi_geometry(aoi: AOILike, *, crs: Any = "EPSG:4326") -> geom.Geometry:
 
     Returns:
         The geometry (never empty).
+
+    Raises:
+        GridError: An empty, invalid (e.g. self-intersecting) or area-less geometry, a bbox
+            out of range, or an AOI crossing the antimeridian; each message says how to fix it.
     """
     crs = CRS(crs)
+    from_file = isinstance(aoi, os.PathLike) or (
+        isinstance(aoi, str) and Path(aoi).suffix.lower() in VECTOR_SUFFIXES)
     if isinstance(aoi, geom.Geometry):
         if aoi.crs is None:
             aoi = geom.Geometry(aoi.geom, crs=crs)
@@ -150,9 +181,7 @@ def aoi_geometry(aoi: AOILike, *, crs: Any = "EPSG:4326") -> geom.Geometry:
         bcrs = aoi.crs or crs
         _check_bbox(tuple(aoi), bcrs, "bbox")
         shape = geom.box(*aoi, bcrs)
-    elif isinstance(aoi, os.PathLike) or (
-        isinstance(aoi, str) and Path(aoi).suffix.lower() in VECTOR_SUFFIXES
-    ):
+    elif from_file:
         shape = read_aoi_file(aoi)
     elif isinstance(aoi, str):
         bbox = parse_bbox(aoi)
@@ -171,8 +200,10 @@ def aoi_geometry(aoi: AOILike, *, crs: Any = "EPSG:4326") -> geom.Geometry:
             f"AOI of type {type(aoi).__name__} is not understood; give a bbox "
             "(minx,miny,maxx,maxy), a GeoJSON polygon, or a vector file path."
         )
-    if shape.is_empty or not shape.is_valid and shape.buffer(0).is_empty:
+    if shape.is_empty:
         raise GridError("AOI geometry is empty; check the file or coordinates.")
+    what = f"AOI file {aoi}" if from_file else "AOI"
+    check_valid(shape, what)
     if shape.geom_type not in ("Polygon", "MultiPolygon") or shape.area == 0:
         raise GridError(
             f"AOI is a {shape.geom_type} with no area; give a polygon or a bbox "
@@ -180,7 +211,60 @@ def aoi_geometry(aoi: AOILike, *, crs: Any = "EPSG:4326") -> geom.Geometry:
         )
     if shape.crs.geographic:
         _check_bbox(tuple(shape.boundingbox), shape.crs, "AOI bounds")
+    _check_antimeridian(shape, what)
     return shape
+
+
+def check_valid(shape: geom.Geometry, what: str) -> None:
+    """Refuse an invalid geometry (a self-intersecting polygon, a bow-tie), naming the defect.
+
+    Raises:
+        GridError: ``shape`` is not valid; the message quotes shapely's ``explain_validity``
+            (e.g. ``Self-intersection[110.6 -6.9]``) and how to repair it.
+    """
+    if shape.is_empty or shape.is_valid:
+        return
+    from shapely.validation import explain_validity
+
+    reason = explain_validity(shape.geom)
+    kind = "self-intersecting" if reason.startswith(("Self-intersection", "Ring Self-intersection")) \
+        else "invalid"
+    raise GridError(f"{what} is a {kind} {shape.geom_type} ({reason}), so its area and its "
+                    f"inside are undefined. {INVALID_FIX}")
+
+
+def _check_antimeridian(shape: geom.Geometry, what: str = "AOI") -> None:
+    """Refuse an AOI that crosses ±180° longitude (as one polygon or as parts on both sides).
+
+    Read as lon/lat, a polygon crossing it wraps the long way round the globe, and parts on
+    both sides have their centre half a world away: either way the UTM zone (of the centre)
+    would be wrong. Both show as bounds wider than 180° of longitude.
+    """
+    lonlat = shape if shape.crs.epsg == 4326 else shape.to_crs("EPSG:4326")
+    west, _, east, _ = lonlat.boundingbox
+    if east - west > 180:
+        raise GridError(
+            f"{what} spans longitudes {west:g} to {east:g} ({east - west:.0f}°): it crosses the "
+            "antimeridian (an edge from one side of ±180° to the other, or parts on both sides), "
+            f"or is too wide for one UTM grid. {ANTIMERIDIAN_FIX}")
+
+
+def check_resolution(resolution: float, what: str = "resolution") -> float:
+    """A pixel size as a positive finite float.
+
+    Raises:
+        GridError: ``resolution`` is zero, negative, NaN or infinite.
+    """
+    try:
+        value = float(resolution)
+    except (TypeError, ValueError) as exc:
+        raise GridError(f"{what} {resolution!r} is not a number; give the pixel size in metres "
+                        "(e.g. --resolution 10).") from exc
+    if not (math.isfinite(value) and value > 0):
+        raise GridError(f"{what} {resolution!r} is not a positive pixel size; give the pixel size "
+                        f"in metres (e.g. --resolution {DEFAULT_RESOLUTION:g}), or leave it out "
+                        "for the default.")
+    return value
 
 
 def normalise_crs(crs: Any) -> CRS:
@@ -194,6 +278,21 @@ def utm_crs(shape: geom.Geometry) -> CRS:
     centre = shape.to_crs("EPSG:4326").centroid
     lon, lat = centre.coords[0]
     return CRS.utm(lon, lat)
+
+
+def grid_attrs(geobox: GeoBox) -> dict[str, str]:
+    """Cube attributes recording the grid: its CRS, its UTM zone (if it is one) and its centre.
+
+    A grid resolved from an AOI without ``crs`` is in the UTM zone of the AOI's centre
+    (:func:`utm_crs`); ``utm_zone`` and ``grid_centre_lonlat`` let a reader check that.
+    """
+    crs = normalise_crs(geobox.crs)
+    lon, lat = geobox.extent.to_crs("EPSG:4326").centroid.coords[0]
+    attrs = {"grid_crs": str(crs), "grid_centre_lonlat": f"{lon:.6f},{lat:.6f}"}
+    zone = crs.proj.utm_zone
+    if zone:
+        attrs["utm_zone"] = str(zone)
+    return attrs
 
 
 def _like_geobox(like: Any) -> GeoBox:
@@ -263,15 +362,13 @@ def resolve_geobox(
         raise GridError("No area of interest: give --aoi (bbox or vector file) or like= a grid.")
     shape = aoi_geometry(aoi, crs=aoi_crs)
     out_crs = CRS(crs) if crs is not None else utm_crs(shape)
-    res = float(resolution) if resolution is not None else (
+    res = check_resolution(resolution) if resolution is not None else (
         DEFAULT_RESOLUTION if not out_crs.geographic else None)
     if res is None:
         raise GridError(
             f"CRS {out_crs} is in degrees: give resolution= in degrees (e.g. 0.0001), "
             "or leave crs unset for UTM in metres."
         )
-    if not res > 0:
-        raise GridError(f"resolution {resolution} must be positive.")
     if out_crs.geographic and res > 1:
         raise GridError(f"resolution {res} is in degrees for {out_crs}; did you mean metres? "
                         "Leave crs unset to get UTM.")

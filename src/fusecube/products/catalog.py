@@ -1,12 +1,16 @@
 """A finished run's folder as a catalogue: its product files, configuration, gates and cubes.
 
 The API serves these (``/runs/{id}/products``); :mod:`fusecube.products.overlays` and
-:mod:`fusecube.products.pixel` read the result cube through :func:`open_result`.
+:mod:`fusecube.products.pixel` read the result cube through :func:`open_result`. A run's
+products are the files its own manifest lists (:mod:`fusecube.storage.run_manifest`, written
+last, when the run finished); the folder is never globbed, so a half-written or foreign file
+is never served as a product.
 """
 
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import xarray as xr
@@ -15,7 +19,8 @@ from fusecube.config import CubeSource, RunConfig
 from fusecube.cube import read_cube
 from fusecube.errors import ApiError
 
-#: Product files of a run folder, by glob, with their kind and media type.
+#: Product files of a run folder, by pattern (matched against the manifest's names, one folder
+#: level per ``/``), with their kind and media type.
 PRODUCT_GLOBS: tuple[tuple[str, str, str], ...] = (
     ("report.html", "report", "text/html"),
     ("run.json", "summary", "application/json"),
@@ -26,30 +31,72 @@ PRODUCT_GLOBS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def list_products(out: Path) -> list[dict]:
-    """The product files of a run folder (name relative to it, kind, media type, size)."""
+def list_products(out: Path, run_id: str | None = None) -> list[dict]:
+    """The product files of a run, from its manifest (name, kind, media type, size, sha256).
+
+    Args:
+        out: The run folder.
+        run_id: The run asked about: a folder published by another run (a later run into
+            the same folder) lists nothing for it.
+
+    Returns:
+        The products, or ``[]`` for a folder without a manifest (a run not finished).
+    """
+    from fusecube.storage.run_manifest import read_run_manifest
+
+    manifest = read_run_manifest(out)
+    if manifest is None or (run_id is not None and manifest.get("run_id") != run_id):
+        return []
     found = []
     for pattern, kind, media in PRODUCT_GLOBS:
-        for path in sorted(out.glob(pattern)):
-            if path.is_file() and not path.name.startswith("."):
-                found.append({"name": path.relative_to(out).as_posix(), "kind": kind,
-                              "media_type": media, "size_bytes": path.stat().st_size})
+        for name, entry in sorted(manifest["files"].items()):
+            if name.count("/") == pattern.count("/") and fnmatchcase(name, pattern):
+                found.append({"name": name, "kind": kind, "media_type": media,
+                              "size_bytes": entry.get("bytes"), "sha256": entry.get("sha256")})
     return found
 
 
-def product_file(out: Path, name: str) -> tuple[Path, str]:
+def product_file(out: Path, name: str, run_id: str | None = None) -> tuple[Path, str]:
     """The file of product ``name`` and its media type; only listed products are served.
 
     Raises:
         ApiError: 404 for any name that is not one of :func:`list_products` (which rules out
-            ``..``, absolute paths and links out of the run folder).
+            ``..``, absolute paths and links out of the run folder); 409 for a listed file
+            that is gone or changed size since the run finished.
     """
-    for item in list_products(out):
+    for item in list_products(out, run_id):
         if item["name"] == name:
             path = (out / name).resolve()
-            if path.is_relative_to(out.resolve()):
-                return path, item["media_type"]
+            if not path.is_relative_to(out.resolve()):
+                break
+            if not path.is_file() or path.stat().st_size != item["size_bytes"]:
+                raise ApiError(f"Product {name!r} changed or disappeared after the run finished "
+                               "(its size differs from the run's manifest); run it again.", 409)
+            return path, item["media_type"]
     raise ApiError(f"Run has no product {name!r}; GET /runs/{{id}}/products lists them.", 404)
+
+
+def published(out: Path, run_id: str) -> bool:
+    """Whether the run folder ``out`` holds the finished results of run ``run_id``."""
+    from fusecube.storage.run_manifest import read_run_manifest
+
+    manifest = read_run_manifest(out)
+    return manifest is not None and manifest.get("run_id") == run_id
+
+
+def results_folder(record) -> Path:
+    """The folder of a run's published results (never another run's, never a half-written one).
+
+    Raises:
+        ApiError: 409 while the run has not finished, or when a later run into the same folder
+            replaced its results.
+    """
+    out = Path(record.out)
+    if not published(out, record.id):
+        raise ApiError(f"Run {record.id} has no results yet in {out.name}: they appear when it "
+                       "has finished (or a later run into the same folder replaced them); wait "
+                       "for it to finish, or resume it if it stopped.", 409)
+    return out
 
 
 def run_config(record) -> RunConfig:
@@ -57,13 +104,22 @@ def run_config(record) -> RunConfig:
     return RunConfig.model_validate_json(record.config)
 
 
+def _summary(out: Path) -> dict:
+    """A run's ``run.json`` ({} before it is written)."""
+    try:
+        return json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_gapfill(out: Path) -> dict:
+    """The validated gap-fill choice recorded in ``run.json`` (candidates, scores, choice, why)."""
+    return _summary(out).get("gapfill") or {}
+
+
 def run_gates(out: Path) -> list[dict]:
     """The quality gates recorded in a run's ``run.json`` (gate, stage, status, message)."""
-    path = out / "run.json"
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
+    summary = _summary(out)
     gates = (summary.get("screen") or {}).get("gates") or []
     return [{k: g.get(k) for k in ("gate", "stage", "status", "message")} for g in gates]
 

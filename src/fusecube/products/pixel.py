@@ -10,7 +10,8 @@ import numpy as np
 from fusecube.config import RunConfig
 from fusecube.cube import NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, VH, VV
 from fusecube.errors import ApiError
-from fusecube.products.catalog import calendar_labels, crs_name, open_input, open_result
+from fusecube.fusion.observed import RADAR_METHODS
+from fusecube.products.catalog import calendar_labels, crs_name, open_input, open_result, run_gapfill
 from fusecube.products.overlays import DATE_LAYERS
 from fusecube.units import to_db
 
@@ -58,8 +59,33 @@ def _date(value) -> str | None:
     return None if np.isnat(value) else str(np.datetime_as_string(value, unit="D"))
 
 
+def fused_source(series: dict, method: str, choice: dict) -> tuple[str | None, str]:
+    """Where a pixel's ``ndvi_fused`` comes from, and a note when it was never observed.
+
+    Returns:
+        ``("observations" | "radar" | "none" | None, note)``: ``radar`` only for a radar method
+        the run's validation chose; ``none`` means the fused series must not be shown (nothing
+        was observed and no validated radar method made it); None when the input is gone.
+    """
+    if "ndvi" not in series:
+        return None, ""
+    if any(v is not None for v in series["ndvi"]):
+        return "observations", ""
+    if not any(v is not None for v in series.get(NDVI_FUSED, [])):
+        return "none", "This pixel has no NDVI observation; nothing was filled."
+    if method in RADAR_METHODS and choice.get("chosen") == method:
+        return "radar", (f"This pixel has no NDVI observation: ndvi_fused is a radar-only "
+                         f"prediction of {method!r}, the method the run's validation chose "
+                         f"({choice.get('verdict') or choice.get('reason') or 'see run.json'}).")
+    return "none", (f"This pixel has no NDVI observation and the run's gap-fill {method!r} is "
+                    "not a validated radar method, so its fused series and seasons are not shown.")
+
+
 def pixel(out: Path, config: RunConfig, **where) -> dict:
     """Time series (S1 in dB, observed, fused and smoothed NDVI) and seasons of one pixel.
+
+    A pixel never observed shows a fused series only when a radar method chosen by the run's
+    validation made it, labelled ``fused_from: radar`` (:func:`fused_source`).
 
     Args:
         out: The run folder.
@@ -75,6 +101,7 @@ def pixel(out: Path, config: RunConfig, **where) -> dict:
 
         lon, lat = point(px, py, geobox.crs).to_crs("EPSG:4326").coords[0]
         series = {name: _floats(at[name].values) for name in (NDVI_FUSED, NDVI_SMOOTH) if name in at}
+        method = str(ds[NDVI_FUSED].attrs.get("gapfill_method", "")) if NDVI_FUSED in ds else ""
         seasons_labels, year_labels = calendar_labels(ds, config.phenology.year_start_month)
         seasons = []
         for i, label in enumerate(seasons_labels):
@@ -103,6 +130,14 @@ def pixel(out: Path, config: RunConfig, **where) -> dict:
             for name in (VV, VH):
                 if name in point_in:
                     series[f"{name}_db"] = _floats(to_db(np.asarray(point_in[name].values, float)), 2)
+    choice = run_gapfill(out)
+    source, note = fused_source(series, method or str(choice.get("chosen", "")), choice)
+    if source == "none":  # nothing observed, nothing validated: no made-up series or seasons
+        for name in (NDVI_FUSED, NDVI_SMOOTH):
+            if name in series:
+                series[name] = [None] * len(series[name])
+        seasons, counts = [], [{**item, "count": None} for item in counts]
     return {"row": r, "col": c, "x": round(px, 3), "y": round(py, 3), "lon": round(lon, 7),
             "lat": round(lat, 7), "crs": crs_name(geobox.crs), "paddy": paddy, "time": times,
-            "series": series, "seasons": seasons, "season_count": counts}
+            "series": series, "seasons": seasons, "season_count": counts,
+            "fused_from": source, "notes": [note] if note else []}

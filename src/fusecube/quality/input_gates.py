@@ -22,8 +22,10 @@ from fusecube.cube import (
 from fusecube.errors import CubeSchemaError, InputFileError
 from fusecube.quality.alignment import alignment_gate, coverage_gate
 from fusecube.quality.results import GateResult, GateStatus, GateThresholds, MaskArg, PeriodScreen
+from fusecube.quality.scales import backscatter_problem, ndvi_problem
 from fusecube.quality.stats import variable_stats
 from fusecube.quality.time_axis import _dates, _runs, period_days_of, time_gates
+from fusecube.storage.chunks import raise_if_bad_chunk
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +69,10 @@ def _read_stats(cube: xr.Dataset, ranges: dict[str, tuple[float, float]],
         stats = variable_stats(
             {name: (cube[name], *ranges[name], name == NDVI) for name in ranges},
             extra={f"{name}_window": cube[name].transpose(*DIMS).isel(window)
-                   for name in (NDVI, VH)})
+                   for name in (NDVI, VV, VH)})
     except Exception as exc:  # zarr/codec errors of a truncated or corrupt store
         source = cube.attrs.get("fusecube_source") or cube.encoding.get("source") or "the cube"
+        raise_if_bad_chunk(cube.encoding.get("source"), exc)  # names the variable and chunk
         raise InputFileError(
             f"Pixels of {source} cannot be decoded ({type(exc).__name__}: {exc}); a chunk is "
             "truncated or corrupt: write the cube again."
@@ -95,12 +98,22 @@ def _value_gates(stats: dict, ranges: dict[str, tuple[float, float]], screen: Pe
         else:
             add(GateResult(f"{name}_finite", "input", "pass", value=0.0, threshold=0.0,
                            message=f"{name}: no infinite values or nodata sentinels."))
-    # value ranges
+    # value ranges; a wrong unit or scale (most values out) fails in every mode: masking
+    # would delete the band (quality/scales.py)
     for name in (NDVI, VV, VH):
         s = stats[name]
         low, high = ranges[name]
         n_out = int(s["n_out"])
         screen.masked_values[name] = n_out + int(s["n_inf"]) + int(s["n_sentinel"])
+        problem = (ndvi_problem(n_out, int(s["n_usable"])) if name == NDVI else
+                   backscatter_problem(name, stats["extra"][f"{name}_window"], int(s["n_negative"]),
+                                       int(s["n_usable"])))
+        if problem is not None:
+            result = GateResult(f"{name}_range", "input", "fail",
+                                value=float(n_out) / max(int(s["n_usable"]), 1), threshold=0.0,
+                                pixels=n_out, message=problem[0], fix=problem[1], action="refused")
+            add(result)
+            raise result.error()
         if n_out:
             hint = ""
             if name in (VV, VH) and int(s["n_negative"]) > 0.5 * max(int(s["n_usable"]), 1):
@@ -245,7 +258,9 @@ def input_gates(cube: xr.Dataset, *, mask: MaskArg = "cube",
 
     Raises:
         CubeSchemaError: A required variable is missing or has other dims.
-        GateFailed: In strict mode, the first failing gate.
+        GateFailed: In strict mode, the first failing gate; in every mode, a range gate that
+            finds a band in the wrong unit or scale (dB backscatter, NDVI x 10000: see
+            :mod:`fusecube.quality.scales`).
     """
     _check_structure(cube)
     results: list[GateResult] = []

@@ -9,12 +9,10 @@ import numpy as np
 import xarray as xr
 
 from fusecube.errors import GateFailed
+from fusecube.grid.periods import SENTINEL_ERA_START  # noqa: F401  (re-exported)
 
 GateStatus = Literal["pass", "warn", "fail", "skip"]
 Stage = Literal["input", "mask", "gapfill", "smooth", "phenology"]
-
-#: Sentinel-1A started delivering data in October 2014: nothing in a cube can be older.
-SENTINEL_ERA_START = "2014-10-01"
 MaskArg = np.ndarray | xr.DataArray | Literal["cube"] | None
 VALUE_METRICS = ("base_value", "peak_value")
 
@@ -55,6 +53,8 @@ class GateThresholds:
     """Longest plausible season (SOS to EOS, days)."""
     max_unfilled_fraction: float = 0.01
     """Largest share of (paddy) pixels a gap-fill may leave with missing values."""
+    max_paddy_without_season: float = 0.5
+    """Largest share of paddy pixels a run's results may leave without any rice season."""
 
 
 @dataclass

@@ -5,6 +5,12 @@ block is read, processed and written on its own into a partial zarr store named 
 run, and marked done in the ledger only once its region is durably written. A run killed
 at any point resumes from the ledger and writes the same bytes as an uninterrupted one; the
 store is renamed to ``result.zarr`` when all blocks are done.
+
+The output folder follows the output rule (:func:`fusecube.storage.atomic.prepare_output`,
+checked before any work): a run writes into a staging folder beside it
+(:mod:`fusecube.runner.staging`), its results pass the result gates
+(:mod:`fusecube.quality.result_gates`), and only then does the staging folder replace the
+output folder, so a failed, killed or implausible run leaves the previous output as it was.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
@@ -25,7 +30,10 @@ from fusecube.config import CubeSource, RunConfig, SyntheticSource
 from fusecube.cube import read_cube, validate_cube
 from fusecube.errors import FusecubeError, LedgerError, RunInterrupted
 from fusecube.grid.tiles import tile_slices
+from fusecube.quality.gates import apply_screen
+from fusecube.runner import staging
 from fusecube.runner.control import AbandonRun, RunControl, fault_point
+from fusecube.runner.gapfill_choice import choose_gapfill, needs_model
 from fusecube.runner.inputs import resolve_mask, run_inputs, screen_inputs
 from fusecube.runner.ledger import Ledger, RunRecord
 from fusecube.runner.memory import (
@@ -39,56 +47,22 @@ from fusecube.runner.memory import (
     release_memory,
 )
 from fusecube.runner.pipeline import StageTimer
-from fusecube.runner.store import partial_store_path, write_template
+from fusecube.runner.result import RunResult
+from fusecube.runner.store import partial_store_path, verify_store, write_template
 from fusecube.runner.tasks import BlockOutcome, BlockTask, run_block
-from fusecube.storage.atomic import replace_path
+from fusecube.storage.atomic import prepare_output, replace_path
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 
 #: Configuration fields that change how a run executes, not what it computes.
-RUNTIME_FIELDS = {"memory_limit", "ledger", "scheduler"}
+RUNTIME_FIELDS = {"memory_limit", "ledger", "scheduler", "result_gates"}
 #: Stages of a run, in order (``fusion_train`` only with ``gapfill: fusion``).
-RUN_STAGES = ("source", "mask", "screen", "fusion_train", "blocks", "finalize", "evaluate",
-              "products", "report")
+RUN_STAGES = ("source", "mask", "screen", "fusion_train", "validate", "blocks", "finalize",
+              "evaluate", "products", "report")
 """The stages of a run, in order (each recorded in the ledger; ``fusion_train`` only for fusion,
 the last three only with ``report``)."""
-
-
-@dataclass
-class RunResult:
-    """What a run produced and measured."""
-
-    out: Path
-    result: Path
-    cube: Path
-    truth: Path | None
-    seconds: dict[str, float] = field(default_factory=dict)
-    peak_rss_mb: float = 0.0
-    screen: dict = field(default_factory=dict)
-    n_blocks: int = 0
-    products: dict[str, str] = field(default_factory=dict)
-    accuracy: dict = field(default_factory=dict)
-    run_id: str = ""
-    block_edge: int = 0
-    memory_limit_mb: float = 0.0
-    blocks_resumed: int = 0
-    worker_peak_rss_mb: float = 0.0
-    memory_pressure_events: int = 0
-    scheduler: str = ""
-
-    def to_json(self) -> dict:
-        """JSON-able summary."""
-        return {"run_id": self.run_id, "out": str(self.out), "result": str(self.result),
-                "cube": str(self.cube), "truth": str(self.truth) if self.truth else None,
-                "seconds": self.seconds, "peak_rss_mb": self.peak_rss_mb,
-                "worker_peak_rss_mb": self.worker_peak_rss_mb,
-                "memory_limit_mb": self.memory_limit_mb, "block_edge": self.block_edge,
-                "memory_pressure_events": self.memory_pressure_events,
-                "screen": self.screen, "n_blocks": self.n_blocks,
-                "blocks_resumed": self.blocks_resumed, "scheduler": self.scheduler,
-                "products": self.products, "accuracy": self.accuracy}
 
 
 def peak_rss_mb() -> float:
@@ -252,11 +226,16 @@ def run(config: RunConfig, progress: Progress | None = None, *,
     if config.memory_limit:
         memory_limit = parse_memory(config.memory_limit)
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output(out, kind="run")
+    if record is not None and staging.published(out, record.id):  # killed after its swap
+        ledger.set_status(record.id, "done", f"results published in {out}")
+        raise LedgerError(f"Run {record.id} had already finished: its results are in {out} "
+                          "(it was stopped while recording that). Nothing to resume.")
     scheduler = config.scheduler or ""
     if record is None:
         run_id = new_run_id()
-        ledger.create_run(run_id=run_id, out=str(out), store=str(partial_store_path(out, run_id)),
+        store = partial_store_path(staging.staging_dir(out, run_id), run_id)
+        ledger.create_run(run_id=run_id, out=str(out), store=str(store),
                           fingerprint=fingerprint(config), config=config.model_dump_json(),
                           memory_limit=memory_limit, scheduler=scheduler)
     else:
@@ -276,13 +255,14 @@ def run(config: RunConfig, progress: Progress | None = None, *,
     verb = "resumed" if record is not None else "started"
     events.emit("run", "start", f"run {run_id} {verb}: output {out}, memory limit "
                 f"{memory_limit / MB:.0f} MB, ledger {ledger.url}",
-                n_stages=len(RUN_STAGES) - (config.gapfill != "fusion") - 3 * (not config.report),
+                n_stages=len(RUN_STAGES) - (not needs_model(config)) - 3 * (not config.report),
                 resumed=record is not None)
     try:
         with control.installed():
             try:
-                result = _execute(config, run_id, ledger, events, control, state, memory_limit,
-                                  progress)
+                staged = config.model_copy(update={"out": staging.open_staging(out, run_id)})
+                result = _execute(staged, run_id, ledger, events, control, state, memory_limit,
+                                  progress, out)
             except AbandonRun as exc:
                 raise control.interrupted(state["done"], state["total"], abandoned=True) from exc
             except KeyboardInterrupt as exc:  # no handler installed (not the main thread)
@@ -300,12 +280,14 @@ def run(config: RunConfig, progress: Progress | None = None, *,
         raise
     finally:
         ledger.dispose()
+        staging.drop_if_empty(out, run_id)  # a run failed before writing leaves nothing
     return result
 
 
 def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
              control: RunControl, state: dict, memory_limit: int,
-             progress: Progress | None) -> RunResult:
+             progress: Progress | None, final: Path) -> RunResult:
+    """The stages of a run, written into ``config.out`` (the staging folder of ``final``)."""
     started = time.perf_counter()
     out = config.out
     timer = StageTimer()
@@ -334,7 +316,7 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
     inputs = run_inputs(config, cube_path, truth_path, mask, mask_report, screen)
     release_memory()
     model = None
-    if config.gapfill == "fusion":  # load the given model or train one on this scene
+    if needs_model(config):  # load the given model or train one on this scene
         from fusecube.fusion.neural.workflows import model_for_run
 
         enter("fusion_train")
@@ -344,6 +326,18 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
             model = model_for_run(cube, config.model_copy(update={"fusion_model": saved}))
         else:
             model = stages.run("fusion_train", model_for_run, cube, config)
+
+    enter("validate")
+    with dask.config.set(scheduler="synchronous"):
+        choice = stages.run("validate", choose_gapfill, config, apply_screen(cube, screen), inputs,
+                            model)
+    events.emit("run", "gapfill", f"gap-fill: {choice.verdict}", chosen=choice.chosen,
+                requested=choice.requested)
+    if choice.chosen != "fusion":
+        model = None  # trained and scored, not used: the blocks need no halo or torch
+    # the blocks, the smoothing weight and the products follow the method the run uses
+    config = config.model_copy(update={"gapfill": choice.chosen})
+    release_memory()
 
     geobox = cube.odc.geobox
     record = ledger.get_run(run_id)
@@ -424,17 +418,23 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
         enter("finalize")
         t0 = stages.start("finalize")
         if store.exists():
+            verify_store(store)  # a chunk lost after its block was written would read as NaN
             replace_path(store, result_path)
         fault_point("finalized")
         stages.finish("finalize", t0)
     cube.close()
+    from fusecube.quality.result_gates import check_results
+
+    gates = check_results(result_path, inputs.thresholds, enforce=config.result_gates,
+                          keep=f"The previous output in {final} is kept. ")
 
     result = RunResult(out=out, result=result_path, cube=cube_path, truth=truth_path,
                        screen=screen.__dict__, n_blocks=len(regions), run_id=run_id,
                        block_edge=edge, memory_limit_mb=round(memory_limit / MB, 1),
                        blocks_resumed=resumed, worker_peak_rss_mb=round(worker_peak / MB, 1),
                        memory_pressure_events=guard.pressure_events,
-                       scheduler=config.scheduler or "")
+                       scheduler=config.scheduler or "", gapfill=choice.to_dict(),
+                       result_gates=[g.to_dict() for g in gates])
     if config.report:
         from fusecube.evaluate.run import evaluate_run
         from fusecube.products.writers import write_products
@@ -446,17 +446,19 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
         enter("products")
         result.products = stages.run("products", write_products, result, inputs, config,
                                      evaluation)
+        fault_point("products_written")
     result.seconds = {k: round(v, 3) for k, v in timer.seconds.items()}
     result.seconds["total"] = round(time.perf_counter() - started, 3)
     result.peak_rss_mb = round(max(peak_rss_mb(), control.peak_rss / MB), 1)
-    (out / "run.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+    staging.write_summary(result, final)
     if config.report:
         from fusecube.products.report import write_report
 
         enter("report")
         result.products["report"] = str(stages.run("report", write_report, result, inputs,
                                                    config))
-        (out / "run.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
+        staging.write_summary(result, final)
+    result = staging.publish(result, final)
     message = (f"run {run_id} finished: {len(regions)} blocks ({resumed} from before), "
                f"peak RSS {result.peak_rss_mb:.0f} MB")
     ledger.set_status(run_id, "done", message)
@@ -465,7 +467,8 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
 
 
 def resume_run(run_id: str, progress: Progress | None = None, *, ledger: str | None = None,
-               memory_limit: str | None = None, scheduler: str | None = None) -> RunResult:
+               memory_limit: str | None = None, scheduler: str | None = None,
+               result_gates: bool | None = None) -> RunResult:
     """Continue run ``run_id`` with the configuration recorded in the ledger.
 
     Args:
@@ -474,6 +477,8 @@ def resume_run(run_id: str, progress: Progress | None = None, *, ledger: str | N
         ledger: Ledger URL or path (default: ``$FUSECUBE_LEDGER`` or the user's ledger).
         memory_limit: Override the recorded memory limit (the block grid stays as recorded).
         scheduler: Run the remaining blocks on this Dask scheduler.
+        result_gates: Override the recorded ``result_gates`` (False publishes results that
+            fail them).
 
     Returns:
         The finished run's :class:`RunResult`.
@@ -481,4 +486,6 @@ def resume_run(run_id: str, progress: Progress | None = None, *, ledger: str | N
     stored = RunConfig.model_validate_json(Ledger(ledger).get_run(run_id).config)
     config = stored.model_copy(update={"ledger": ledger, "memory_limit": memory_limit,
                                        "scheduler": scheduler})
+    if result_gates is not None:
+        config = config.model_copy(update={"result_gates": result_gates})
     return run(config, progress, resume=run_id)

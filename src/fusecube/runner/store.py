@@ -16,8 +16,9 @@ import numpy as np
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from fusecube.cube import X, Y, with_geobox
+from fusecube.cube import X, Y, with_geobox, zarr_layout
 from fusecube.storage.atomic import fsync_path, fsync_tree
+from fusecube.storage.chunks import WRITE_ALL_CHUNKS, check_chunks, complete_attrs
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +50,15 @@ def template(block: xr.Dataset, geobox: GeoBox, edge: int) -> xr.Dataset:
     return with_geobox(xr.Dataset(data, coords=coords), geobox)
 
 
-def _encoding(ds: xr.Dataset) -> dict:
-    enc = {}
-    for name, var in ds.data_vars.items():
-        enc[name] = {"chunks": var.data.chunksize}
-        if np.issubdtype(var.dtype, np.datetime64):
-            enc[name].update(units="days since 1970-01-01", dtype="float64", _FillValue=np.nan)
-    return enc
-
-
 def write_template(block: xr.Dataset, geobox: GeoBox, edge: int, store: Path) -> None:
     """Create (or recreate) the store's metadata and coordinates; no data chunks yet."""
-    ds = template(block, geobox, edge)
-    ds.to_zarr(store, mode="w", compute=False, zarr_format=3, consolidated=False,
-               encoding=_encoding(ds))
+    ds, enc = zarr_layout(template(block, geobox, edge))
+    for name, var in ds.data_vars.items():
+        if np.issubdtype(var.dtype, np.datetime64):
+            enc[name].update(units="days since 1970-01-01", dtype="float64", _FillValue=np.nan)
+    ds.attrs.update(complete_attrs())  # blocks write every chunk: a missing one is damage
+    ds.to_zarr(store, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=enc,
+               **WRITE_ALL_CHUNKS)
     fsync_tree(store)
 
 
@@ -72,8 +68,18 @@ def write_region(block: xr.Dataset, store: Path, ys: slice, xs: slice) -> None:
     region.update({Y: ys, X: xs})
     data = block.drop_vars([Y, X, *[c for c in block.coords if c not in block.dims]],
                            errors="ignore")
-    data.to_zarr(store, region=region, zarr_format=3, consolidated=False)
+    data.to_zarr(store, region=region, zarr_format=3, consolidated=False, **WRITE_ALL_CHUNKS)
     fsync_region(store, ys, xs)
+
+
+def verify_store(store: Path) -> None:
+    """Refuse to finish a run whose store lacks a chunk of a written block (it would read as NaN).
+
+    Raises:
+        InputFileError: Naming the variable and chunk, and the fix.
+    """
+    check_chunks(store, fix="a chunk written by an earlier block was lost; start the run again "
+                            "without --resume (the earlier result is kept).")
 
 
 def fsync_region(store: Path, ys: slice, xs: slice) -> None:
@@ -96,7 +102,7 @@ def fsync_region(store: Path, ys: slice, xs: slice) -> None:
         for key in np.ndindex(*[len(r) for r in ranges]):
             parts = [str(r[i]) for r, i in zip(ranges, key, strict=True)]
             chunk_file = meta_path.parent / "c" / Path(*parts)
-            if chunk_file.exists():  # all-fill chunks are not written
+            if chunk_file.exists():  # stores of older releases lack all-fill chunks
                 fsync_path(chunk_file)
                 folders.add(chunk_file.parent)
         for folder in folders:

@@ -23,6 +23,7 @@ from fusecube.runner.memory import rss_bytes
 from fusecube.runner.pipeline import StageTimer, gapfill_config, process_block
 from fusecube.runner.store import merge_block, write_region
 from fusecube.stages.gapfill import context_halo
+from fusecube.storage.chunks import raise_if_bad_chunk
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,11 @@ def run_block(task: BlockTask, *, cube: xr.Dataset, inputs: RunInputs,
         # read with the gap-fill's spatial context around the window, keep the window only
         (read_y, keep_y), (read_x, keep_x) = (with_halo(ys, halo, cube.sizes[Y]),
                                               with_halo(xs, halo, cube.sizes[X]))
-        block = read_block(cube, inputs.mask, read_y, read_x)
+        try:
+            block = read_block(cube, inputs.mask, read_y, read_x)
+        except Exception as exc:  # a chunk that cannot be decoded: name it, else re-raise
+            raise_if_bad_chunk(inputs.cube_path, exc, window={Y: read_y, X: read_x})
+            raise
         timer.seconds["read"] += time.perf_counter() - t0
         series, seasons = process_block(block, config, inputs.screen, timer, model,
                                         thresholds=inputs.thresholds)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from fusecube.errors import ConfigError
-from fusecube.grid.periods import period_starts
+from fusecube.grid.periods import check_sentinel_era, period_starts
 
 
 def periods_between(start: str, end: str, period_days: int) -> np.ndarray:
@@ -26,6 +26,8 @@ def periods_between(start: str, end: str, period_days: int) -> np.ndarray:
     first, last = pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize()
     if last < first:
         raise ConfigError(f"end {end} is before start {start}; swap them.")
+    check_sentinel_era([first.to_datetime64(), last.to_datetime64()], what=f"start {start}/end {end}",
+                       fix="give --start/--end (start/end) as YYYY-MM-DD dates inside the Sentinel era.")
     if period_days < 1:
         raise ConfigError(f"period length {period_days} days must be at least 1.")
     n_periods = (last - first).days // period_days + 1

@@ -12,6 +12,11 @@ Each file is read window by window: only the part covering the target GeoBox, wh
 reprojected onto it (bilinear, NaN-aware). Masked pixels (-inf, +inf, the nodata value) become
 NaN, decibels become linear sigma0, and period dates are computed with calendar arithmetic
 from the period number, so a series crossing New Year never lands a year off.
+
+Nothing is taken on the label alone: the unit of each Sentinel-1 band is decided from its values
+(:func:`fusecube.sources.bands.backscatter_units`) and a ``--bands`` role that contradicts it is
+refused, a byte NDVI needs ``ndvi_scale``, and every date (dates file, file names, ``start``)
+must lie in the Sentinel era.
 """
 
 from __future__ import annotations
@@ -35,10 +40,11 @@ from odc.geo.geobox import GeoBox
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window, from_bounds
 
-from fusecube.cube import NDVI, NDVI_QUALITY, VH, VV, write_cube
-from fusecube.errors import ConfigError, FusecubeWarning, GridError, InputFileError
+from fusecube.cube import NDVI, NDVI_QUALITY, VH, VV, X, Y, write_cube
+from fusecube.errors import ConfigError, CubeSchemaError, FusecubeWarning, GridError, InputFileError
 from fusecube.grid.geobox import normalise_crs, resolve_geobox
-from fusecube.grid.periods import period_starts
+from fusecube.grid.periods import SENTINEL_ERA_START, check_sentinel_era, period_starts
+from fusecube.sources.bands import backscatter_units
 from fusecube.sources.compose import median_composite, period_index, to_naive_utc
 from fusecube.sources.stac.composite import build_cube
 from fusecube.units import from_db
@@ -48,6 +54,7 @@ Progress = Callable[[str, int, int], None]
 
 #: Band roles a file can hold; ``_db`` roles are converted to linear.
 ROLES = ("vv_db", "vh_db", "vv", "vh", "ndvi")
+S1_ROLES = ("vv_db", "vh_db", "vv", "vh")
 DEFAULT_BANDS = ("vv_db", "vh_db", "ndvi")
 _PERIOD = re.compile(r"period[_-]?(\d+)", re.IGNORECASE)
 _DATE = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
@@ -102,12 +109,14 @@ def list_stack(folder: str | os.PathLike, *, pattern: str = "*.tif") -> Listed:
 def read_dates_file(path: str | os.PathLike) -> list[np.datetime64]:
     """Period start dates from a text/CSV file: one date per line, or ``name,date`` rows.
 
-    A header row is skipped; the last column holding a date is used.
+    A header row is skipped; the last column holding a date is used. A date before the
+    Sentinel era (a zero or a day number read as a date) is an :class:`InputFileError`
+    naming the file and line.
     """
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"Dates file {path} does not exist.")
-    dates = []
+    dates, lines = [], []
     with open(path, newline="") as fh:
         for row_no, row in enumerate(csv.reader(fh), start=1):
             cells = [c.strip() for c in row if c.strip()]
@@ -116,6 +125,7 @@ def read_dates_file(path: str | os.PathLike) -> list[np.datetime64]:
             try:
                 dates.append(np.datetime64(pd.Timestamp(cells[-1]).normalize().to_datetime64(),
                                            "ns"))
+                lines.append(row_no)
             except ValueError as exc:
                 if row_no == 1 and not dates:
                     continue  # header
@@ -123,6 +133,12 @@ def read_dates_file(path: str | os.PathLike) -> list[np.datetime64]:
                                      "date (use YYYY-MM-DD).") from exc
     if not dates:
         raise InputFileError(f"Dates file {path} has no dates.")
+    early = np.flatnonzero(np.array(dates) < np.datetime64(SENTINEL_ERA_START, "ns"))
+    if early.size:
+        check_sentinel_era(dates, what=f"Dates file {path} (from line {lines[early[0]]})",
+                           error=InputFileError,
+                           fix="write the period start dates as YYYY-MM-DD (zeros or day numbers are "
+                               "not dates).")
     if np.any(np.diff(np.array(dates)) <= np.timedelta64(0, "ns")):
         raise InputFileError(f"Dates in {path} are not increasing; list one period start per "
                              "line, in order.")
@@ -216,13 +232,13 @@ def read_file(path: str | os.PathLike, geobox: GeoBox, bands: Sequence[str], *,
         missing |= data == np.float32(nodata)
     data[missing] = np.nan
     out: dict[str, np.ndarray] = {}
-    for band, role in zip(data, roles, strict=True):
+    for index, (band, role) in enumerate(zip(data, roles, strict=True), start=1):
+        if role in S1_ROLES:
+            check_s1_units(band, role, name=name, band_index=index, roles=roles)
         if role.endswith("_db"):
             band = from_db(band)
         elif role == "ndvi":
-            scale = ndvi_scale if ndvi_scale is not None else (
-                1e-4 if np.issubdtype(np.dtype(dtype), np.integer) else 1.0)
-            band = band * np.float32(scale)
+            band = band * np.float32(_ndvi_scale(ndvi_scale, dtype, name, index))
         target = np.full(geobox.shape.yx, np.nan, np.float32)
         reproject(band, target, src_transform=transform, src_crs=file_crs,
                   dst_transform=geobox.affine, dst_crs=str(geobox.crs), src_nodata=np.nan,
@@ -237,6 +253,56 @@ def read_file(path: str | os.PathLike, geobox: GeoBox, bands: Sequence[str], *,
                                  "(e.g. --ndvi-scale 0.0001).")
         out[NDVI] = np.where(bad, np.nan, ndvi).astype(np.float32)
     return out
+
+
+def check_s1_units(band: np.ndarray, role: str, *, name: str, band_index: int,
+                   roles: Sequence[str]) -> None:
+    """Refuse a Sentinel-1 band whose values contradict its role (``vv_db`` holding linear, ...).
+
+    The unit is decided from the values by :func:`fusecube.sources.bands.backscatter_units`
+    (dB mostly negative, linear positive and mostly below 1), never from the role alone:
+    linear sigma0 read as dB would become ``10 ** (0.05 / 10)`` ≈ 1.0 everywhere.
+
+    Raises:
+        CubeSchemaError: The values are the other unit (the message gives the ``--bands`` that
+            fits), or neither unit.
+    """
+    band = np.where(band == 0, np.nan, band)  # 0: fill outside the footprint, not a measurement
+    if not np.isfinite(band).any():
+        return
+    found = backscatter_units(xr.DataArray(band, dims=(Y, X)), name=f"band {band_index} ({role})",
+                              source=name)
+    given = "db" if role.endswith("_db") else "linear"
+    if found == given:
+        return
+    toggled = [r.replace("_db", "") if found == "linear" else f"{r}_db" if r in ("vv", "vh") else r
+               for r in roles]
+    values = band[np.isfinite(band)]
+    described = ("linear sigma0 (positive, mostly below 1)" if found == "linear"
+                 else "dB (mostly negative)")
+    raise CubeSchemaError(
+        f"{name}: band {band_index} is given as {role!r} ({'dB' if given == 'db' else 'linear'}) but "
+        f"its values are {described}: median {float(np.median(values)):.4g}, "
+        f"{float(np.mean(values < 0)):.0%} negative. Pass --bands {','.join(toggled)} (roles vv/vh "
+        "for linear sigma0, vv_db/vh_db for dB).")
+
+
+def _ndvi_scale(ndvi_scale: float | None, dtype: str, name: str, band_index: int) -> float:
+    """The factor that turns the stored NDVI into NDVI: given, 1e-4 for 16/32-bit integers, else 1.
+
+    A byte (8-bit) NDVI has no common scale (x 250, (NDVI + 1) x 127.5, ...), so it is refused
+    unless ``ndvi_scale`` says how to read it.
+    """
+    if ndvi_scale is not None:
+        return ndvi_scale
+    kind = np.dtype(dtype)
+    if kind.kind not in "iu":
+        return 1.0
+    if kind.itemsize == 1:
+        raise InputFileError(
+            f"{name}: band {band_index} (ndvi) is {kind} (0-255), whose NDVI scale is not a common "
+            "convention; pass --ndvi-scale (e.g. 0.004 for NDVI x 250) or export float NDVI.")
+    return 1e-4
 
 
 def _pad(window: Window, pad: int, width: int, height: int) -> Window:
@@ -289,7 +355,7 @@ def read_geotiff_stack(
     listed = list_stack(folder, pattern=pattern)
     files, starts = place_in_time(listed, start, period_days, dates_file)
     if geobox is None:
-        geobox = resolve_geobox(aoi, resolution=resolution or 10.0) if aoi is not None else \
+        geobox = resolve_geobox(aoi, resolution=resolution) if aoi is not None else \
             default_geobox([f.path for f in files], resolution)
     n = len(starts)
     roles = {r.replace("_db", "") for r in bands}
@@ -324,7 +390,10 @@ def read_geotiff_stack(
 
 def place_in_time(listed, start: str | None, period_days: int,
                   dates_file: str | os.PathLike | None) -> tuple[list[StackFile], np.ndarray]:
-    """The period of each listed file and the period start dates (from names, start or dates file)."""
+    """The period of each listed file and the period start dates (from names, start or dates file).
+
+    Every date (dates file, file name, ``start``) must lie in the Sentinel era.
+    """
     if listed[0][1] is not None:  # period_NN files
         numbers = [p for _, p, _ in listed]
         if min(numbers) < 1 or len(set(numbers)) != len(numbers):
@@ -336,6 +405,8 @@ def place_in_time(listed, start: str | None, period_days: int,
                 raise InputFileError(f"Dates file {dates_file} lists {len(starts)} periods but "
                                      f"there is a file for period {max(numbers)}.")
         elif start is not None:
+            check_sentinel_era([to_naive_utc(start)], what=f"--start {start}",
+                               fix="give the first day of period 1 as YYYY-MM-DD.")
             starts = period_starts(start, max(numbers), period_days)
         else:
             raise ConfigError("Per-period files need the dates: pass --start (first day of "
@@ -343,6 +414,14 @@ def place_in_time(listed, start: str | None, period_days: int,
         files = [StackFile(path, p - 1) for path, p, _ in listed]
         return files, starts
     dates = np.array([d for _, _, d in listed], dtype="datetime64[ns]")
+    oldest = int(np.argmin(dates))
+    check_sentinel_era(dates, what=f"GeoTIFF {listed[oldest][0]} (date {str(dates[oldest])[:10]} read "
+                                   "from the name as YYYYMMDD)", error=InputFileError,
+                       fix="rename the files with their acquisition dates (YYYYMMDD) or move the "
+                           "others out of the folder.")
+    if start is not None:
+        check_sentinel_era([to_naive_utc(start)], what=f"--start {start}",
+                           fix="give the first day of the first period as YYYY-MM-DD.")
     first = to_naive_utc(start) if start is not None else dates.min()
     last = dates.max()
     n = int((last - first) // np.timedelta64(period_days, "D")) + 1
@@ -357,4 +436,7 @@ def place_in_time(listed, start: str | None, period_days: int,
 
 def import_geotiff(folder: str | os.PathLike, out: str | os.PathLike, **kwargs) -> Path:
     """Read a GeoTIFF stack (see :func:`read_geotiff_stack`) and write it as a zarr cube."""
+    from fusecube.storage.atomic import prepare_output
+
+    prepare_output(out, kind="store")  # the output rule, before any file is read
     return write_cube(read_geotiff_stack(folder, **kwargs), out)

@@ -89,18 +89,28 @@ class StoreReader:
                                  "`fusecube synth`, `fusecube fetch` or `fusecube import-geotiff`.")
 
     def _open(self, chunks: dict[str, int] | None) -> xr.Dataset:
-        if self.path.suffix.lower() in (".nc", ".nc4", ".netcdf"):
-            try:
-                ds = xr.open_dataset(self.path, chunks=chunks)
-            except Exception as exc:
-                raise InputFileError(f"Cube {self.path} cannot be opened as NetCDF "
-                                     f"({type(exc).__name__}: {exc}).") from exc
-            return ds
-        return read_cube(self.path, chunks=chunks)
+        """A fusecube zarr cube as stored; NetCDF and other zarr through the standardisation.
+
+        NetCDF files and zarr stores not written by fusecube go through
+        :func:`fusecube.sources.convert.open_source` (band names, scale, units, NDVI from
+        red/NIR, S1 and S2 composited onto common periods); without ``chunks`` they are read
+        into memory.
+        """
+        from fusecube.sources.bands import is_cube_model
+        from fusecube.sources.convert import NETCDF_SUFFIXES, open_source
+
+        if self.path.suffix.lower() not in NETCDF_SUFFIXES and (
+                (self.path / "zarr.json").exists() or not self.path.is_dir()
+                or not any((self.path / m).exists() for m in (".zgroup", ".zmetadata"))):
+            ds = read_cube(self.path, chunks=chunks)
+            if is_cube_model(ds):
+                return ds
+        ds = open_source(self.path)
+        return ds.chunk(chunks) if chunks is not None else ds.load()
 
     def plan(self) -> CubePlan:
         """What the source would deliver (see :meth:`Reader.plan`)."""
-        ds = self._open(None)
+        ds = self._open({})  # lazy: only the coordinates are read
         return CubePlan(ds.odc.geobox, ds[TIME].values, f"cube {self.path}")
 
     def read(self, geobox: GeoBox | None = None, *,
@@ -129,7 +139,7 @@ class GeoTiffReader:
         s = self.source
         files, starts = place_in_time(list_stack(s.folder, pattern=s.pattern), s.start,
                                       s.period_days, s.dates_file)
-        geobox = (resolve_geobox(s.aoi, resolution=s.resolution or 10.0) if s.aoi is not None
+        geobox = (resolve_geobox(s.aoi, resolution=s.resolution) if s.aoi is not None
                   else default_geobox([f.path for f in files], s.resolution))
         return CubePlan(geobox, starts, f"GeoTIFF stack {s.folder} ({len(files)} files)")
 
@@ -155,7 +165,7 @@ class SyntheticReader:
         from fusecube.sources.synthetic.scene import SceneConfig
 
         self.scene = SceneConfig(width=source.width, height=source.height, seed=source.seed,
-                                 n_periods=source.n_periods)
+                                 n_periods=source.n_periods, radar_skill=source.radar_skill)
         self.folder = Path(folder) if folder is not None else None
 
     def plan(self) -> CubePlan:

@@ -8,6 +8,7 @@ prove retries, failure records and windowed reads.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import json
 import random
@@ -77,18 +78,26 @@ class LoopbackServer:
 
     Attributes:
         bytes_sent: Body bytes sent per request path.
-        requests: One ``(method, path, status, body_bytes, fault)`` per request.
+        requests: One ``(method, path, status, body_bytes, fault)`` per request, in the order
+            the requests arrived (a hang is listed before the retry made while it hangs).
     """
 
     def __init__(self, root: str | Path | None = None, items: Iterable[pystac.Item] = (), *,
-                 faults: FaultPlan | None = None, page_size: int = 2) -> None:
+                 faults: FaultPlan | None = None, page_size: int = 2,
+                 paging: str = "normal") -> None:
         self.root = Path(root) if root is not None else None
         self.items: list[pystac.Item] = list(items)
         self.faults = faults or FaultPlan()
         self.page_size = page_size
+        self.paging = paging
+        """How search pages link on: ``normal``; ``self`` (each ``next`` link repeats the
+        request just made); ``repeat`` (new tokens, the first page's items again and again);
+        ``endless`` (new tokens, new item ids, forever)."""
         self.bytes_sent: Counter[str] = Counter()
         self.requests: list[tuple[str, str, int, int, str | None]] = []
         self._lock = threading.Lock()
+        self._arrived = 0
+        self._order: list[int] = []  # arrival number of each entry of ``requests``
         self._rng = random.Random(self.faults.seed)
         self._scripted: Counter[str] = Counter()
         self._consecutive: Counter[str] = Counter()
@@ -151,11 +160,21 @@ class LoopbackServer:
         with self._lock:
             self.bytes_sent.clear()
             self.requests.clear()
+            self._order.clear()
 
-    def _record(self, method: str, path: str, status: int, nbytes: int, fault: Fault | None):
+    def _arrive(self) -> int:
+        with self._lock:
+            self._arrived += 1
+            return self._arrived
+
+    def _record(self, method: str, path: str, status: int, nbytes: int, fault: Fault | None,
+                arrival: int) -> None:
         with self._lock:
             self.bytes_sent[path] += nbytes
-            self.requests.append((method, path, status, nbytes, fault.value if fault else None))
+            at = bisect.bisect_right(self._order, arrival)
+            self._order.insert(at, arrival)
+            self.requests.insert(at, (method, path, status, nbytes,
+                                      fault.value if fault else None))
 
     def _draw_fault(self, path: str) -> Fault | None:
         plan = self.faults
@@ -238,15 +257,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, head: bool = False) -> None:
         srv = self.server_ref
         url = urlparse(self.path)
+        self.arrival = srv._arrive()
         fault = srv._draw_fault(url.path)
         if fault is Fault.HANG:
             time.sleep(srv.faults.hang_s)
-            srv._record(self.command, url.path, 0, 0, fault)
+            srv._record(self.command, url.path, 0, 0, fault, self.arrival)
             self.close_connection = True
             return
         if fault is Fault.SLOW:
             time.sleep(srv.faults.slow_s)
         if fault in (Fault.ERROR_500, Fault.ERROR_503, Fault.TOO_MANY):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))  # keep-alive in step
             status = int(fault.value)
             body = json.dumps({"error": f"injected {status}"}).encode()
             self._send(status, body, "application/json", fault=fault,
@@ -279,7 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
                 sent = len(body)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
-        self.server_ref._record(self.command, urlparse(self.path).path, status, sent, fault)
+        self.server_ref._record(self.command, urlparse(self.path).path, status, sent, fault,
+                                self.arrival)
 
     # -- files with ranges -----------------------------------------------------------------
     def _file(self, path: str, head: bool, fault: Fault | None) -> None:
@@ -341,6 +363,14 @@ class _Handler(BaseHTTPRequestHandler):
             offset = int(params.get("token") or 0)
             limit = min(int(params.get("limit") or srv.page_size), srv.page_size)
             page = found[offset:offset + limit]
+            if srv.paging in ("repeat", "endless"):
+                page = found[:limit]
+                if srv.paging == "endless":
+                    page = [{**f, "id": f"{f['id']}-{offset}"} for f in page]
+                found = found * (offset + 2 * limit + 1)  # always more to come
+            if srv.paging == "self" and found:
+                found = found * (offset + 2 * limit + 1)
+                offset -= limit  # the next link below then points at this very page
             links = []
             if offset + limit < len(found):
                 if self.command == "POST":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -19,7 +18,7 @@ router = APIRouter(tags=["maps"], dependencies=AUTH)
 def maps(run_id: str, request: Request) -> dict:
     """What :func:`map_png` can draw, with legends and the grid's extent."""
     record = record_of(request, run_id)
-    return overlays.map_catalog(Path(record.out), catalog.run_config(record))
+    return overlays.map_catalog(catalog.results_folder(record), catalog.run_config(record))
 
 
 @router.get("/runs/{run_id}/maps/{layer}.png", summary="PNG overlay of a phenology map",
@@ -30,7 +29,7 @@ def map_png(run_id: str, layer: str, request: Request,
                                                     "(intensity).")] = 0) -> Response:
     """One pixel per grid cell, RGBA, transparent where there is no value."""
     record = record_of(request, run_id)
-    png = overlays.render_map(Path(record.out), layer, index)
+    png = overlays.render_map(catalog.results_folder(record), layer, index)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
@@ -44,5 +43,5 @@ def pixel(run_id: str, request: Request,
           col: Annotated[int | None, Query(ge=0, le=10**7)] = None) -> dict:
     """S1 VV/VH (dB), observed, fused and smoothed NDVI, and the pixel's seasons."""
     record = record_of(request, run_id)
-    return pixels.pixel(Path(record.out), catalog.run_config(record), lon=lon, lat=lat,
+    return pixels.pixel(catalog.results_folder(record), catalog.run_config(record), lon=lon, lat=lat,
                         x=x, y=y, row=row, col=col)

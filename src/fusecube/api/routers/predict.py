@@ -35,7 +35,8 @@ def _predict_file(request: Request, data: bytes, filename: str, model: str | Non
         "Content-Disposition": 'attachment; filename="ndvi_fused.nc"',
         "X-Fusecube-Method": prediction.method,
         "X-Fusecube-Model": prediction.model or "",
-        "X-Fusecube-Note": prediction.note})
+        "X-Fusecube-Note": prediction.note,
+        "X-Fusecube-Unobserved-Pixels": str(prediction.unobserved_pixels)})
 
 
 @router.post("/predict/datacube",

@@ -17,7 +17,7 @@ router = APIRouter(tags=["products"], dependencies=AUTH)
 def products(run_id: str, request: Request) -> dict:
     """Report, summary, NetCDF, COGs, figures and tables, with download links."""
     record = record_of(request, run_id)
-    items = catalog.list_products(Path(record.out))
+    items = catalog.list_products(Path(record.out), record.id)
     for item in items:
         item["url"] = f"/runs/{record.id}/products/{item['name']}"
     return {"id": record.id, "state": record.state, "products": items}
@@ -28,6 +28,6 @@ def products(run_id: str, request: Request) -> dict:
 def download(run_id: str, name: str, request: Request) -> FileResponse:
     """The file of one listed product (anything else is 404)."""
     record = record_of(request, run_id)
-    path, media = catalog.product_file(Path(record.out), name)
+    path, media = catalog.product_file(Path(record.out), name, record.id)
     return FileResponse(path, media_type=media, filename=path.name,
                         content_disposition_type="inline")

@@ -22,6 +22,7 @@ import xarray as xr
 
 from fusecube.cube import TIME, X, Y
 from fusecube.errors import FusionModelError, InputFileError
+from fusecube.fusion.neural.compat import check_input, check_state, load_weights, training_periods
 from fusecube.fusion.neural.features import (
     CALENDAR_FEATURES,
     OPTICAL_FEATURES,
@@ -54,6 +55,8 @@ class NeuralFusion:
         radar_features_: Radar channel names the network reads, in order.
         window_: Box-filter edge of the ``*_local`` radar channels.
         arch_: Keyword arguments of :func:`~fusecube.fusion.neural.network.build_network`.
+        periods_: The time grid it was trained on (``n_times``, ``step_days``, ``first``,
+            ``last``); None for an untrained network or a file without it.
         metrics_: Validation metrics (held-out blocks and dates) with the baselines beside.
         meta_: Training details: configuration, split, timings, versions.
     """
@@ -69,6 +72,7 @@ class NeuralFusion:
         self.radar_features_ = tuple(radar_features)
         self.window_ = int(window)
         self.arch_ = dict(arch)
+        self.periods_: dict | None = None
         self.metrics_: dict = {}
         self.meta_: dict = {}
         return self
@@ -167,6 +171,7 @@ class NeuralFusion:
             self.build(normalizer, n_times=sample.times.size)  # config is self.config here
         self.metrics_, self.meta_ = train_network(self.net_, self.normalizer_, sample, config,
                                                   fine_tuned=init is not None)
+        self.periods_ = training_periods(sample.times)
         return self
 
     # ------------------------------------------------------------------------------ use
@@ -183,10 +188,25 @@ class NeuralFusion:
 
         Returns:
             The cube with ``ndvi_fused`` added.
+
+        Raises:
+            FusionModelError: The cube does not fit the model (:meth:`check_input`).
         """
+        self.check_input(cube)
         return fill_block(cube, net=self.net_, normalizer=self.normalizer_,
                           radar_names=self.radar_features_, window=self.window_,
                           batch_pixels=batch_pixels)
+
+    def check_input(self, cube: xr.Dataset) -> None:
+        """Refuse a cube this model cannot fill: variables, time steps or periods differ.
+
+        Raises:
+            FusionModelError: Naming what differs and the fix.
+        """
+        source = getattr(self, "source_", None)
+        check_input(cube, radar_features=self.radar_features_, arch=self.arch_,
+                    periods=self.periods_,
+                    name=f"Fusion model {source}" if source else "The fusion model")
 
     def predict_series(self, radar: np.ndarray, ndvi: np.ndarray, quality: np.ndarray | None,
                        times_days: np.ndarray, *, batch_pixels: int | None = None) -> np.ndarray:
@@ -219,6 +239,7 @@ class NeuralFusion:
             "window": self.window_,
             "normalizer": self.normalizer_.to_dict(),
             "arch": self.arch_,
+            "periods": self.periods_,
             "metrics": json.loads(json.dumps(self.metrics_, default=float)),
             "meta": json.loads(json.dumps(self.meta_, default=str)),
         }
@@ -235,6 +256,8 @@ class NeuralFusion:
 
         Raises:
             InputFileError: The file is missing or not a fusion model.
+            FusionModelError: The file records another feature set than this release builds,
+                or its weights do not fit its features.
         """
         torch = require_torch()
         path = Path(path)
@@ -249,6 +272,7 @@ class NeuralFusion:
         if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
             raise InputFileError(f"{path} is not a fusecube fusion model (format "
                                  f"{FORMAT_VERSION}); train one with `fusecube fuse train`.")
+        check_state(state, path)
         arch = state["arch"]
         recipe = {"radar_features": tuple(state["radar_features"]), "window": state["window"],
                   "arch": arch["arch"], "width": arch["width"]}
@@ -258,7 +282,8 @@ class NeuralFusion:
         net = build_network(in_channels(state["radar_features"]), **arch)
         model._set_network(net, Normalizer.from_dict(state["normalizer"]),
                            state["radar_features"], state["window"], arch)
-        net.load_state_dict(state["state_dict"])
+        load_weights(net, state["state_dict"], path, state["radar_features"])
         net.to(device).eval()
         model.metrics_, model.meta_ = state["metrics"], state["meta"]
+        model.periods_, model.source_ = state.get("periods"), path
         return model

@@ -38,9 +38,14 @@ def model_for_run(cube: xr.Dataset, config: RunConfig, *,
 
     Returns:
         The model, on CPU or CUDA.
+
+    Raises:
+        FusionModelError: The given model does not fit this cube (features, time steps,
+            periods), before any block is processed.
     """
     if config.fusion_model is not None:
         model = NeuralFusion.load(config.fusion_model, device=select_device())
+        model.check_input(cube)
         log.info("fusion model loaded from %s", config.fusion_model)
         return model
     model = NeuralFusion(train_config or TrainConfig()).fit(cube)
@@ -64,12 +69,18 @@ def fuse_cube(cube: xr.Dataset, *, model: NeuralFusion, out: str | Path, block: 
 
     Returns:
         The path written.
+
+    Raises:
+        FusionModelError: The model does not fit the cube (checked before any block).
     """
     import dask
 
     from fusecube.cube import write_cube
     from fusecube.quality.gates import apply_screen, screen_periods
+    from fusecube.storage.atomic import prepare_output
 
+    prepare_output(out, kind="store")  # the output rule, before any work
+    model.check_input(cube)
     screen = screen_periods(cube)
     inputs = [n for n in (VV, VH, NDVI, NDVI_QUALITY) if n in cube]
     lazy = cube[inputs].chunk({TIME: -1, Y: block, X: block})

@@ -25,7 +25,7 @@ from fusecube.errors import PatchError
 from fusecube.ml.patches.patch_set import PatchSet
 from fusecube.ml.patches.shards import ShardWriter, write_metadata
 from fusecube.ml.sar import InvalidCounts, handle_invalid_values
-from fusecube.storage.atomic import atomic_path
+from fusecube.storage.atomic import atomic_path, prepare_output
 from fusecube.units import to_db
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ def export_patches(
     cfg.check()
     paths = [Path(cubes)] if isinstance(cubes, str | os.PathLike) else [Path(p) for p in cubes]
     out_dir = Path(out_dir)
+    prepare_output(out_dir, kind="patches")  # the output rule, before any work
     if out_dir.exists() and not overwrite:
         raise PatchError(f"{out_dir} already exists; choose another --out or pass --overwrite.")
     datasets = [read_cube(p, chunks=None) for p in paths]

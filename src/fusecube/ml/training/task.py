@@ -37,6 +37,8 @@ INPUT_CHANNELS: tuple[str, ...] = ("vv", "vh", "vh_minus_vv", "ndvi_masked", "nd
 
 
 RECORD_NAME = "run-record.json"
+#: Options that shape the network's weights: a checkpoint only loads into the same ones.
+ARCH_OPTIONS: tuple[str, ...] = ("depth", "width", "time_pool", "learn_weights")
 
 
 def _hide_dates(valid, *, rate: tuple[float, float], spans: int, max_span: int, generator):
@@ -265,6 +267,27 @@ class CubeFusionTask(lightning.LightningModule):
             path = Path(log_dir) / RECORD_NAME
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(self.record(), indent=1, default=str))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint of another network before Lightning loads its weights.
+
+        Raises:
+            CubeModelError: Naming the options (and weight shapes) that differ, and the fix.
+        """
+        saved = checkpoint.get("hyper_parameters") or {}
+        differ = [f"--model.{k} {saved[k]!r} (this model: {self.hparams[k]!r})"
+                  for k in ARCH_OPTIONS if k in saved and saved[k] != self.hparams[k]]
+        mine = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in (checkpoint.get("state_dict") or {}).items()}
+        shapes = [f"{k}: checkpoint {theirs[k]}, model {mine[k]}" for k in mine
+                  if k in theirs and theirs[k] != mine[k]]
+        if differ or shapes:
+            raise CubeModelError(
+                "The checkpoint holds another network than the one these options build: it was "
+                f"trained with {', '.join(differ) or 'other options'}"
+                + (f" ({'; '.join(shapes[:2])})" if shapes else "")
+                + ". Pass the --model.* options of its training run (its config.yaml), or train "
+                "a model with these options.")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep the run record in the checkpoint (JSON types only: loadable with weights_only)."""

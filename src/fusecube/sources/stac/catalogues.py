@@ -111,6 +111,13 @@ class StacOptions:
     """Stop at the first item that fails after all retries (else record it and go on)."""
     workers: int = 2
     """Items read in parallel."""
+    max_pages: int = 2000
+    """Most result pages one search may follow (``next`` links) before it stops with an error."""
+    max_items: int = 50000
+    """Most items one search may return before it stops with an error."""
+    max_search_s: float = 900.0
+    """Most seconds one search (all its pages and retries) may take before it stops with an
+    error."""
 
 
 def parse_assets(text: str | None, default: CollectionSpec | None,

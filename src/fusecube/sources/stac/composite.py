@@ -10,6 +10,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from fusecube.cube import CF_ATTRS, DIMS, NDVI, NDVI_QUALITY, TIME, VH, VV, with_geobox
+from fusecube.grid.geobox import grid_attrs
 from fusecube.sources.compose import (
     median_composite,
     to_naive_utc,
@@ -64,5 +65,6 @@ def build_cube(variables: Mapping[str, np.ndarray], starts: np.ndarray, geobox: 
     coords = {TIME: starts + half, "period_start": (TIME, starts)}
     coords.update({k: (TIME, v) for k, v in (extra_coords or {}).items()})
     ds = xr.Dataset({name: (DIMS, values, dict(CF_ATTRS.get(name, {})))
-                     for name, values in variables.items()}, coords=coords)
+                     for name, values in variables.items()}, coords=coords,
+                    attrs=grid_attrs(geobox))  # the UTM zone picked from the AOI's centre
     return with_geobox(ds, geobox)

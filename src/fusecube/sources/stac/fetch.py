@@ -2,7 +2,9 @@
 
 Each item read is saved under ``<out>.parts/`` (:mod:`fusecube.sources.stac.resume`); a rerun
 reads only the items that are missing; failures are recorded per item and asset and saved
-with the cube.
+with the cube. A fetch in which every item of a collection failed, or whose cube would hold no
+valid value at all, raises instead: the cube is written (atomically) only on success, so a
+previous cube at ``out`` is kept as it was.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 from odc.geo.geobox import GeoBox
 
-from fusecube.cube import write_cube
+from fusecube.cube import NDVI, VH, VV, write_cube
 from fusecube.errors import ConfigError, SourceError
 from fusecube.grid.geobox import aoi_geometry, resolve_geobox
 from fusecube.sources.compose import (
@@ -30,12 +32,13 @@ from fusecube.sources.compose import (
     periods_between,
 )
 from fusecube.sources.gdal_net import NETWORK_STATS_CONFIG, downloaded_bytes
-from fusecube.sources.retry import ItemFailure, RetriesExhausted
+from fusecube.sources.retry import ItemFailure, RetriesExhausted, is_permanent
 from fusecube.sources.stac.catalogues import Progress, SignURL, StacOptions
 from fusecube.sources.stac.composite import _composite
 from fusecube.sources.stac.read import _Task, read_item
 from fusecube.sources.stac.resume import _fingerprint, _parts_dir, _prepare_parts, _save_npz
 from fusecube.sources.stac.search import open_catalogue, search_items
+from fusecube.storage.atomic import check_replaceable, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +116,15 @@ def fetch(
         What was fetched and what failed.
 
     Raises:
-        SourceError: nothing usable in the catalogue (with the reason), or an item failed and
-            ``fail_on_error`` is set.
+        SourceError: nothing usable in the catalogue (with the reason), every item of a
+            collection failed (``.failures`` lists them), the cube would hold no valid value,
+            or an item failed and ``fail_on_error`` is set. ``out`` is then left as it was.
+        OutputWriteError: ``out`` is a file or a folder fusecube did not write (before any
+            network request).
     """
     options = options or StacOptions()
     out = Path(out)
+    check_replaceable(out, folder=True)
     progress = progress or (lambda stage, done, total: None)
     if geobox is None:
         geobox = resolve_geobox(aoi, resolution=resolution)
@@ -134,7 +141,20 @@ def fetch(
     parts = _parts_dir(out)
     fingerprint = _fingerprint(geobox, starts, options)
     _prepare_parts(parts, fingerprint, restart)
+    try:
+        return _fetch_into(out, parts, region, geobox, starts, start_text, end_text, specs,
+                           options, sign_url, progress, on_item)
+    except BaseException:
+        if not any((parts / "items").glob("*.npz")):
+            shutil.rmtree(parts, ignore_errors=True)  # nothing worth resuming: leave no trace
+        raise
 
+
+def _fetch_into(out: Path, parts: Path, region, geobox: GeoBox, starts: np.ndarray,
+                start_text: str, end_text: str, specs: Sequence, options: StacOptions,
+                sign_url: SignURL | None, progress: Progress,
+                on_item: Callable[[ItemReport], None] | None) -> FetchResult:
+    cat = options.catalogue
     client = open_catalogue(cat.url, options)
     tasks: list[_Task] = []
     for spec in specs:
@@ -145,8 +165,11 @@ def fetch(
 
     failures, retries, n_read, n_bytes = _read_all(tasks, geobox, options, sign_url, parts,
                                                    progress, on_item)
-    (parts / "failures.json").write_text(json.dumps([f.to_dict() for f in failures], indent=1))
+    write_text_atomic(parts / "failures.json",
+                      json.dumps([f.to_dict() for f in failures], indent=1))
+    _check_every_collection_read(tasks, specs, failures, parts, out)
     cube = _composite(tasks, starts, geobox, options, parts, progress)
+    _check_cube_has_values(cube, specs, len(tasks), parts, out)
     cube.attrs.update({"source": "stac", "catalogue": cat.url,
                        "collections": json.dumps([s.id for s in specs]),
                        "period_days": options.period_days,
@@ -154,6 +177,59 @@ def fetch(
     write_cube(cube, out)
     shutil.rmtree(parts, ignore_errors=True)
     return FetchResult(out, len(tasks), n_read, failures, retries, n_bytes)
+
+
+def _check_every_collection_read(tasks: Sequence[_Task], specs: Sequence, failures:
+                                 Sequence[ItemFailure], parts: Path, out: Path) -> None:
+    """Raise when no item of some collection could be read (its variables would be all NaN)."""
+    read = {t.key for t in tasks if (parts / "items" / f"{t.key}.npz").exists()}
+    empty = [s for s in specs if any(t.spec.id == s.id for t in tasks)
+             and not any(t.key in read for t in tasks if t.spec.id == s.id)]
+    if not empty:
+        return
+    failed = [f for f in failures if f.collection in {s.id for s in empty}]
+    kept = f"; the {len(read)} items read are kept in {parts} for the rerun" if read else ""
+    shown = "; ".join(f"{f.item_id}/{f.asset}: {' '.join(f.error.split())}"
+                      for f in failed[:3])
+    more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+    names = ", ".join(f"{s.id!r}" for s in empty)
+    error = SourceError(
+        f"Every item of {names} failed to read ({len(failed)} of {len(tasks)} items failed: "
+        f"{shown}{more}); the cube would hold no data from it, so nothing was written to "
+        f"{out} and a previous cube there is kept{kept}. Fix: {_fix_for(failed)}.")
+    error.failures = list(failures)  # type: ignore[attr-defined]
+    error.n_items = len(tasks)  # type: ignore[attr-defined]
+    raise error
+
+
+#: Error texts of a server or network that is failing (worth trying again later).
+NETWORK_MARKERS = ("HTTP response code: 5", "HTTP response code: 429", "timed out", "Timeout",
+                   "Connection", "Read failed", "curl")
+
+
+def _fix_for(failed: Sequence[ItemFailure]) -> str:
+    if failed and all(is_permanent(Exception(f.error)) for f in failed):
+        return ("the assets are missing or forbidden: check the catalogue, the asset names "
+                "(--s2-assets, --s1-assets) and the URL signing (--sign)")
+    if any(marker in f.error for f in failed for marker in NETWORK_MARKERS):
+        return ("the data server is failing: try again later (a rerun reads only the missing "
+                "items), or raise --retries and --timeout")
+    return ("the items cannot be read as published (see the errors): use another catalogue "
+            "or mirror (--catalogue), or report the items to its provider")
+
+
+def _check_cube_has_values(cube, specs: Sequence, n_items: int, parts: Path, out: Path) -> None:
+    """Raise when the composite holds no finite value in any variable (all nodata or clouds)."""
+    names = [name for name in (NDVI, VV, VH) if name in cube]
+    if any(np.isfinite(cube[name].values).any() for name in names):
+        return
+    for item in (parts / "items").glob("*.npz"):
+        item.unlink()  # read without error: a rerun would give the same, nothing to resume
+    raise SourceError(
+        f"The {n_items} items of {', '.join(repr(s.id) for s in specs)} were read but hold no "
+        f"valid pixel over the AOI in any of {names} (all no-data, or every Sentinel-2 pixel "
+        f"clouded); nothing was written to {out} and a previous cube there is kept. Check the "
+        "AOI and the dates, or raise --max-cloud.")
 
 
 def _read_all(tasks: Sequence[_Task], geobox: GeoBox, options: StacOptions,

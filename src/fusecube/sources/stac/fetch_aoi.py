@@ -65,11 +65,12 @@ def stac_options(source: StacSource) -> StacOptions:
     from fusecube.sources.retry import RetryPolicy
 
     retry = RetryPolicy(attempts=source.retries, backoff_s=source.retry_backoff_s,
-                        max_backoff_s=source.max_backoff_s)
+                        max_backoff_s=source.max_backoff_s, max_elapsed_s=source.max_retry_s)
     return StacOptions(catalogue=catalogue_for(source), period_days=source.period_days,
                        max_cloud=source.max_cloud, retry=retry, timeout_s=source.timeout_s,
                        gdal_retries=source.gdal_retries, fail_on_error=source.fail_on_error,
-                       workers=source.workers)
+                       workers=source.workers, max_pages=source.max_pages,
+                       max_items=source.max_items, max_search_s=source.max_search_s)
 
 
 def fetch_aoi(source: StacSource, out: Path, *, progress=None, on_item: Callable | None = None,
@@ -92,7 +93,9 @@ def fetch_aoi(source: StacSource, out: Path, *, progress=None, on_item: Callable
     from fusecube.grid.geobox import aoi_geometry, resolve_geobox
     from fusecube.sources.stac.catalogues import sign_hook
     from fusecube.sources.stac.fetch import fetch
+    from fusecube.storage.atomic import prepare_output
 
+    prepare_output(out, kind="store")  # the output rule, before any request
     if not source.aoi:
         raise ConfigError("The STAC source has no aoi: give a bbox 'minx,miny,maxx,maxy' or a "
                           "vector file (source.aoi in the config, or fusecube fetch AOI).")

@@ -2,7 +2,8 @@
 
 Sentinel-2 DN become reflectance with the item's scale/offset (or 1e-4 and the -1000 DN
 offset of processing baseline >= 04.00); SCL masks clouds and shadows; the result is NDVI.
-Sentinel-1 becomes linear sigma0.
+Sentinel-1 becomes linear sigma0; its unit is decided from the values, and a collection
+whose stated unit (``--s1-units``) contradicts them is refused.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import xarray as xr
 from odc.geo.geobox import GeoBox
 
+from fusecube.errors import CubeSchemaError
+from fusecube.sources.bands import backscatter_units
 from fusecube.sources.compose import (
     to_naive_utc,
 )
@@ -23,8 +27,10 @@ from fusecube.sources.retry import RetriesExhausted, with_retries
 from fusecube.sources.stac.catalogues import S1_ROLES, CollectionSpec, SignURL, StacOptions
 from fusecube.units import from_db
 
-#: GDAL errors after which its cache of the file must be dropped before a retry.
-CACHE_POISON_MARKERS = ("does not exist", "Read failed")
+#: GDAL errors after which its cache of the file must be dropped before a retry: a failed
+#: open (after a 5xx/429 GDAL keeps answering "HTTP response code: 503" without asking the
+#: server again) and a truncated range ("Read failed").
+CACHE_POISON_MARKERS = ("does not exist", "Read failed", "HTTP response code")
 
 
 @dataclass(frozen=True)
@@ -73,10 +79,10 @@ def _load_asset(item, asset: str, geobox: GeoBox, resampling: str,
                            resampling=resampling, patch_url=sign_url, fail_on_error=True,
                            progress=None)
     except Exception as exc:
-        # GDAL caches a failed open (e.g. after a 500) as "file does not exist", and may keep
-        # a truncated range as data ("Read failed"): forget that file before the next try.
-        # Other failures (timeouts, HTTP errors) keep the cache, so the retry fetches only
-        # the ranges still missing.
+        # GDAL caches a failed open (e.g. after a 500) as "file does not exist" or as the
+        # HTTP error itself, and may keep a truncated range as data ("Read failed"): forget
+        # that file before the next try. Other failures (timeouts) keep the cache, so the
+        # retry fetches only the ranges still missing.
         if any(marker in str(exc) for marker in CACHE_POISON_MARKERS):
             href = item.assets[asset].href
             clear_http_cache(sign_url(href) if sign_url else href)
@@ -91,6 +97,29 @@ def _missing(values: np.ndarray, nodata: float | None) -> np.ndarray:
     if nodata is not None and np.isfinite(nodata):
         missing |= values == nodata
     return missing
+
+
+def s1_units(values: np.ndarray, spec: CollectionSpec, item_id: str, role: str) -> str:
+    """The unit of a Sentinel-1 asset as read, decided from its values; a contradicting spec is an error.
+
+    Raises:
+        CubeSchemaError: The values are dB where the collection says linear (or the reverse;
+            the message gives the ``--s1-units`` that fits), or neither unit.
+    """
+    values = np.where(values == 0, np.nan, values)  # 0: fill outside the swath, not a measurement
+    if not np.isfinite(values).any():
+        return spec.units
+    asset = spec.asset(role)
+    found = backscatter_units(xr.DataArray(values, dims=("y", "x")), name=asset,
+                              source=f"item {item_id} ({spec.id})")
+    if found != spec.units:
+        finite = values[np.isfinite(values)]
+        raise CubeSchemaError(
+            f"Asset {asset!r} of item {item_id} ({spec.id}) is read as {spec.units} but its values are "
+            f"{'dB (mostly negative)' if found == 'db' else 'linear sigma0 (positive, mostly below 1)'}: "
+            f"median {float(np.median(finite)):.4g}, {float(np.mean(finite < 0)):.0%} negative. "
+            f"Pass --s1-units {found} (s1_units: {found} in a config).")
+    return found
 
 
 def read_item(task: _Task, geobox: GeoBox, options: StacOptions, sign_url: SignURL | None,
@@ -121,7 +150,7 @@ def read_item(task: _Task, geobox: GeoBox, options: StacOptions, sign_url: SignU
         for role in S1_ROLES:
             values, nodata = raw[role]
             values = np.where(_missing(values, nodata), np.nan, values)
-            if spec.units == "db":
+            if s1_units(values, spec, item.id, role) == "db":
                 values = from_db(values)
             out[role] = np.where(values > 0, values, np.nan).astype(np.float32)
         return out, tries

@@ -55,7 +55,8 @@ def _prepare_parts(parts: Path, fingerprint: str, restart: bool) -> None:
         if not restart:
             raise SourceError(
                 f"{parts} holds a partial fetch with other settings (AOI, dates, periods or "
-                "catalogue); rerun with the same settings to resume, or pass --restart."
+                "catalogue); rerun with the same settings to resume, or start over with "
+                f"--restart (fusecube fetch) or by deleting {parts}."
             )
         shutil.rmtree(parts)
     (parts / "items").mkdir(parents=True, exist_ok=True)
