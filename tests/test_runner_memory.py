@@ -12,7 +12,8 @@ import yaml
 
 from fusecube.runner.memory import parse_memory
 
-LIMIT = "520MB"
+#: The fixed overhead (interpreter, numba compiling its kernels, validation) peaks at ~505 MB.
+LIMIT = "640MB"
 
 
 @pytest.mark.slow
@@ -26,7 +27,10 @@ def test_run_stays_under_its_memory_limit(tmp_path):
     config = {"source": {"kind": "cube", "path": str(scene["cube"])}, "out": str(tmp_path / "out"),
               "block_size": 256, "report": False, "memory_limit": LIMIT}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "FUSECUBE_LEDGER": str(tmp_path / "ledger.sqlite")}
+    # an empty numba cache: the run compiles every kernel, its worst case (a warm cache
+    # saves ~50 MB), so the peak does not depend on which tests ran before
+    env = {**os.environ, "FUSECUBE_LEDGER": str(tmp_path / "ledger.sqlite"),
+           "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
     proc = subprocess.run([sys.executable, "-m", "fusecube", "run", str(tmp_path / "run.yaml")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -29,10 +29,12 @@ BYTES_PER_PIXEL_PERIOD = 120
 #: Resident memory of the interpreter, numpy/xarray/zarr/dask and the run's global state
 #: (mask, screen) before any block is read (measured 190-220 MB), plus numba and LLVM with
 #: the compiled Whittaker and season kernels loaded (+~175 MB measured, of which ~100 MB is
-#: importing numba), and the gap-fill validation (the ridge kernels compiled and four
-#: validation windows filled: +~30 MB measured on a 256 x 256 x 62 scene, 455 MB peak at a
-#: 520 MB limit before this was counted); torch for the fusion model adds more.
-BASE_OVERHEAD = 440 * MB
+#: importing numba), and the gap-fill validation and result gates (the ridge kernels
+#: compiled, four validation windows filled, the result read once: the run peaks at ~450 MB
+#: on a 256 x 256 x 62 scene whatever its block edge, ~505 MB on a first run that compiles
+#: every numba kernel instead of loading it from the cache); torch for the fusion model adds
+#: more.
+BASE_OVERHEAD = 530 * MB
 FUSION_OVERHEAD = 700 * MB
 #: Block edges are multiples of this, so chunks stay aligned when blocks are split.
 EDGE_STEP = 16
