@@ -12,11 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build from the local wheel cache; GPU users keep their own torch (pyproject says torch>=2.3)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[all]'
+	$(PY) -m pip install -q -e '.[all,postgres]'
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/fusecube demo --out $(DEMO_OUT)
+	$(VENV)/bin/fusecube demo --out $(DEMO_OUT) --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -193,16 +193,17 @@ CASES = [
          lambda e: strict(e.variant(ndvi=e.cube[NDVI].shift(y=2))), GateFailed,
          "(dy, dx) = (2, 0)"),
     # --- time axis
+    # a time axis a run refuses at input: check refuses it with the run's message
     Case("reversed_dates", lambda e: strict(e.write(e.cube.isel(time=slice(None, None, -1)))),
-         GateFailed, "time_monotonic"),
-    Case("duplicated_date", _duplicate_date, GateFailed, "time_monotonic"),
+         CubeSchemaError, "not strictly increasing"),
+    Case("duplicated_date", _duplicate_date, CubeSchemaError, "not strictly increasing"),
     Case("year_shifted_time",
          lambda e: strict(_time(e, e.cube[TIME].values + np.timedelta64(365, "D"))),
          GateFailed, "time_in_periods"),
     Case("epoch_1970_time",
          lambda e: strict(_time(e, e.cube[TIME].values - np.datetime64("2023-11-01", "ns")
                                 + np.datetime64("1970-01-01", "ns"), drop_period_start=True)),
-         GateFailed, "1970"),
+         CubeSchemaError, "before the Sentinel era"),
     Case("series_outside_expected_years",
          lambda e: strict(str(e.scene["cube"]), "--years", "2019:2020"), GateFailed,
          "2019-2020"),

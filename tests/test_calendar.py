@@ -66,9 +66,9 @@ def test_block_medians_quartiles_and_intensity(blocks_file):
     assert first.loc["A", "planting_p75"] == pd.Timestamp("2023-11-01") + pd.Timedelta(days=8)
     assert first.loc["B", "pos_median"] == pd.Timestamp("2023-11-01") + pd.Timedelta(days=90)
     assert first.loc["A", "length_median"] == 80.0
-    assert first.loc["A", "season_label"] == "2023/24 S1"
+    assert first.loc["A", "season_label"] == "2023/24 season1"
     assert first.loc["A", "intensity_mean"] == 2.0
-    fourth = table[table["season"] == 3].set_index("block_id")  # 2024/25 S1
+    fourth = table[table["season"] == 3].set_index("block_id")  # 2024/25 season1
     assert fourth.loc["A", "intensity_mean"] == 3.0 and fourth.loc["B", "intensity_mean"] == 2.0
     assert fourth.loc["A", "n_with_season"] == 0 and pd.isna(fourth.loc["A", "planting_median"])
     assert len(table) == 2 * 6

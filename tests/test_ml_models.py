@@ -302,22 +302,23 @@ def test_cli_fit_resume_and_predict(zarr_root, tmp_path):
     assert np.isfinite(out[NDVI_FUSED].values).all()
 
 
-def test_fusecube_train_routes_to_lightning_cli(capsys):
+def test_fusecube_cube_model_routes_to_lightning_cli(capsys):
     from fusecube.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["train", "fit", "--help"])
+        main(["cube-model", "fit", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "--data.zarr_root" in text and "--model.depth" in text and "--trainer.precision" in text
+    assert "usage: fusecube cube-model [options] fit" in text  # its own name, not argparse's
 
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(zarr_root, tmp_path):
-    """`fusecube train fit --trainer.strategy ddp --trainer.devices 2` on CPU (gloo)."""
+    """`fusecube cube-model fit --trainer.strategy ddp --trainer.devices 2` on CPU (gloo)."""
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "fusecube", "train", "fit", "--data.zarr_root", str(zarr_root), *TINY,
+    cmd = [sys.executable, "-m", "fusecube", "cube-model", "fit", "--data.zarr_root", str(zarr_root), *TINY,
            "--trainer.logger.init_args.save_dir", str(runs), "--trainer.strategy", "ddp",
            "--trainer.devices", "2", "--trainer.max_steps", "4"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)

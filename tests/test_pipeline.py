@@ -28,10 +28,10 @@ def test_products_are_written_and_readable(finished):
     out = finished.out
     pheno = xr.open_dataset(out / "phenology.nc", engine="h5netcdf")
     assert {"season", "year", "y", "x"} <= set(pheno.dims)
-    assert pheno["season_label"].values[0] == "2023/24 S1"
+    assert pheno["season_label"].values[0] == "2023/24 season1"
     assert np.issubdtype(pheno["sos"].dtype, np.datetime64)
     cogs = sorted((out / "cogs").glob("*.tif"))
-    assert any(p.name.startswith("sos_doy_2023-24_S1") for p in cogs)
+    assert any(p.name.startswith("sos_doy_2023-24_season1") for p in cogs)
     assert any(p.name.startswith("season_count_2024-25") for p in cogs)
     cog = rioxarray.open_rasterio(cogs[0])
     assert cog.rio.crs.to_epsg() == 32749

@@ -221,7 +221,8 @@ def test_killed_during_products_leaves_the_finished_run_and_resume_cleans_up(cub
     first = read_run_manifest(out)["run_id"]
     before = tree_hashes(out)
 
-    killed = cli(env | {"FUSECUBE_TEST_KILL_AT": "products_written:1"}, "run", str(configs[1]))
+    killed = cli(env | {"FUSECUBE_TEST_KILL_AT": "products_written:1"}, "run", str(configs[1]),
+                 "--overwrite")  # a rerun into a finished run must ask for it
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     second = next(r.id for r in Ledger(str(ledger)).list_runs(5) if r.id != first)
     work = staging_dir(out, second)

@@ -212,3 +212,50 @@ def test_a_period_without_s1_does_not_stop_ridge_and_gaps_left_open_are_not_elig
     ridge = next(s for s in scores if s.method == "ridge")
     assert np.isnan(ridge.rmse) and "unfilled" in ridge.note
     assert decide("ridge", scores, FAST, hidden).chosen != "ridge"
+
+
+# ----------------------------------------------------------------------------- short gaps
+def test_gap_lengths_count_each_run_of_missing_dates():
+    from fusecube.fusion.baselines import gap_lengths
+
+    nan = np.nan
+    series = np.array([[nan, 1, nan, nan, 2, nan, 3, nan],
+                       [1, 2, 3, 4, 5, 6, 7, 8],
+                       [nan] * 8])
+    assert gap_lengths(series).tolist() == [[1, 0, 2, 2, 0, 1, 0, 1], [0] * 8, [8] * 8]
+
+
+def test_whittaker_joins_short_gaps_linearly_and_smooths_long_ones():
+    from fusecube.fusion.baselines import fill_array
+
+    days = np.arange(12, dtype=float) * 10
+    truth = np.sin(days / 40.0)[None]
+    series = truth.copy()
+    series[0, [3, 7, 8, 9]] = np.nan  # one single gap, one of three dates
+    linear = fill_array(series, days, "linear")
+    whittaker = fill_array(series, days, "whittaker", lam=1.0)
+    blended = fill_array(series, days, "whittaker", lam=1.0, linear_below=1)
+    assert blended[0, 3] == linear[0, 3] != whittaker[0, 3]
+    np.testing.assert_array_equal(blended[0, 7:10], whittaker[0, 7:10])
+    seen = ~np.isnan(series[0])  # observed values are kept (as float32)
+    np.testing.assert_array_equal(blended[0, seen], series[0, seen].astype(np.float32))
+
+
+def test_validation_picks_the_short_gap_rule_and_a_run_applies_it(cube):
+    """The Whittaker score is the best of its ``linear_below`` variants on the same hidden
+    values; the choice exposes it, and it is what the run's gap-fill config gets."""
+    config = SelectionConfig(window=48, tile=8)
+    scores, hidden = score_candidates(cube, ["linear", "whittaker"], lam=1.0, config=config)
+    whittaker = next(s for s in scores if s.method == "whittaker")
+    tried = whittaker.params["rmse_by_linear_below"]
+    assert set(tried) == {"0", "1", "2", "3"}
+    best = whittaker.params["linear_below"]
+    assert whittaker.rmse == pytest.approx(tried[str(best)]) == pytest.approx(min(tried.values()))
+    choice = decide("whittaker", scores, config, hidden)
+    assert choice.chosen == "whittaker" and choice.linear_below == best
+
+    from fusecube.runner.pipeline import gapfill_config
+
+    run_config = RunConfig(source=CubeSource(path="x.zarr"), gapfill="whittaker",
+                           gapfill_linear_below=best)
+    assert gapfill_config(run_config).linear_below == best

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fusecube.errors import ConfigError, InputFileError
 
@@ -131,7 +131,17 @@ class RunConfig(_Model):
     """Everything a pipeline run needs."""
 
     source: Source = Field(default_factory=SyntheticSource, discriminator="kind")
-    out: Path = Field(Path("fusecube-out"), description="Output folder.")
+    out: str | Path = Field(Path("fusecube-out"), description=(
+        "Output folder, or an fsspec URL (memory://, s3://, gs://, az://...; a file:// URL is a "
+        "folder) the finished run is copied to, manifest last."))
+
+    @field_validator("out", mode="after")
+    @classmethod
+    def _out_path_or_url(cls, value):
+        """A path stays a Path (``file://`` URLs included); other fsspec URLs stay strings."""
+        from fusecube.storage.remote import as_output
+
+        return as_output(value)
     mask: str = Field("cube", description="'cube' (the cube's paddy_mask), 'auto' (paddy detected from "
                                            "the time series), 'none', or a path to a vector/raster mask.")
     gapfill: Literal["auto", "linear", "whittaker", "fusion", "ridge"] = Field(
@@ -147,6 +157,14 @@ class RunConfig(_Model):
         True, description="Refuse a radar method asked for by name that validates worse than "
                           "the optical baseline (the baseline is used). False uses it anyway; "
                           "the scores and a warning are still recorded.")
+    gapfill_linear_below: int = Field(
+        0, ge=0, le=12, description="With gapfill 'whittaker': gaps of at most this many dates "
+                                    "are filled linearly. Under 'auto' the validation sets it "
+                                    "(0-3) from held-out data.")
+    provenance: bool = Field(
+        True, description="Write where each NDVI value comes from (ndvi_source), its calibrated "
+                          "uncertainty (ndvi_sigma), the ± days of season dates (<date>_pm_days) "
+                          "and why a season slot is empty (season_reason).")
     fusion_model: Path | None = Field(None, description="Trained fusion model for gapfill=fusion.")
     smooth: SmoothOptions = Field(default_factory=SmoothOptions)
     phenology: PhenologyOptions = Field(default_factory=PhenologyOptions)

@@ -63,10 +63,85 @@ def time_series_vars(ds: xr.Dataset) -> list[str]:
     return [name for name, var in ds.data_vars.items() if var.dims == DIMS]
 
 
+def _cube_name(ds: xr.Dataset, source: str | os.PathLike | None) -> str:
+    """``Cube <path>`` (the store it was read from, when known), for messages."""
+    source = source if source is not None else ds.encoding.get("source")
+    return f"Cube {source}" if isinstance(source, (str, os.PathLike)) and str(source) else "Cube"
+
+
+def check_schema(ds: xr.Dataset, *, required: Iterable[str] = (VV, VH, NDVI),
+                 source: str | os.PathLike | None = None) -> xr.Dataset:
+    """The cube schema, checked without reading a pixel: what ``run`` and ``check`` refuse.
+
+    The variables, their dims ``(time, y, x)`` in that order and dtype float32 (NDVI stored as
+    int16 or float64, S1 as uint16, are refused: convert them with ``fusecube convert``), a
+    datetime64 time axis, strictly increasing, inside the Sentinel era
+    (:func:`fusecube.grid.periods.check_sentinel_era`), and a grid with a CRS.
+
+    Args:
+        ds: The cube.
+        required: Variables that must be present.
+        source: The cube's store, named in messages (default: ``ds.encoding['source']``).
+
+    Returns:
+        The same dataset, for chaining.
+
+    Raises:
+        CubeSchemaError: The first rule ``ds`` breaks, naming the cube and the fix.
+    """
+    from fusecube.grid.periods import check_sentinel_era
+
+    cube = _cube_name(ds, source)
+    missing = [name for name in required if name not in ds.data_vars]
+    if missing:
+        raise CubeSchemaError(
+            f"{cube} is missing variable(s) {missing}; it has {sorted(ds.data_vars)}. "
+            "Load the cube with fusecube.load or rename the bands to vv, vh, ndvi."
+        )
+    for name in required:
+        var = ds[name]
+        if var.dims != DIMS:
+            raise CubeSchemaError(
+                f"{cube}: variable {name!r} has dims {var.dims}; fusecube expects {DIMS}. "
+                f"Use ds[{name!r}].transpose{DIMS} or rename the dims, and write the cube again."
+            )
+        if var.dtype != np.float32:
+            raise CubeSchemaError(
+                f"{cube}: variable {name!r} has dtype {var.dtype}; fusecube expects float32 "
+                "(physical values, NaN for missing). Convert with .astype('float32') after "
+                "applying any scale and nodata, or import with fusecube convert."
+            )
+    if TIME not in ds.coords or not np.issubdtype(ds[TIME].dtype, np.datetime64):
+        raise CubeSchemaError(
+            f"{cube} has no datetime64 'time' coordinate; assign the period centres as datetime64."
+        )
+    times = ds[TIME].values
+    if times.size > 1 and not np.all(np.diff(times) > np.timedelta64(0, "ns")):
+        bad = int(np.argmin(np.diff(times) > np.timedelta64(0, "ns")))
+        raise CubeSchemaError(
+            f"{cube}: time axis is not strictly increasing at index {bad + 1} "
+            f"({times[bad]} then {times[bad + 1]}); sort with ds.sortby('time') and drop duplicates."
+        )
+    check_sentinel_era(times, what=f"{cube}: the time axis", error=CubeSchemaError,
+                       fix="check the dates the cube was made from (an epoch or a 2-digit "
+                           "year), assign the right period centres and write the cube again.")
+    try:
+        geobox = ds.odc.geobox
+    except Exception as exc:  # odc raises various errors for odd coords
+        raise CubeSchemaError(f"{cube}: grid cannot be read as a GeoBox: {exc}") from exc
+    if geobox is None or geobox.crs is None:
+        raise CubeSchemaError(
+            f"{cube} has no CRS. Attach one with ds.odc.assign_crs('EPSG:32749') "
+            "(or the CRS your data is in)."
+        )
+    return ds
+
+
 def validate_cube(ds: xr.Dataset, *, required: Iterable[str] = (VV, VH, NDVI)) -> xr.Dataset:
     """Check that ``ds`` follows the cube data model; raise ``CubeSchemaError`` otherwise.
 
-    A cube opened from a store fusecube wrote also has its chunk files checked
+    The schema (:func:`check_schema`), then one pass over the values: no ±inf, no nodata
+    sentinel. A cube opened from a store fusecube wrote also has its chunk files checked
     (:func:`fusecube.storage.chunks.check_chunks`): a lost chunk would read as NaN.
 
     Args:
@@ -77,46 +152,10 @@ def validate_cube(ds: xr.Dataset, *, required: Iterable[str] = (VV, VH, NDVI)) -
         The same dataset, for chaining.
 
     Raises:
+        CubeSchemaError: ``ds`` breaks the schema, or holds ±inf or a nodata sentinel.
         InputFileError: A chunk file of the cube's store is missing or truncated.
     """
-    missing = [name for name in required if name not in ds.data_vars]
-    if missing:
-        raise CubeSchemaError(
-            f"Cube is missing variable(s) {missing}; it has {sorted(ds.data_vars)}. "
-            "Load the cube with fusecube.load or rename the bands to vv, vh, ndvi."
-        )
-    for name in required:
-        var = ds[name]
-        if var.dims != DIMS:
-            raise CubeSchemaError(
-                f"Variable {name!r} has dims {var.dims}; fusecube expects {DIMS}. "
-                f"Use ds[{name!r}].transpose{DIMS} or rename the dims."
-            )
-        if var.dtype != np.float32:
-            raise CubeSchemaError(
-                f"Variable {name!r} has dtype {var.dtype}; fusecube expects float32 "
-                "(NaN for missing). Convert with .astype('float32')."
-            )
-    if TIME not in ds.coords or not np.issubdtype(ds[TIME].dtype, np.datetime64):
-        raise CubeSchemaError(
-            "Cube has no datetime64 'time' coordinate; assign the period centres as datetime64."
-        )
-    times = ds[TIME].values
-    if times.size > 1 and not np.all(np.diff(times) > np.timedelta64(0, "ns")):
-        bad = int(np.argmin(np.diff(times) > np.timedelta64(0, "ns")))
-        raise CubeSchemaError(
-            f"Cube time axis is not strictly increasing at index {bad + 1} "
-            f"({times[bad]} then {times[bad + 1]}); sort with ds.sortby('time') and drop duplicates."
-        )
-    try:
-        geobox = ds.odc.geobox
-    except Exception as exc:  # odc raises various errors for odd coords
-        raise CubeSchemaError(f"Cube grid cannot be read as a GeoBox: {exc}") from exc
-    if geobox is None or geobox.crs is None:
-        raise CubeSchemaError(
-            "Cube has no CRS. Attach one with ds.odc.assign_crs('EPSG:32749') "
-            "(or the CRS your data is in)."
-        )
+    check_schema(ds, required=required)
     source = ds.encoding.get("source")
     store = source if isinstance(source, (str, os.PathLike)) else None
     if store is not None and Path(store, "zarr.json").is_file():
@@ -131,6 +170,20 @@ def validate_cube(ds: xr.Dataset, *, required: Iterable[str] = (VV, VH, NDVI)) -
     return ds
 
 
+def value_error(cube: str, name: str, *, infinite: bool) -> CubeSchemaError:
+    """The error for ±inf (``infinite``) or a nodata sentinel in variable ``name`` of ``cube``.
+
+    What a run refuses at input (:func:`validate_cube`), and ``fusecube check`` with it.
+    """
+    if infinite:
+        return CubeSchemaError(
+            f"{cube}: variable {name!r} contains +/-inf; fusecube uses NaN for missing values. "
+            f"Replace with ds[{name!r}].where(np.isfinite(ds[{name!r}])) and write the cube again.")
+    return CubeSchemaError(
+        f"{cube}: variable {name!r} contains a nodata sentinel (one of {SENTINEL_VALUES[:3]}); "
+        "mask it to NaN when reading (e.g. rioxarray masked=True) and write the cube again.")
+
+
 def _check_values(ds: xr.Dataset, names: list[str]) -> None:
     """Reject ±inf and nodata sentinels (one pass over the data, lazy arrays included)."""
     import dask
@@ -142,16 +195,8 @@ def _check_values(ds: xr.Dataset, names: list[str]) -> None:
         flags += [np.isinf(var).any(), var.isin(sentinels).any()]
     values = [bool(v) for v in dask.compute(*[f.data for f in flags])]
     for i, name in enumerate(names):
-        if values[2 * i]:
-            raise CubeSchemaError(
-                f"Variable {name!r} contains +/-inf; fusecube uses NaN for missing values. "
-                f"Replace with ds[{name!r}].where(np.isfinite(ds[{name!r}]))."
-            )
-        if values[2 * i + 1]:
-            raise CubeSchemaError(
-                f"Variable {name!r} contains a nodata sentinel (one of {SENTINEL_VALUES[:3]}); "
-                "mask it to NaN when reading (e.g. rioxarray masked=True)."
-            )
+        if values[2 * i] or values[2 * i + 1]:
+            raise value_error(_cube_name(ds, None), name, infinite=values[2 * i])
 
 
 def zarr_layout(

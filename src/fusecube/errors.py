@@ -63,6 +63,12 @@ class RunInterrupted(FusecubeError, RuntimeError):
     exit_code = 130
 
 
+class BudgetExceeded(RunInterrupted):
+    """A run, fetch or batch stopped at its --max-bytes or --max-walltime cap; it can be resumed."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again (resume) later
+
+
 class MissingDependencyError(FusecubeError, ImportError):
     """An optional dependency is needed for this feature."""
 

@@ -50,10 +50,34 @@ def status_of(request: Request, record) -> dict:
     row["progress"] = (round(row["blocks_done"] / row["blocks_total"], 4)
                        if row["blocks_total"] else 0.0)
     row["created"] = record.created
-    row["gates"] = catalog.run_gates(Path(record.out))
+    from fusecube.quality.summary import run_gate_summary
+
+    gates = run_gate_summary(Path(record.out))
+    row["gates"] = gates["gates"]
+    row["gate_summary"] = {k: gates[k] for k in ("total", "counts", "planted", "text")}
     row["gapfill"] = catalog.run_gapfill(Path(record.out))
     row["has_results"] = catalog.published(Path(record.out), record.id)
+    from fusecube.products.run_rows import run_overview
+
+    row["training"] = _training(request, record)
+    try:
+        config = catalog.run_config(record)
+    except ValueError:  # a ledger row another version wrote: list the run all the same
+        config = None
+    row["overview"] = (run_overview(record, config, row["gapfill"], row["has_results"])
+                       if config is not None else {"out": str(record.out)})
     row["links"] = {k: f"/runs/{record.id}{v}" for k, v in
                     (("self", ""), ("products", "/products"), ("maps", "/maps"),
                      ("pixel", "/pixel"))}
     return row
+
+
+def _training(request: Request, record) -> dict | None:
+    """Step, total, loss and ETA of the neural training a run is doing now (None otherwise)."""
+    if record.stage != "fusion_train" or record.state not in ("running", "paused"):
+        return None
+    for event in reversed(request.app.state.ledger.events(record.id, last=10)):
+        if event["kind"] == "train":
+            data = event["data"]
+            return {k: data.get(k) for k in ("step", "total", "loss", "eta_s", "steps_per_s")}
+    return None

@@ -32,6 +32,7 @@ from fusecube.batch.config import BatchConfig, differing_fields
 from fusecube.batch.ledger import AOIRecord, BatchLedger, totals
 from fusecube.batch.work import AOIOutcome, Deadline, aoi_folder, process_aoi
 from fusecube.errors import BatchStateError, FusecubeError, RunInterrupted
+from fusecube.runner.budget import Budget, check_batch
 from fusecube.runner.control import AbandonRun, RunControl, fault_point
 from fusecube.runner.execution import new_run_id
 from fusecube.runner.ledger import Ledger
@@ -115,7 +116,8 @@ def plan(aois: list[AOI], config: BatchConfig) -> list[_Planned]:
 
 
 def run_batch(aois_file: str | os.PathLike, config: BatchConfig, *, resume: bool = False,
-              retry_failed: bool = False, on_aoi: OnAOI | None = None) -> BatchResult:
+              retry_failed: bool = False, on_aoi: OnAOI | None = None,
+              budget: Budget | None = None) -> BatchResult:
     """Run (or continue) a batch of AOIs and write its summary report.
 
     Args:
@@ -124,6 +126,7 @@ def run_batch(aois_file: str | os.PathLike, config: BatchConfig, *, resume: bool
         resume: Continue the batch already in ``config.out`` (pending and interrupted AOIs).
         retry_failed: Continue it and also try its failed AOIs again.
         on_aoi: Called with an AOI's row after each of its state changes (progress).
+        budget: Caps on wall time and bytes, checked between AOIs (:mod:`fusecube.runner.budget`).
 
     Returns:
         The final rows, totals and report paths.
@@ -174,7 +177,7 @@ def run_batch(aois_file: str | os.PathLike, config: BatchConfig, *, resume: bool
                 log.info("redoing %d AOIs interrupted mid-way: %s", len(redo), ", ".join(redo))
             ledger.event(batch_id, "run", "resume",
                          f"batch {batch_id} resumed ({'retrying failures' if retry_failed else 'pending only'})")
-        return _execute(batch_id, aois, config, ledger, book, retry_failed, on_aoi)
+        return _execute(batch_id, aois, config, ledger, book, retry_failed, on_aoi, budget)
     finally:
         ledger.dispose()
 
@@ -199,7 +202,8 @@ def _add_new_aois(book: BatchLedger, batch_id: str, aois: list[AOI]) -> None:
 
 
 def _execute(batch_id: str, aois: list[AOI], config: BatchConfig, ledger: Ledger,
-             book: BatchLedger, retry_failed: bool, on_aoi: OnAOI | None) -> BatchResult:
+             book: BatchLedger, retry_failed: bool, on_aoi: OnAOI | None,
+             budget: Budget | None = None) -> BatchResult:
     t0 = time.perf_counter()
     notify = (lambda aoi_id: on_aoi(book.get(batch_id, aoi_id))) if on_aoi else (lambda aoi_id: None)
     wanted = ("pending", "failed") if retry_failed else ("pending",)
@@ -247,9 +251,12 @@ def _execute(batch_id: str, aois: list[AOI], config: BatchConfig, ledger: Ledger
                 ledger.heartbeat(batch_id, rss=rss_bytes(), peak_rss=peak_rss_bytes(),
                                  stage=f"aois {finished}/{len(runnable)}")  # for `fusecube status`
                 fault_point("batch_aoi_done")
+                if budget is not None:
+                    budget.unit_done(book.get(batch_id, aoi_id).bytes_read or 0)
             if interrupted is None:
                 try:
                     control.checkpoint(finished, len(runnable))
+                    check_batch(budget, ledger, batch_id, finished, len(runnable))
                 except RunInterrupted as exc:
                     interrupted = exc  # let the AOIs in flight finish, start no new one
                     queue.clear()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from fusecube.cli.console import names, out, validated
+from fusecube.cli.console import names, out, print_json, validated
+from fusecube.cli.layout import one_of
+from fusecube.cli.plan import (
+    MaxBytesOpt,
+    MaxWalltimeOpt,
+    PlanOpt,
+    budget_from_options,
+    show_plan,
+)
 
 batch_app = typer.Typer(help="Many AOIs (CSV/GeoJSON) into cubes, tiles and products, resumable.",
                         no_args_is_help=True)
@@ -20,7 +27,8 @@ def run_cmd(
     start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD).")],
     end: Annotated[str, typer.Option(help="Last day (YYYY-MM-DD).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Batch folder.")],
-    source: Annotated[str, typer.Option(help="synthetic (offline, seeded per AOI id) or stac.")] = "synthetic",
+    source: Annotated[str, typer.Option(help="synthetic (offline, seeded per AOI id) or stac.",
+                                        **one_of("synthetic", "stac"))] = "synthetic",
     produce: Annotated[str, typer.Option(help="Comma-separated: cube, patches, products.")] = "cube,patches",
     resolution: Annotated[float, typer.Option(help="Pixel size in metres.")] = 10.0,
     concurrency: Annotated[int, typer.Option(help="AOIs processed at the same time.")] = 2,
@@ -46,6 +54,9 @@ def run_cmd(
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Continue the batch in --out and retry its failed AOIs.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    plan: PlanOpt = False,
+    max_bytes: MaxBytesOpt = None,
+    max_walltime: MaxWalltimeOpt = None,
 ) -> None:
     """Run every AOI of AOIS (fetch, tiles, products), recorded per AOI in one ledger."""
     from fusecube.batch import BatchConfig, run_batch
@@ -63,9 +74,14 @@ def run_cmd(
         if record.state in ("done", "failed", "skipped") and not as_json:
             out.print(record_line(record), highlight=False, soft_wrap=True)
 
-    result = run_batch(aois, config, resume=resume, retry_failed=retry_failed, on_aoi=on_aoi)
+    if plan:
+        from fusecube.runner.plan import plan_batch
+
+        return show_plan(plan_batch(aois, config), as_json)
+    result = run_batch(aois, config, resume=resume, retry_failed=retry_failed, on_aoi=on_aoi,
+                       budget=budget_from_options(max_bytes, max_walltime))
     if as_json:
-        out.print_json(json.dumps(result.to_json(), default=str))
+        print_json(result.to_json())
         return
     out.print(totals_line(result.totals), highlight=False)
     out.print(f"report: {result.report['html']}")
@@ -77,14 +93,13 @@ def status_cmd(
     ledger: Annotated[Optional[str], typer.Option("--ledger", help="Ledger, if not the recorded one.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Print the table of AOIs (state, reason, attempts, bytes, seconds) and the totals."""
+    """Print the batch's AOIs (state, reason, attempts, bytes, seconds) and totals."""
     from fusecube.batch import batch_status
     from fusecube.batch.summary import records_table, totals_line
 
     status = batch_status(out_dir, ledger)
     if as_json:
-        out.print_json(json.dumps({**status, "records": [r.to_dict() for r in status["records"]]},
-                                  default=str))
+        print_json({**status, "records": [r.to_dict() for r in status["records"]]})
         return
     out.print(f"batch {status['batch_id']}  [bold]{status['state']}[/bold]  {status['message']}",
               highlight=False)
@@ -99,11 +114,16 @@ def train_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per step.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed of the split and the model.")] = 0,
 ) -> None:
-    """Fit a tiny model on the tiles of every done AOI (held-out AOIs validate it)."""
+    """Train a tiny VV→VH model on the batch's tiles: shows they can be learnt from.
+
+    Held-out AOIs validate it, against the training mean as the baseline. Not a model runs
+    use: `fusecube fuse train` trains the gap-fill model, `fusecube cube-model fit` the
+    3-D U-Net.
+    """
     from fusecube.batch.train import train_on_batch
 
     report = train_on_batch(out_dir, epochs=epochs, batch_size=batch_size, seed=seed)
-    out.print_json(json.dumps(report))
+    print_json(report)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,11 @@ def check_cmd(
         help="Check only this area: bbox minx,miny,maxx,maxy (lon/lat) or a vector file.")
                    ] = None,
 ) -> None:
-    """Run every quality gate on CUBE (and its mask) and print the gate report."""
+    """Run every quality gate on CUBE (and its mask) and print the gate report.
+
+    Exits non-zero, with the run's own message, on what ``fusecube run`` refuses at input: the
+    schema (dtype, dims, time axis, Sentinel era, CRS), ±inf and nodata sentinels.
+    """
     from fusecube.quality.cube_check import check_cube
     from fusecube.storage.atomic import prepare_output
 
@@ -32,6 +36,7 @@ def check_cmd(
     checked = check_cube(cube, mask=mask, strict=strict, years=years, aoi=aoi)
     for line in checked.summary_lines():
         out.print(line, markup=False, highlight=False, soft_wrap=True)
+    checked.raise_if_run_refuses()  # what a run stops on at input: exit non-zero, write nothing
     if out_dir is not None:
         paths = checked.write_diagnostics(out_dir)
         out.print(f"quality report: {paths['json']}", markup=False, highlight=False)

@@ -42,3 +42,23 @@ def validated(model, what: str, **fields):
 def names(text: str) -> tuple[str, ...]:
     """``"vv, vh,"`` → ``("vv", "vh")``: a comma-separated option as a tuple of names."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def print_json(data, *, indent: int | None = 2, stderr: bool = False) -> None:
+    """Print ``data`` as strict JSON (NaN/inf as null, paths and dates as text).
+
+    Written as plain text, never wrapped or coloured, so the output parses in a pipe and in
+    a terminal alike.
+
+    Args:
+        data: What to print.
+        indent: Indentation; ``None`` for one line (JSON lines).
+        stderr: Print to stderr (progress lines) instead of stdout.
+    """
+    import sys
+
+    from fusecube.json_safe import dumps
+
+    stream = sys.stderr if stderr else sys.stdout
+    stream.write(dumps(data, indent=indent) + "\n")
+    stream.flush()

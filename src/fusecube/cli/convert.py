@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from fusecube.cli.layout import one_of
+
 
 def convert_cmd(
     src: Annotated[list[Path], typer.Argument(
@@ -15,7 +17,8 @@ def convert_cmd(
     chunks: Annotated[Optional[str], typer.Option(
         help="Chunks, e.g. time=-1,y=256,x=256 (-1: whole dim); default chosen from --access.")] = None,
     access: Annotated[str, typer.Option(
-        help="How the cube is read: timeseries (blocks, all dates) or maps (one date).")] = "timeseries",
+        help="How the cube is read: timeseries (blocks, all dates) or maps (one date).",
+        **one_of("timeseries", "maps"))] = "timeseries",
     target_mb: Annotated[float, typer.Option(help="Chunk size to aim for, MB.")] = 16.0,
     crs: Annotated[Optional[str], typer.Option(help="CRS of an input that carries none.")] = None,
     require_vars: Annotated[str, typer.Option("--require", help="Variables the cube must have.")
@@ -27,13 +30,13 @@ def convert_cmd(
                     "(default: only when S1 and S2 are on their own dates).")] = None,
     s1_encoding: Annotated[Optional[str], typer.Option(
         help="Integer S1 bands without scale attributes: gfmap (openEO GFMap uint16, "
-             "DN = 10**((dB + 83) / 20)).")] = None,
+             "DN = 10**((dB + 83) / 20)).", **one_of("gfmap"))] = None,
     dates: Annotated[Optional[Path], typer.Option(help="GeoTIFF: period start dates file.")] = None,
     bands: Annotated[Optional[str], typer.Option(
         help="GeoTIFF: band roles in file order, e.g. vv_db,vh_db,ndvi.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
-    """Convert SRC (NetCDF, GeoTIFF stack or zarr) to a validated, checksummed zarr cube, atomically."""
+    """Convert NetCDF, a GeoTIFF stack or zarr into a validated, checksummed zarr cube."""
     from fusecube.cli.console import names
     from fusecube.cli.console import out as console
     from fusecube.sources.convert import convert
@@ -57,7 +60,7 @@ def verify_cmd(
     cube: Annotated[Path, typer.Argument(help="Zarr cube written by `fusecube convert`.")],
     no_stats: Annotated[bool, typer.Option("--no-stats", help="Check checksums only.")] = False,
 ) -> None:
-    """Check a converted cube against its manifest (checksums, sizes, CRS, value statistics)."""
+    """Check a converted cube against its manifest: checksums, sizes, CRS, statistics."""
     from fusecube.cli.console import out as console
     from fusecube.sources.convert import verify_cube
 

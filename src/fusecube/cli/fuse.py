@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from fusecube.cli.console import out
+from fusecube.cli.layout import DEVICE, one_of
 
-fuse_app = typer.Typer(help="Train and apply the S1→NDVI fusion gap-fill model.",
+fuse_app = typer.Typer(help="Train and apply the S1→NDVI gap-fill model (--gapfill fusion).",
                        no_args_is_help=True)
 
 
@@ -24,16 +25,23 @@ def train_cmd(
     max_pixels: Annotated[int, typer.Option(min=100, help="Cap on training pixels.")] = 30_000,
     min_steps: Annotated[Optional[int], typer.Option(
         min=1, help="Fewest optimiser steps (default 300, or 50 when fine-tuning).")] = None,
-    arch: Annotated[str, typer.Option(help="conv | gru | mlp")] = "conv",
+    arch: Annotated[str, typer.Option(help="Network architecture.",
+                                      **one_of("conv", "gru", "mlp"))] = "conv",
     width: Annotated[int, typer.Option(min=4, help="Hidden channels.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    device: Annotated[str, typer.Option(help="Torch device (auto: a GPU if one is seen).",
+                                        **DEVICE)] = "auto",
     threads: Annotated[Optional[int], typer.Option(
         min=1, help="CPU threads for torch (default: every core).")] = None,
 ) -> None:
-    """Train a fusion model on CUBE, validated on held-out blocks and dates; write --out."""
-    from fusecube.fusion.neural.cube_training import train_on_cube, training_lines
+    """Train the S1→NDVI gap-fill model of runs (--gapfill fusion) on one cube.
 
+    Validated on held-out blocks and dates; the model goes to --out.
+    """
+    from fusecube.fusion.neural.cube_training import train_on_cube, training_lines
+    from fusecube.storage.atomic import prepare_output
+
+    prepare_output(out_path, kind="file")  # the output rule, before training
     model, path = train_on_cube(cube, out_path, init=init, epochs=epochs, min_steps=min_steps,
                                 arch=arch, width=width, max_pixels=max_pixels, seed=seed,
                                 device=device, threads=threads)
@@ -49,7 +57,8 @@ def predict_cmd(
     out_path: Annotated[Optional[Path], typer.Option(
         "--out", help="Output cube (default: CUBE name + _fused.zarr).")] = None,
     block: Annotated[int, typer.Option(min=16, help="Block edge in pixels.")] = 256,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    device: Annotated[str, typer.Option(help="Torch device (auto: a GPU if one is seen).",
+                                        **DEVICE)] = "auto",
 ) -> None:
     """Gap-fill CUBE with a trained model: writes the cube with ``ndvi_fused`` added."""
     from fusecube.cube import read_cube, validate_cube
@@ -75,15 +84,21 @@ def series_cmd(
         "--out", help="CSV to write (default: TABLE name + _fused.csv).")] = None,
     plot: Annotated[bool, typer.Option(help="Also write a PNG of the first series.")] = True,
 ) -> None:
-    """Gap-fill field series from a table: radar-guided Whittaker, smoothing chosen per series.
+    """Gap-fill field series from a table by radar-guided Whittaker smoothing.
+
+    The smoothing is chosen per series.
 
     Series without any radar value are skipped and named; Parquet needs pyarrow.
     """
     from fusecube.fusion.guided.series import plot_series
     from fusecube.fusion.guided.series_table import fuse_series_table
+    from fusecube.storage.atomic import prepare_output
 
+    target = prepare_output(out_path or table.with_name(f"{table.stem}_fused.csv"), kind="file")
+    if plot:  # the plot is written beside the table
+        prepare_output(target.with_suffix(".png"), kind="file")
     result = fuse_series_table(table, ndvi=ndvi, radar=radar, date=date, id_column=id_column,
-                               out=out_path)
+                               out=target)
     for line in result.lines:
         out.print(line, highlight=False)
     if plot:

@@ -8,13 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 from fusecube.cli.console import out
+from fusecube.cli.layout import one_of
 
 
 def paddy_cmd(
     cube: Annotated[Path, typer.Argument(help="Cube zarr store (vv, vh, ndvi).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("paddy-out"),
-    method: Annotated[str, typer.Option(help="rules (no labels) | supervised (needs --labels).")
-                      ] = "rules",
+    method: Annotated[str, typer.Option(help="rules (no labels) or supervised (needs --labels).",
+                                        **one_of("rules", "supervised"))] = "rules",
     labels: Annotated[Optional[Path], typer.Option(
         help="Vector file of known paddy (e.g. irrigation blocks) to train on.")] = None,
     label_region: Annotated[str, typer.Option(
@@ -32,7 +33,9 @@ def paddy_cmd(
 ) -> None:
     """Detect paddy in CUBE: probability and binary COGs, area in km², optional report."""
     from fusecube.products.paddy_mapping import map_paddy
+    from fusecube.storage.atomic import prepare_output
 
+    prepare_output(out_dir, kind="paddy")  # the output rule, before any work
     mapping = map_paddy(cube, out_dir, method=method, labels=labels, region=label_region,
                         threshold=threshold, mmu_ha=mmu_ha, polygons=polygons,
                         id_column=id_column, truth=truth, report=report)

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from fusecube.cli.layout import one_of
+
 patches_app = typer.Typer(help="Export and check ML patch sets (.npy shards + metadata.json).",
                           no_args_is_help=True)
 
@@ -22,8 +24,8 @@ def export_cmd(
     db: Annotated[bool, typer.Option("--db/--linear", help="Store SAR values in dB.")] = False,
     max_invalid: Annotated[float, typer.Option(
         help="Skip patches with more than this share of invalid values.")] = 0.05,
-    fill: Annotated[str, typer.Option(help="Fill of invalid values: median, constant or nan.")
-                    ] = "median",
+    fill: Annotated[str, typer.Option(help="Fill of invalid values.",
+                                      **one_of("median", "constant", "nan"))] = "median",
     fill_value: Annotated[float, typer.Option(help="Value for --fill constant.")] = 0.0,
     shard_size: Annotated[int, typer.Option(help="Patches per shard file.")] = 256,
     times: Annotated[Optional[str], typer.Option(
@@ -36,8 +38,6 @@ def export_cmd(
     from fusecube.ml.patches.export import PatchExportConfig, export_patches
     from fusecube.runner.progress import progress_reporter
 
-    if fill not in ("median", "constant", "nan"):
-        raise PatchError(f"--fill {fill!r} is not one of median, constant, nan.")
     try:
         time_indices = None if times is None else tuple(int(t) for t in times.split(",") if t.strip())
     except ValueError as exc:
@@ -61,7 +61,7 @@ def verify_cmd(
     patch_dir: Annotated[Path, typer.Argument(help="Patch set folder.")],
     no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip the sha256 check.")] = False,
 ) -> None:
-    """Check a patch set against its metadata (files, shapes, dtypes, counts, NaN, sha256)."""
+    """Check a patch set against its metadata: files, shapes, dtypes, counts, hashes."""
     from fusecube.cli.console import out
     from fusecube.ml.patches.verify import verify_patch_files
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Optional
 
 import typer
 
-from fusecube.cli.console import out
+from fusecube.cli.console import out, print_json
 
 LedgerOpt = Annotated[Optional[str], typer.Option(
     "--ledger", help="Run ledger: SQLite path or SQLAlchemy URL (default $FUSECUBE_LEDGER).")]
-RunIdArg = Annotated[str, typer.Argument(help="Run id.")]
+RunIdArg = Annotated[str, typer.Argument(
+    metavar="RUN", help="Run id, a unique start or end of it (e.g. 3f2a9c), or its output folder.")]
 
 
 def _ledger(location: str | None):
@@ -22,12 +22,14 @@ def _ledger(location: str | None):
 
 
 def status(
-    run_id: Annotated[Optional[str], typer.Argument(help="Run id (a unique prefix is enough).")] = None,
+    run_id: Annotated[Optional[str], typer.Argument(
+        metavar="RUN", help="Run id, a unique start or end of it (e.g. 3f2a9c), or its output "
+                              "folder; without it, the recent runs.")] = None,
     ledger: LedgerOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    limit: Annotated[int, typer.Option(help="Runs to list without RUN_ID.")] = 20,
+    limit: Annotated[int, typer.Option(help="Runs to list without RUN.")] = 20,
 ) -> None:
-    """Show a run's stage, blocks done/total, rate, ETA and memory (or list recent runs)."""
+    """Show a run's stage, blocks, rate, ETA and memory, or list the recent runs."""
     from fusecube.runner.status import run_status
     from fusecube.runner.summary import runs_table, status_lines
 
@@ -35,7 +37,7 @@ def status(
     records = [book.get_run(run_id)] if run_id else book.list_runs(limit)
     rows = [run_status(book, r) for r in records]
     if as_json:
-        out.print_json(json.dumps(rows[0] if run_id else rows))
+        print_json(rows[0] if run_id else rows)
     elif not run_id:
         out.print(runs_table(records, rows) if rows else f"no runs in the ledger {book.url}")
     else:
@@ -58,7 +60,7 @@ def stop(
     ledger: LedgerOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the run has stopped.")] = False,
 ) -> None:
-    """Ask a running run to stop cleanly after its current block (resumable)."""
+    """Ask a running run to stop after its current block (it can be resumed)."""
     from fusecube.runner.remote_control import request_action
 
     book = _ledger(ledger)
@@ -78,7 +80,7 @@ def resume(
     allow_empty: Annotated[bool, typer.Option(
         "--allow-empty-results", help="Publish results that fail the result gates.")] = False,
 ) -> None:
-    """Continue a paused run, or restart an interrupted/crashed one where it stopped."""
+    """Continue a paused run, or restart a stopped or crashed one where it stopped."""
     from fusecube.cli.console import run_with_progress
     from fusecube.runner import resume_run
     from fusecube.runner.remote_control import request_resume

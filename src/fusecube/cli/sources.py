@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from fusecube.cli.console import err, names, validated
+from fusecube.cli.console import names, print_json, validated
 from fusecube.cli.console import out as console
+from fusecube.cli.layout import one_of
+from fusecube.cli.plan import (
+    MaxBytesOpt,
+    MaxWalltimeOpt,
+    PlanOpt,
+    budget_from_options,
+    show_plan,
+)
 
 
 def fetch_cmd(
@@ -18,7 +25,7 @@ def fetch_cmd(
     end: Annotated[str, typer.Option(help="Last day (YYYY-MM-DD).")],
     out: Annotated[Path, typer.Option("--out", help="Output zarr cube.")],
     catalogue: Annotated[str, typer.Option(
-        help="planetary-computer | earth-search | cdse | a STAC API URL.")
+        help="A known catalogue (planetary-computer, earth-search, cdse) or a STAC API URL.")
                          ] = "planetary-computer",
     aoi_crs: Annotated[str, typer.Option(help="CRS of a bbox AOI.")] = "EPSG:4326",
     resolution: Annotated[float, typer.Option(help="Pixel size in metres (UTM grid).")] = 10.0,
@@ -28,7 +35,8 @@ def fetch_cmd(
     s2_assets: Annotated[Optional[str], typer.Option(help="e.g. red=B04,nir=B08,scl=SCL")] = None,
     s1_collection: Annotated[Optional[str], typer.Option(help="S1 collection id.")] = None,
     s1_assets: Annotated[Optional[str], typer.Option(help="e.g. vv=vv,vh=vh")] = None,
-    s1_units: Annotated[Optional[str], typer.Option(help="linear | db")] = None,
+    s1_units: Annotated[Optional[str], typer.Option(
+        help="Units of the S1 assets (default: from the catalogue).", **one_of("linear", "db"))] = None,
     no_s1: Annotated[bool, typer.Option("--no-s1", help="Skip Sentinel-1.")] = False,
     no_s2: Annotated[bool, typer.Option("--no-s2", help="Skip Sentinel-2.")] = False,
     retries: Annotated[int, typer.Option(help="Tries per asset read and search.")] = 5,
@@ -47,16 +55,18 @@ def fetch_cmd(
     sign: Annotated[Optional[str], typer.Option(
         help="URL signing: 'planetary-computer' or module:function.")] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="Progress as JSON lines.")] = False,
+    plan: PlanOpt = False,
+    max_bytes: MaxBytesOpt = None,
+    max_walltime: MaxWalltimeOpt = None,
 ) -> None:
     """Fetch a cube for an AOI from a STAC catalogue (AOI windows only; resumable)."""
     import dataclasses
 
     from fusecube.config import StacSource
+    from fusecube.runner.budget import fetch_guard
     from fusecube.runner.progress import progress_reporter
     from fusecube.sources.stac.fetch_aoi import fetch_aoi, fetch_lines
 
-    if s1_units not in (None, "linear", "db"):
-        raise typer.BadParameter("--s1-units must be linear or db")
     source = validated(StacSource, "fetch options", aoi=aoi, start=start, end=end,
                        catalogue=catalogue, aoi_crs=aoi_crs, resolution=resolution,
                        period_days=period_days, max_cloud=max_cloud, s2_collection=s2_collection,
@@ -65,10 +75,18 @@ def fetch_cmd(
                        timeout_s=timeout, workers=workers, fail_on_error=fail_on_error, sign=sign,
                        max_pages=max_pages, max_items=max_items, max_search_s=max_search_s)
 
+    if plan:  # the search only: items and the bytes of their AOI windows
+        from fusecube.runner.plan import plan_fetch
+
+        return show_plan(plan_fetch(source, workers=workers), as_json=False)
+    guard = fetch_guard(budget_from_options(max_bytes, max_walltime),
+                        "Run the same command again: it reads only the missing items.")
+
     def item_line(item) -> None:
         if log_json:  # one JSON line per item, beside the stage progress lines
-            err.print_json(json.dumps({"stage": "item", **dataclasses.asdict(item)}),
-                           indent=None)
+            print_json({"stage": "item", **dataclasses.asdict(item)}, indent=None, stderr=True)
+        if guard is not None:  # --max-bytes/--max-walltime: stop before the next item
+            guard(item)
 
     with progress_reporter(json_lines=log_json) as report:
         result, geobox = fetch_aoi(source, out, progress=report, on_item=item_line,
@@ -109,16 +127,29 @@ def import_geotiff_cmd(
 
 
 def inspect_cmd(
-    path: Annotated[str, typer.Argument(help="Raster path or http(s) URL.")],
+    path: Annotated[str, typer.Argument(help="Raster path or http(s) URL, or a .nc/.zarr store.")],
     timeout: Annotated[float, typer.Option(help="Seconds before giving up.")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Print a raster's bounds, CRS, resolution, bands, overviews and tiling (header only)."""
-    from fusecube.sources.inspection import inspect_raster
+    """Print a raster's bounds, CRS, resolution, bands, overviews and tiling.
 
-    info = inspect_raster(path, timeout_s=timeout)
+    Only the header is read. For a NetCDF file or zarr store: its layers (name, dims, dtype, units, CRS).
+    """
+    from fusecube.sources.inspection import inspect_raster
+    from fusecube.sources.store_layers import inspect_store, is_layer_store
+
+    store = not path.startswith(("http://", "https://")) and is_layer_store(path)
+    info = inspect_store(path) if store else inspect_raster(path, timeout_s=timeout)
     if as_json:
-        console.print_json(json.dumps(info))
+        print_json(info)
+        return
+    if store:
+        console.print(f"{info['format']} {info['path']}: "
+                      + ", ".join(f"{k} {v}" for k, v in info["dims"].items()), highlight=False)
+        for layer in info["layers"]:
+            console.print(f"  {layer['name']:<22} ({', '.join(layer['dims'])}) {layer['dtype']:<8} "
+                          f"units: {layer['units'] or '-'}  crs: {layer['crs'] or '-'}",
+                          highlight=False)
         return
     for key, value in info.items():
         console.print(f"{key:>14}: {value}", highlight=False)

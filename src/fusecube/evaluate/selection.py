@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from fusecube.cube import DIMS, NDVI, NDVI_FUSED, PADDY_MASK, TIME, VH, VV, X, Y
+from fusecube.fusion.baselines import gap_lengths
 from fusecube.fusion.baselines import gapfill as baseline_gapfill
 from fusecube.fusion.ridge.model import RidgeConfig, fuse_ridge
 
@@ -37,6 +38,8 @@ BASELINES = ("linear", "whittaker")
 RADAR_METHODS = ("ridge", "fusion")
 """Methods that use S1: used only when they validate better than the best baseline."""
 SCHEMES = ("dates", "spans")
+#: Gap lengths (dates) up to which the Whittaker baseline is tried joining gaps linearly.
+LINEAR_BELOW = (0, 1, 2, 3)
 """How values are hidden: whole dates, and cloud-like runs of dates per pixel."""
 
 
@@ -89,6 +92,9 @@ class MethodScore:
     """Per other baseline, the share of resamples in which this method beats it."""
     seconds: float = 0.0
     note: str = ""
+    params: dict = field(default_factory=dict)
+    """Options validated with it (Whittaker: ``linear_below``, the gap length up to which
+    gaps are joined linearly, and the RMSE of every length tried)."""
 
 
 @dataclass
@@ -112,6 +118,12 @@ class GapfillChoice:
     def score(self, method: str) -> MethodScore | None:
         """The score of ``method``, if it was a candidate."""
         return next((s for s in self.scores if s.method == method), None)
+
+    @property
+    def linear_below(self) -> int:
+        """The validated ``linear_below`` of the chosen Whittaker baseline (0 otherwise)."""
+        chosen = self.score(self.chosen) if self.chosen == "whittaker" else None
+        return int(chosen.params.get("linear_below", 0)) if chosen else 0
 
     def to_dict(self) -> dict:
         """JSON-able dictionary (``run.json``'s ``gapfill``)."""
@@ -215,6 +227,25 @@ def _bootstrap(errors: _Errors, config: SelectionConfig) -> dict[str, np.ndarray
     return {m: np.sqrt(sse.sum(axis=1)[draws].sum(axis=1) / n) for m, sse in errors.sse.items()}
 
 
+def _best_whittaker(errors: _Errors, strata_sse: dict, strata_n: dict) -> dict:
+    """Keep the Whittaker variant (``linear_below``) with the lowest RMSE as ``whittaker``."""
+    variants = {0: "whittaker", **{k: f"whittaker:{k}" for k in LINEAR_BELOW[1:]}}
+    variants = {k: m for k, m in variants.items() if m in errors.sse}
+    if len(variants) < 2:
+        return {}
+    rmse = {k: _rmse(errors.sse[m], errors.count) for k, m in variants.items()}
+    best = min(rmse, key=lambda k: (rmse[k], k))
+    errors.sse["whittaker"] = errors.sse[variants[best]]
+    for name in ("paddy", "other"):
+        if ("whittaker", name) in strata_sse:
+            strata_sse[("whittaker", name)] = strata_sse[(variants[best], name)]
+    for k, m in variants.items():
+        if k:
+            del errors.sse[m]
+            strata_sse.pop((m, "paddy"), None), strata_sse.pop((m, "other"), None)
+    return {"linear_below": int(best), "rmse_by_linear_below": {str(k): v for k, v in rmse.items()}}
+
+
 def score_candidates(cube: xr.Dataset, candidates: list[str], *, mask: xr.DataArray | None = None,
                      lam: float = 2.0, ridge: RidgeConfig | None = None,
                      config: SelectionConfig | None = None) -> tuple[list[MethodScore], dict]:
@@ -265,9 +296,15 @@ def score_candidates(cube: xr.Dataset, candidates: list[str], *, mask: xr.DataAr
             t0 = time.perf_counter()
             preds[method] = _fill(method, shown, lam=lam, ridge=ridge)
             seconds[method] += time.perf_counter() - t0
+        if "whittaker" in preds and "linear" in preds:  # Whittaker joining short gaps linearly
+            gaps = np.moveaxis(gap_lengths(np.moveaxis(np.asarray(shown[NDVI].values), 0, -1)),
+                               -1, 0)
+            for k in LINEAR_BELOW[1:]:
+                preds[f"whittaker:{k}"] = np.where(gaps <= k, preds["linear"], preds["whittaker"])
         # score the values the baselines filled; a candidate that leaves some of them as gaps
         # is not comparable (and not eligible): its misses are recorded
         baselines_filled = [np.isfinite(v) for m, v in preds.items() if m in BASELINES]
+        unfilled.update({m: unfilled.get(m, 0) for m in preds})
         scored = hide & (np.logical_and.reduce(baselines_filled) if baselines_filled else True)
         for method, pred in preds.items():
             unfilled[method] += int((scored & ~np.isfinite(pred)).sum())
@@ -285,6 +322,7 @@ def score_candidates(cube: xr.Dataset, candidates: list[str], *, mask: xr.DataAr
                     strata_sse[key] = strata_sse.get(key, 0.0) + float(sq[:, sel].sum())
                     strata_n[key] = strata_n.get(key, 0) + int(scored[:, sel].sum())
     errors.count = np.concatenate(counts)
+    whittaker_params = _best_whittaker(errors, strata_sse, strata_n)
     boot = _bootstrap(errors, config)
     present = [m for m in BASELINES if m in candidates]
     scores = []
@@ -307,7 +345,8 @@ def score_candidates(cube: xr.Dataset, candidates: list[str], *, mask: xr.DataAr
             n=int(errors.count.sum()), wins=wins, seconds=round(seconds[method], 3),
             by_scheme={s: _rmse(sse[:, k], errors.count[:, k]) for k, s in enumerate(SCHEMES)},
             by_stratum={name: float(np.sqrt(strata_sse[(method, name)] / strata_n[(method, name)]))
-                        for (m, name) in strata_sse if m == method and strata_n[(m, name)]}))
+                        for (m, name) in strata_sse if m == method and strata_n[(m, name)]},
+            params=whittaker_params if method == "whittaker" else {}))
     hidden = {"windows": [[w[0].start, w[0].stop, w[1].start, w[1].stop] for w in windows],
               "held_dates": [[str(np.datetime_as_string(t, unit="D"))
                               for t in cube[TIME].values[held]] for held in helds],

@@ -109,6 +109,28 @@ def year_label(year: int, start_month: int) -> str:
     return str(year) if start_month == 1 else f"{year}/{(year + 1) % 100:02d}"
 
 
+def year_start(year: int, start_month: int) -> np.datetime64:
+    """First day of agricultural year ``year`` (e.g. 2023-11-01): the reference of season days."""
+    return np.datetime64(f"{year:04d}-{start_month:02d}-01", "D")
+
+
+def season_name(number: int) -> str:
+    """Name of season slot ``number`` (1-based) within its year: ``season1``.
+
+    The one naming of season slots (files, labels, tables, API): never ``S1``, which reads as
+    Sentinel-1.
+    """
+    return f"season{int(number)}"
+
+
+def season_label(year: int, number: int, start_month: int, *, for_file: bool = False) -> str:
+    """Label of a season slot: ``2023/24 season1``, or ``2023-24_season1`` for file names."""
+    years = year_label(year, start_month)
+    if for_file:
+        return f"{years.replace('/', '-')}_{season_name(number)}"
+    return f"{years} {season_name(number)}"
+
+
 def cloudy_season(times: np.ndarray, observed_share: np.ndarray) -> np.ndarray:
     """``(T,)`` bool: dates in the scene's cloudy months, derived from the data, not a calendar.
 

@@ -186,7 +186,7 @@ def _steepest(
 
 def detect_seasons(
     values: np.ndarray, times: np.ndarray, rules: SeasonRules = SeasonRules(),
-    *, engine: Engine = "compiled",
+    *, engine: Engine = "compiled", dropped: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Detect growing seasons and their metrics on gap-free curves.
 
@@ -197,6 +197,8 @@ def detect_seasons(
         engine: ``compiled`` (default: :mod:`fusecube.kernels.seasons_compiled`, about 1 µs per
             62-step pixel) or ``numpy`` (this module's array kernel, the readable reference
             the compiled one is tested against).
+        dropped: Optional ``(N, D)`` float64 array (compiled engine only): filled with the
+            peak times of the candidates the plausibility rules rejected, NaN-padded.
 
     Returns:
         A dict of ``(N, S)`` float arrays, one per name in :data:`SEASON_METRICS` (times in the
@@ -206,7 +208,9 @@ def detect_seasons(
     y = np.asarray(values, dtype=np.float64)
     t = np.asarray(times, dtype=np.float64)
     if engine == "compiled":
-        return _detect_compiled(y, t, rules)
+        return _detect_compiled(y, t, rules, dropped)
+    if dropped is not None:
+        raise ConfigError("dropped= needs the compiled season engine.")
     if engine != "numpy":
         raise ConfigError(f"Unknown season engine {engine!r}; use compiled or numpy.")
     n, n_t = y.shape
@@ -235,7 +239,8 @@ def detect_seasons(
     return _left_pack(out)
 
 
-def _detect_compiled(y: np.ndarray, t: np.ndarray, rules: SeasonRules) -> dict[str, np.ndarray]:
+def _detect_compiled(y: np.ndarray, t: np.ndarray, rules: SeasonRules,
+                     dropped: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """:func:`detect_seasons` through the compiled kernel (same definitions, same output)."""
     from fusecube.kernels.seasons_compiled import detect_rows
 
@@ -246,7 +251,7 @@ def _detect_compiled(y: np.ndarray, t: np.ndarray, rules: SeasonRules) -> dict[s
                         min_amp=rules.min_amplitude, sos_fraction=rules.sos_fraction,
                         eos_fraction=rules.eos_fraction, tail_days=rules.tail_days,
                         derivative=rules.method == "derivative", min_length=rules.min_length,
-                        max_length=rules.max_length, min_peak=rules.min_peak)
+                        max_length=rules.max_length, min_peak=rules.min_peak, dropped=dropped)
     return {name: table[:, :, k] for k, name in enumerate(SEASON_METRICS)}
 
 

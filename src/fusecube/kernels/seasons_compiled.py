@@ -232,8 +232,12 @@ def _measure(y, t, inv_dt, left, peak, right, sos_fraction, eos_fraction, tail_d
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _detect(values, times, min_amp, sos_fraction, eos_fraction, tail_days, derivative,
-            min_length, max_length, min_peak, table, count):
-    """Fill ``table`` (N, S, K) and ``count`` (N,); seasons beyond S are counted, not kept."""
+            min_length, max_length, min_peak, table, count, dropped, n_dropped):
+    """Fill ``table`` (N, S, K) and ``count`` (N,); seasons beyond S are counted, not kept.
+
+    ``dropped`` (N, D) receives the peak time of each candidate the rules rejected (first D;
+    D may be 0), ``n_dropped`` (N,) their number.
+    """
     n, n_t = values.shape
     n_slots = table.shape[1]
     cap = n_t // 2 + 2
@@ -256,13 +260,23 @@ def _detect(values, times, min_amp, sos_fraction, eos_fraction, tail_days, deriv
                 if count[p] < n_slots:
                     table[p, count[p], :] = scratch
                 count[p] += 1
+            elif dropped.shape[1] > 0:
+                if n_dropped[p] < dropped.shape[1]:
+                    dropped[p, n_dropped[p]] = times[ev_idx[e]]
+                n_dropped[p] += 1
             e += 2
 
 
 def detect_rows(values: np.ndarray, times: np.ndarray, *, min_amp: float, sos_fraction: float,
                 eos_fraction: float, tail_days: float, derivative: bool, min_length: float,
-                max_length: float, min_peak: float, slots: int = 8) -> np.ndarray:
+                max_length: float, min_peak: float, slots: int = 8,
+                dropped: np.ndarray | None = None) -> np.ndarray:
     """Seasons of every row of ``values`` ``(N, T)`` float64 (C-contiguous).
+
+    The rules (``min_amp`` .. ``min_peak``) are those of
+    :class:`fusecube.kernels.seasons.SeasonRules`; ``dropped``, an optional ``(N, D)`` float64
+    array, receives the peak times of the candidates the rules rejected (NaN-padded; the
+    first ``D`` per row).
 
     Returns:
         ``(N, S, K)`` float64, NaN-padded: plausible seasons in time order, ``S`` the largest
@@ -273,10 +287,12 @@ def detect_rows(values: np.ndarray, times: np.ndarray, *, min_amp: float, sos_fr
     n = values.shape[0]
     args = (min_amp, sos_fraction, eos_fraction, tail_days, derivative, min_length, max_length,
             min_peak)
+    sink = np.empty((n, 0)) if dropped is None else dropped
     while True:
         table = np.full((n, slots, N_METRICS), np.nan)
         count = np.zeros(n, np.int64)
-        _detect(values, times, *args, table, count)
+        sink[:] = np.nan
+        _detect(values, times, *args, table, count, sink, np.zeros(n, np.int64))
         most = int(count.max(initial=0))
         if most <= slots:
             return table[:, :most, :]

@@ -49,11 +49,65 @@ def default_stats_cache() -> Path:
     return Path(base) / "fusecube" / "ml-stats.json"
 
 
+#: Batches each DataLoader worker prepares ahead (``prefetch_factor``).
+PREFETCH_BATCHES = 4
+#: Most DataLoader workers chosen by default.
+MAX_DEFAULT_WORKERS = 8
+
+
+class _NullSink:
+    """A file-like object that discards what is written (a pickle check without a copy)."""
+
+    def write(self, data) -> int:
+        return len(data)
+
+
+def picklable(dataset) -> bool:
+    """Whether ``dataset`` can be sent to DataLoader worker processes (spawn or forkserver)."""
+    import pickle
+
+    try:
+        pickle.dump(dataset, _NullSink(), protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def default_workers(dataset) -> int:
+    """DataLoader workers when none are asked for: one per core but one (at most 8).
+
+    One per core but one is the most Lightning suggests, so it does not warn of too few
+    workers; each worker opens its own stores. 0 when the dataset cannot be pickled.
+    """
+    if not picklable(dataset):
+        log.info("%s cannot be pickled: loading in the main process", type(dataset).__name__)
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cores - 1))
+
+
+def loader_options(dataset, num_workers: int | None, pin_memory: bool) -> dict:
+    """``DataLoader`` keyword arguments for ``dataset``.
+
+    Workers (``None``: :func:`default_workers`) kept alive between epochs, each preparing
+    :data:`PREFETCH_BATCHES` batches ahead; pinned memory when asked (by default when CUDA
+    is there).
+    """
+    workers = default_workers(dataset) if num_workers is None else int(num_workers)
+    options: dict = {"num_workers": workers, "pin_memory": pin_memory}
+    if workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=PREFETCH_BATCHES)
+    return options
+
+
 class _Loaders:
     """Loader construction shared by the DataModules."""
 
     batch_size: int
-    num_workers: int
+    num_workers: int | None
     pin_memory: bool
     seed: int
 
@@ -61,8 +115,7 @@ class _Loaders:
         return DataLoader(
             dataset, batch_size=self.batch_size,
             sampler=SeededShuffle(len(dataset), self.seed) if train else None,
-            num_workers=self.num_workers, pin_memory=self.pin_memory,
-            persistent_workers=False, drop_last=False,
+            drop_last=False, **loader_options(dataset, self.num_workers, self.pin_memory),
         )
 
 
@@ -72,7 +125,8 @@ class SARDataModule(_Loaders, lightning.LightningDataModule):
     Args:
         patches: Patch set folder (``fusecube patches export``).
         batch_size: Patches per batch.
-        num_workers: DataLoader worker processes (each maps its own shards).
+        num_workers: DataLoader worker processes (each maps its own shards); None: one per
+            core but one when the dataset pickles (:func:`default_workers`).
         pin_memory: Pin batches for faster host→GPU copies (default: when CUDA is there).
         lazy: Memory-mapped shards (True) or everything in memory.
         val_fraction: Share of blocks (or scenes) for validation.
@@ -89,7 +143,7 @@ class SARDataModule(_Loaders, lightning.LightningDataModule):
         **clip_options: ``low_pct``, ``high_pct``, ``low``, ``high``, ``k``.
     """
 
-    def __init__(self, patches: str | os.PathLike, *, batch_size: int = 8, num_workers: int = 0,
+    def __init__(self, patches: str | os.PathLike, *, batch_size: int = 8, num_workers: int | None = None,
                  pin_memory: bool | None = None, lazy: bool = True, val_fraction: float = 0.2,
                  block_size: int | None = None, buffer: int = 0, split_by: SplitBy = "block",
                  val_dates: Sequence[int] | None = None, seed: int = 0, db: bool | None = None,
@@ -178,7 +232,8 @@ class CubeDataModule(_Loaders, lightning.LightningDataModule):
         stride: Pixel step between crops (default ``size``).
         time_stride: Step between time windows (default ``time_window``).
         batch_size: Samples per batch.
-        num_workers: DataLoader workers (each opens its own stores).
+        num_workers: DataLoader workers (each opens its own stores); None: one per core but
+            one when the dataset pickles (:func:`default_workers`).
         pin_memory: Pin batches (default: when CUDA is there).
         val_fraction: Share of spatial blocks (or cubes) for validation.
         block_size: Split block side in pixels (default 4 crop sizes).
@@ -200,7 +255,8 @@ class CubeDataModule(_Loaders, lightning.LightningDataModule):
                  targets: Sequence[str | os.PathLike] | None = None,
                  target_variables: Sequence[str] = (), size: int = 32, time_window: int = 8,
                  stride: int | None = None, time_stride: int | None = None, batch_size: int = 4,
-                 num_workers: int = 0, pin_memory: bool | None = None, val_fraction: float = 0.2,
+                 num_workers: int | None = None, pin_memory: bool | None = None,
+                 val_fraction: float = 0.2,
                  block_size: int | None = None, buffer: int = 0, split_by: SplitBy = "block",
                  seed: int = 0, db: bool = True, clip_method: ClipMethod | None = "percentile",
                  norm: NormMethod = "zscore", augment: bool = True,

@@ -20,7 +20,7 @@ from odc.geo.geobox import GeoBox
 
 from fusecube.cube import SEASON, YEAR, X, Y
 from fusecube.errors import CubeSchemaError, InputFileError, MaskError, require
-from fusecube.grid.periods import from_days, to_days, year_label
+from fusecube.grid.periods import from_days, season_label, to_days
 from fusecube.storage.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def block_calendar_table(pheno: xr.Dataset, blocks_path: str | Path, geobox: Geo
         table.insert(0, "season", s)
         if season_years is not None:
             year = int(season_years[s])
-            table.insert(1, "season_label", f"{year_label(year, start_month)} S{int(numbers[s])}")
+            table.insert(1, "season_label", season_label(year, int(numbers[s]), start_month))
             table["intensity_mean"] = intensity[int(np.flatnonzero(years == year)[0])]
         rows.append(table)
     out = pd.concat(rows)

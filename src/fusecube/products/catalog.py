@@ -118,10 +118,13 @@ def run_gapfill(out: Path) -> dict:
 
 
 def run_gates(out: Path) -> list[dict]:
-    """The quality gates recorded in a run's ``run.json`` (gate, stage, status, message)."""
-    summary = _summary(out)
-    gates = (summary.get("screen") or {}).get("gates") or []
-    return [{k: g.get(k) for k in ("gate", "stage", "status", "message")} for g in gates]
+    """Every quality gate of a run (input, mask, stage and result gates), planted ones marked.
+
+    The same list the report and the viewer count (:func:`fusecube.quality.summary.run_gate_summary`).
+    """
+    from fusecube.quality.summary import run_gate_summary
+
+    return run_gate_summary(out)["gates"]
 
 
 def open_result(out: Path) -> xr.Dataset:

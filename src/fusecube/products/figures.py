@@ -10,6 +10,7 @@ from matplotlib.colors import ListedColormap
 
 from fusecube.cube import NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, SEASON, TIME, VH, VV, YEAR, X, Y
 from fusecube.products._mpl import pyplot
+from fusecube.products.overlays import INTENSITY_COLORS, MONTH_STARTS, MONTHS, month_cmap
 from fusecube.units import to_db
 
 plt = pyplot()
@@ -22,18 +23,24 @@ def _save(fig, path: Path) -> Path:
 
 
 def season_map(pheno: xr.Dataset, name: str, path: Path) -> Path:
-    """Grid of maps of ``name`` (a day-of-year variable), one panel per season slot with data."""
+    """Grid of maps of ``name`` (a day-of-year variable), one panel per season slot with data.
+
+    Dates are coloured by month (:func:`~fusecube.products.overlays.month_cmap`), as in the viewer.
+    """
     slots = [i for i in range(pheno.sizes[SEASON]) if np.isfinite(pheno[name].isel({SEASON: i}).values).any()]
     slots = slots or [0]
     cols = min(3, len(slots))
     rows = int(np.ceil(len(slots) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.2 * rows), squeeze=False)
+    cmap, norm = month_cmap()
+    centres = [(a + b) / 2 for a, b in zip(MONTH_STARTS, [*MONTH_STARTS[1:], 367], strict=True)]
     for ax, i in zip(axes.flat, slots, strict=False):
         layer = pheno[name].isel({SEASON: i})
-        im = ax.imshow(layer.values, cmap="twilight", vmin=1, vmax=366, interpolation="nearest")
+        im = ax.imshow(layer.values, cmap=cmap, norm=norm, interpolation="nearest")
         ax.set_title(f"{name.replace('_doy', '')} {pheno['season_label'].values[i]}")
         ax.set_axis_off()
-        fig.colorbar(im, ax=ax, shrink=0.7, label="day of year")
+        bar = fig.colorbar(im, ax=ax, shrink=0.7, label="month", ticks=centres)
+        bar.ax.set_yticklabels(MONTHS, fontsize=7)
     for ax in list(axes.flat)[len(slots):]:
         ax.set_axis_off()
     return _save(fig, path)
@@ -43,13 +50,16 @@ def intensity_map(pheno: xr.Dataset, path: Path) -> Path:
     """Cropping intensity (rice seasons per agricultural year)."""
     n = pheno.sizes[YEAR]
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 4.5), squeeze=False)
-    cmap = ListedColormap(["#d9d9d9", "#fdae61", "#a6d96a", "#1a9641"])
+    cmap = ListedColormap(INTENSITY_COLORS)  # the viewer's colours
+    top = len(INTENSITY_COLORS) - 0.5
     for i, ax in enumerate(axes.flat):
-        im = ax.imshow(pheno["season_count"].isel({YEAR: i}).values, cmap=cmap, vmin=-0.5, vmax=3.5,
-                       interpolation="nearest")
+        counts = np.asarray(pheno["season_count"].isel({YEAR: i}).values, float)
+        counts = np.where((counts >= 0) & (counts < 255), counts, np.nan)  # fill values clear
+        im = ax.imshow(counts, cmap=cmap, vmin=-0.5, vmax=top, interpolation="nearest")
         ax.set_title(f"rice seasons {pheno['year_label'].values[i]}")
         ax.set_axis_off()
-    fig.colorbar(im, ax=list(axes.flat), ticks=[0, 1, 2, 3], shrink=0.7, label="seasons per year")
+    fig.colorbar(im, ax=list(axes.flat), ticks=list(range(len(INTENSITY_COLORS))), shrink=0.7,
+                 label="seasons per year")
     return _save(fig, path)
 
 
@@ -73,8 +83,18 @@ def _example_pixels(cube: xr.Dataset, truth: xr.Dataset | None, n: int = 3) -> l
     return picks[:n + 1]
 
 
-def pixel_curves(cube: xr.Dataset, result: xr.Dataset, truth: xr.Dataset | None, path: Path) -> Path:
-    """Time series of example pixels: S1 (dB), observed, gap-filled, smoothed and true NDVI, seasons."""
+def pixel_curves(cube: xr.Dataset, result: xr.Dataset, truth: xr.Dataset | None, path: Path, *,
+                 screened: list[int] | tuple[int, ...] = ()) -> Path:
+    """Time series of example pixels: S1 (dB), observed, gap-filled, smoothed and true NDVI, seasons.
+
+    Args:
+        cube: The input cube.
+        result: The result cube.
+        truth: The synthetic truth, or None.
+        path: PNG to write.
+        screened: Periods the screen treated as missing (all-zero composites): their NDVI is
+            never drawn as an observation, only marked on the time axis.
+    """
     picks = _example_pixels(cube, truth)
     fig, axes = plt.subplots(len(picks), 1, figsize=(11, 2.8 * len(picks)), squeeze=False)
     times = cube[TIME].values
@@ -87,6 +107,9 @@ def pixel_curves(cube: xr.Dataset, result: xr.Dataset, truth: xr.Dataset | None,
         return ds[name].isel(points).transpose("pick", ...).values
 
     series = {name: at_picks(cube, name) for name in (NDVI, VV, VH)}
+    screened = [int(i) for i in screened if 0 <= int(i) < times.size]
+    series[NDVI] = np.asarray(series[NDVI], float)
+    series[NDVI][:, screened] = np.nan  # screened out: not an observation
     series |= {name: at_picks(result, name) for name in (NDVI_FUSED, NDVI_SMOOTH, "sos", "eos")
                if name in result}
     if truth is not None:
@@ -94,6 +117,9 @@ def pixel_curves(cube: xr.Dataset, result: xr.Dataset, truth: xr.Dataset | None,
     paddy_at = at_picks(cube, PADDY_MASK) if PADDY_MASK in cube else np.ones(len(picks), bool)
     for k, (ax, (iy, ix)) in enumerate(zip(axes[:, 0], picks, strict=True)):
         ax.plot(times, series[NDVI][k], "o", color="tab:green", ms=4, label="observed NDVI")
+        if screened:
+            ax.plot(times[screened], np.full(len(screened), -0.15), "x", color="#c62828", ms=6,
+                    label="screened out (broken composite)")
         for name, style in ((NDVI_FUSED, ":"), (NDVI_SMOOTH, "-")):
             if name in series:
                 ax.plot(times, series[name][k], style, color="tab:blue", label=name)

@@ -1,7 +1,8 @@
 """Map overlays of a run's phenology: layers, legends, and PNGs coloured by day of year.
 
-Date layers are coloured with a cyclic colormap (1 January and 31 December meet);
-cropping intensity with one colour per season count. No value is transparent.
+Date layers are coloured by month (twelve distinct colours, so December and January never
+look alike); cropping intensity with one colour per season count, the same colours in the
+report's figures and the viewer. No value is transparent.
 """
 
 from __future__ import annotations
@@ -19,9 +20,31 @@ from fusecube.products.catalog import calendar_labels, crs_name, open_result
 DATE_LAYERS = ("planting", "sos", "pos", "eos", "harvest")
 MAP_LAYERS = (*DATE_LAYERS, "intensity")
 INTENSITY_COLORS = ("#d9d9d9", "#a6d96a", "#1a9641", "#08519c", "#54278f")
-DOY_COLORMAP = "twilight"
 MONTH_STARTS = (1, 32, 60, 91, 121, 152, 182, 213, 244, 274, 305, 335)
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+#: One colour per month: dark/light pairs per quarter, neighbours (December, January) distinct.
+MONTH_COLORS = ("#1f77b4", "#9ecae1", "#2ca02c", "#98df8a", "#bcbd22", "#e7e37a",
+                "#ff7f0e", "#fdbf6f", "#d62728", "#f4a3a3", "#6a3d9a", "#cab2d6")
+
+
+def month_of_doy(doy: np.ndarray) -> np.ndarray:
+    """Month index 0..11 of days of year 1..366 (non-leap month starts; NaN gives 0)."""
+    days = np.nan_to_num(np.asarray(doy, float), nan=1.0)
+    return np.clip(np.searchsorted(MONTH_STARTS, days, side="right") - 1, 0, 11)
+
+
+def month_legend() -> dict:
+    """The legend of a date layer: one class per month."""
+    return {"kind": "months", "unit": "month of the date", "min": 1, "max": 366,
+            "classes": [{"value": d, "label": m, "color": c}
+                        for d, m, c in zip(MONTH_STARTS, MONTHS, MONTH_COLORS, strict=True)]}
+
+
+def month_cmap():
+    """Matplotlib colormap and norm drawing day of year 1..366 in :data:`MONTH_COLORS`."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    return ListedColormap(MONTH_COLORS), BoundaryNorm([*MONTH_STARTS, 367], len(MONTHS))
 
 
 def map_catalog(out: Path, config: RunConfig) -> dict:
@@ -30,11 +53,7 @@ def map_catalog(out: Path, config: RunConfig) -> dict:
         seasons, years = calendar_labels(ds, config.phenology.year_start_month)
         geobox = ds.odc.geobox
         bbox = geobox.extent.to_crs("EPSG:4326").boundingbox
-        doy_legend = {"kind": "cyclic", "colormap": DOY_COLORMAP, "min": 1, "max": 366,
-                      "unit": "day of year",
-                      "stops": [_hex(DOY_COLORMAP, (d - 1) / 365) for d in range(1, 367, 15)],
-                      "ticks": [{"value": d, "label": m} for d, m in zip(MONTH_STARTS, MONTHS,
-                                                                          strict=True)]}
+        doy_legend = month_legend()
         intensity_legend = {"kind": "categorical", "unit": "rice seasons per year",
                             "classes": [{"value": i, "label": f"{i}", "color": c}
                                         for i, c in enumerate(INTENSITY_COLORS)]}
@@ -51,28 +70,26 @@ def map_catalog(out: Path, config: RunConfig) -> dict:
         }
 
 
-def _hex(cmap_name: str, value: float) -> str:
-    import matplotlib
-
-    r, g, b, _ = matplotlib.colormaps[cmap_name](value)
-    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
-
-
 def _rgba(values: np.ndarray, layer: str) -> np.ndarray:
-    """Colour a 2-D array: cyclic colours for day of year, classes for intensity; NaN clear."""
-    import matplotlib
+    """Colour a 2-D array: month colours for day of year, classes for intensity; no value clear.
 
-    finite = np.isfinite(values)
+    A class layer stored as integers with a fill value (255, negative) is clear there too.
+    """
+    values = np.asarray(values, float)
     if layer == "intensity":
-        table = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] + [255] for c in INTENSITY_COLORS],
-                         np.uint8)
+        finite = np.isfinite(values) & (values >= 0) & (values < 255)
+        table = _table(INTENSITY_COLORS)
         classes = np.clip(np.nan_to_num(values, nan=0), 0, len(INTENSITY_COLORS) - 1).astype(int)
-        rgba = table[classes]
     else:
-        scaled = (np.nan_to_num(values, nan=1.0) - 1.0) / 365.0
-        rgba = (matplotlib.colormaps[DOY_COLORMAP](np.clip(scaled, 0, 1)) * 255).astype(np.uint8)
+        finite = np.isfinite(values)
+        table, classes = _table(MONTH_COLORS), month_of_doy(values)
+    rgba = table[classes]
     rgba[~finite] = 0
     return rgba
+
+
+def _table(colors: tuple[str, ...]) -> np.ndarray:
+    return np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] + [255] for c in colors], np.uint8)
 
 
 def render_map(out: Path, layer: str, index: int) -> bytes:

@@ -1,4 +1,8 @@
-"""One pixel of a finished run: its time series (S1, observed, fused, smoothed NDVI) and seasons."""
+"""One pixel of a finished run: its time series (S1, observed, fused, smoothed NDVI) and seasons.
+
+Periods the input screen removed (all-zero composites) are never answered as observations:
+their observed NDVI is null and their dates are listed in ``screened``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from fusecube.errors import ApiError
 from fusecube.fusion.observed import RADAR_METHODS
 from fusecube.products.catalog import calendar_labels, crs_name, open_input, open_result, run_gapfill
 from fusecube.products.overlays import DATE_LAYERS
+from fusecube.quality.summary import run_screened_periods
 from fusecube.units import to_db
 
 
@@ -100,18 +105,24 @@ def pixel(out: Path, config: RunConfig, **where) -> dict:
         from odc.geo.geom import point
 
         lon, lat = point(px, py, geobox.crs).to_crs("EPSG:4326").coords[0]
-        series = {name: _floats(at[name].values) for name in (NDVI_FUSED, NDVI_SMOOTH) if name in at}
+        series = {name: _floats(at[name].values)
+                  for name in (NDVI_FUSED, NDVI_SMOOTH, "ndvi_sigma") if name in at}
         method = str(ds[NDVI_FUSED].attrs.get("gapfill_method", "")) if NDVI_FUSED in ds else ""
         seasons_labels, year_labels = calendar_labels(ds, config.phenology.year_start_month)
-        seasons = []
+        seasons, empty = [], []
         for i, label in enumerate(seasons_labels):
             slot = at.isel(season=i)
             if "sos" not in slot or np.isnat(slot["sos"].values):
+                if "season_reason" in slot:  # why the slot is empty (issue 22)
+                    empty.append({"index": i, "label": label,
+                                  "reasons": _reasons(ds, slot["season_reason"].values)})
                 continue
             item = {"index": i, "label": label}
             for name in DATE_LAYERS:
                 if name in slot:
                     item[name] = _date(slot[name].values)
+                if f"{name}_pm_days" in slot:
+                    item[f"{name}_pm_days"] = _floats([slot[f"{name}_pm_days"].values], 1)[0]
             for name in ("length", "amplitude", "peak_value"):
                 if name in slot:
                     item[name] = _floats([slot[name].values], 3)[0]
@@ -120,24 +131,49 @@ def pixel(out: Path, config: RunConfig, **where) -> dict:
                    for y, v in zip(year_labels, at["season_count"].values, strict=True)]
                   if "season_count" in at else [])
         paddy = bool(at[PADDY_MASK].values) if PADDY_MASK in at else None
+        provenance = _provenance(ds, at)
         times = [_date(t) for t in ds["time"].values]
+    screened = run_screened_periods(out)
+    if provenance is not None:
+        series["ndvi_source"] = provenance
     cube = open_input(out, config)
     if cube is not None:
         with cube:
             point_in = cube.isel(y=r, x=c)
             if NDVI in point_in:
-                series["ndvi"] = _floats(point_in[NDVI].values)
+                observed = np.asarray(point_in[NDVI].values, float)
+                observed[[i for i in screened if i < observed.size]] = np.nan  # not observations
+                series["ndvi"] = _floats(observed)
             for name in (VV, VH):
                 if name in point_in:
                     series[f"{name}_db"] = _floats(to_db(np.asarray(point_in[name].values, float)), 2)
     choice = run_gapfill(out)
     source, note = fused_source(series, method or str(choice.get("chosen", "")), choice)
     if source == "none":  # nothing observed, nothing validated: no made-up series or seasons
-        for name in (NDVI_FUSED, NDVI_SMOOTH):
+        for name in (NDVI_FUSED, NDVI_SMOOTH, "ndvi_sigma"):
             if name in series:
                 series[name] = [None] * len(series[name])
         seasons, counts = [], [{**item, "count": None} for item in counts]
     return {"row": r, "col": c, "x": round(px, 3), "y": round(py, 3), "lon": round(lon, 7),
             "lat": round(lat, 7), "crs": crs_name(geobox.crs), "paddy": paddy, "time": times,
             "series": series, "seasons": seasons, "season_count": counts,
-            "fused_from": source, "notes": [note] if note else []}
+            "fused_from": source, "notes": [note] if note else [], "empty_seasons": empty,
+            "screened": [times[i] for i in screened if i < len(times)]}
+
+
+def _provenance(ds, at) -> list[str | None] | None:
+    """Flag names of the pixel's ``ndvi_source`` per time step, None without that layer."""
+    if "ndvi_source" not in at:
+        return None
+    meanings = str(ds["ndvi_source"].attrs.get("flag_meanings", "")).split()
+    codes = np.asarray(at["ndvi_source"].values)
+    return [meanings[int(c)] if np.isfinite(c) and 0 <= int(c) < len(meanings) else None
+            for c in codes.astype(float)]
+
+
+def _reasons(ds, flags) -> list[str]:
+    """Names of the bits set in a ``season_reason`` value (CF ``flag_masks``)."""
+    masks = np.asarray(ds["season_reason"].attrs.get("flag_masks", []), int).reshape(-1)
+    meanings = str(ds["season_reason"].attrs.get("flag_meanings", "")).split()
+    value = int(flags)
+    return [name for mask, name in zip(masks, meanings, strict=False) if value & int(mask)]

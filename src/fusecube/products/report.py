@@ -1,4 +1,9 @@
-"""The HTML report: one self-contained page (figures embedded) tying a run's products together."""
+"""The HTML report: one self-contained page (figures embedded) tying a run's products together.
+
+It opens with what was done (inputs, grid, dates, gap-fill and why, headline scores, the gate
+count shared with the viewer and the API: :func:`fusecube.quality.summary.gate_summary`),
+links every product and the quality page (same style), and defines the season dates.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,12 @@ import html
 from pathlib import Path
 
 from fusecube import __version__
+from fusecube.products import report_blocks as blocks
 from fusecube.storage.atomic import write_text_atomic
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
-.note{color:#555;font-size:.9em}"""
+_CSS = blocks.CSS
+CURVES_CAPTION = ("Example pixels: S1 backscatter, observed, gap-filled, smoothed and true NDVI; "
+                  "screened periods (broken composites) are marked x, never drawn as observations")
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -79,43 +84,83 @@ def accuracy_tables(accuracy: dict) -> str:
     return "".join(parts)
 
 
+def _page(title: str, body: str) -> str:
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style>"
+    return f"<!doctype html><html lang='en'><head>{head}</head><body>{body}</body></html>"
+
+
+def run_gates(result, inputs) -> dict:
+    """The run's gate summary (the API's and the viewer's count), planted faults marked."""
+    from fusecube.quality.summary import gate_summary
+    from fusecube.sources.synthetic.planted import planted_in_store
+
+    screen = result.screen or inputs.screen
+    return gate_summary(screen, getattr(result, "result_gates", None),
+                        planted_in_store(result.truth or inputs.truth_path))
+
+
+def write_quality_page(out: Path, gates: dict, inputs) -> Path:
+    """``quality/quality.html`` in the report's style: the same gate count, the mask, figures."""
+    from fusecube.quality.diagnostics import mask_table
+
+    folder = Path(out) / "quality"
+    captions = {"valid_fraction": "Valid share of pixels per period, S1 and S2 (screened "
+                                  "periods marked)",
+                "availability": "Availability per period and image row",
+                "mask_overlay": "Paddy mask over the mean NDVI"}
+    figures = "".join(f"<figure><img alt='{html.escape(c)}' src='{k}.png'><figcaption>"
+                      f"{html.escape(c)}</figcaption></figure>"
+                      for k, c in captions.items() if (folder / f"{k}.png").exists())
+    body = ("<nav><a href='../report.html'>← run report</a><a href='quality.json'>quality.json"
+            "</a></nav><h1>Quality of the run</h1>"
+            + blocks.gates_section(gates, "quality.html").replace(
+                "Details, the mask and figures: <a href='quality.html'>quality page</a>.",
+                "Mask and figures below.")
+            + f"<h2>Mask</h2>{mask_table(inputs.mask_report)}{figures}")
+    return write_text_atomic(folder / "quality.html", _page("fusecube quality", body))
+
+
 def write_report(result, inputs, config) -> Path:
-    """Write ``report.html`` into the run folder and return its path.
+    """Write ``report.html`` (and the styled ``quality/quality.html``); return the report's path.
 
     Args:
-        result: The run's :class:`~fusecube.runner.RunResult` (products, accuracy, timings).
+        result: The run's :class:`~fusecube.runner.RunResult` (products, accuracy, timings,
+            screen, result gates, gap-fill choice).
         inputs: The run's :class:`~fusecube.runner.inputs.RunInputs`: the quality section shows
             the mask and gate results the run itself used.
         config: The run configuration.
     """
-    out = Path(result.out)
-    p = result.products
-    timing_rows = [[k, _fmt(v, 2)] for k, v in result.seconds.items()]
-    product_rows = [[k, Path(v).name] for k, v in p.items() if k != "report"]
+    from fusecube.cube import read_cube
     from fusecube.quality.diagnostics import write_run_quality
 
-    quality_json, gates = write_run_quality(result, inputs, config)
-    p = {**p, "quality": str(quality_json)}
-    if p.get("block_calendar"):
-        gates += (f"<p>Per-irrigation-block rice calendar (median and quartile dates per season): "
-                  f"<code>{html.escape(Path(p['block_calendar']).name)}</code>.</p>")
+    out = Path(result.out)
+    p = dict(result.products)
+    quality_json, _ = write_run_quality(result, inputs, config)
+    gates = run_gates(result, inputs)
+    quality_page = write_quality_page(out, gates, inputs)
+    p["quality"] = str(quality_page)
+    with read_cube(result.result, chunks={}) as ds:
+        done = blocks.what_was_done(result, inputs, config, ds, gates)
+    timing_rows = [[k, _fmt(v, 2)] for k, v in result.seconds.items()]
+    figure = out / "quality" / "valid_fraction.png"
     body = f"""<h1>fusecube run report</h1>
-<p class="note">fusecube {__version__}; gap-fill <b>{config.gapfill}</b>; Whittaker λ={config.smooth.lam}
-({config.smooth.method}); mask <b>{html.escape(config.mask)}</b>; {result.n_blocks} blocks of
-{config.block_size} px. Peak memory {result.peak_rss_mb:.0f} MB; total {result.seconds.get('total', 0):.1f} s.</p>
+<p class="note">fusecube {__version__}; run {html.escape(getattr(result, 'run_id', '') or '')};
+{result.n_blocks} blocks of {config.block_size} px; peak memory {result.peak_rss_mb:.0f} MB;
+total {result.seconds.get('total', 0):.1f} s.</p>
+{done}
+{blocks.products_section(p, out)}
 <h2>Rice calendar</h2>
-{_img(p.get('map_planting'), 'Planting date (day of year) per season, paddy only')}
+{_img(p.get('map_planting'), 'Planting date per season, paddy only (colour: month)')}
 {_img(p.get('map_intensity'), 'Cropping intensity: rice seasons per agricultural year')}
+{blocks.definitions_section()}
 <h2>Pixel curves</h2>
-{_img(p.get('curves'), 'Example pixels: S1 backscatter, observed, gap-filled, smoothed and true NDVI')}
+{_img(p.get('curves'), CURVES_CAPTION)}
 <h2>Gap-fill choice (validated on this scene)</h2>
 {gapfill_choice_html(getattr(result, 'gapfill', {}))}
 <h2>Accuracy</h2>
 {accuracy_tables(result.accuracy) or '<p>No ground truth for this run: accuracy is not reported.</p>'}
 {_img(p.get('scatter'), 'Gap-filled vs true NDVI where clouds hid the observation')}
-<h2>Quality gates</h2>{gates}
-<h2>Timings (seconds)</h2>{_table(timing_rows, ['stage', 'seconds'])}
-<h2>Products</h2>{_table(product_rows, ['product', 'file'])}"""
-    head = f"<meta charset='utf-8'><title>fusecube report</title><style>{_CSS}</style>"
-    page = f"<!doctype html><html><head>{head}</head><body>{body}</body></html>"
-    return write_text_atomic(out / "report.html", page)
+{blocks.gates_section(gates, 'quality/quality.html', _img(str(figure), 'Valid observations per period'))}
+<p class="note">Gate results as JSON: <a href="quality/{quality_json.name}">quality/{quality_json.name}</a>.</p>
+<h2>Timings (seconds)</h2>{_table(timing_rows, ['stage', 'seconds'])}"""
+    return write_text_atomic(out / "report.html", _page("fusecube report", body))

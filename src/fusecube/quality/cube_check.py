@@ -44,6 +44,8 @@ class CubeCheck:
     report: QualityReport
     arrays: dict[str, np.ndarray]
     mask: xr.DataArray | None
+    cube: xr.Dataset | None = None
+    """The (cropped) cube the gates judged."""
 
     def summary_lines(self) -> list[str]:
         """The report as markdown, the mask's extent, and the count of failed gates."""
@@ -59,6 +61,21 @@ class CubeCheck:
                      + (f" ({', '.join(g.gate for g in failed)}): a run masks what they found "
                         "and continues; --strict stops at the first." if failed else "."))
         return lines
+
+    def raise_if_run_refuses(self) -> None:
+        """Raise the error a run would stop with at input, if the gates found its cause.
+
+        A run refuses ±inf and nodata sentinels (:func:`fusecube.cube.validate_cube`) where the
+        report only counts them (``*_finite`` gates); the values are read once more, and only
+        then, to raise the run's own message.
+
+        Raises:
+            CubeSchemaError: A variable holds ±inf or a nodata sentinel.
+        """
+        from fusecube.cube import validate_cube
+
+        if self.cube is not None and any(g.gate.endswith("_finite") for g in self.report.failed):
+            validate_cube(self.cube)
 
     def write_diagnostics(self, out_dir: Path) -> dict[str, Path]:
         """Write quality.json, quality.md, quality.html and the figures into ``out_dir``."""
@@ -77,14 +94,21 @@ def check_cube(cube: Path, *, mask: str = "cube", strict: bool = False, years: s
         strict: Stop at the first failing gate (raises :class:`~fusecube.errors.GateFailed`).
         years: Expected years ``FIRST:LAST`` of the series (default: the Sentinel era).
         aoi: Check only this area: bbox ``minx,miny,maxx,maxy`` (lon/lat) or a vector file.
+
+    Raises:
+        CubeSchemaError: The cube breaks the schema a run refuses at input
+            (:func:`fusecube.cube.check_schema`: dtype, dims, time axis, Sentinel era, CRS),
+            with the run's message.
+        GateFailed: With ``strict``, the first failing gate.
     """
-    from fusecube.cube import read_cube
+    from fusecube.cube import check_schema, read_cube
     from fusecube.grid.crop import crop_to_aoi
     from fusecube.quality.gates import GateThresholds, quality_report
 
     thresholds = GateThresholds(expected_years=year_range(years))
-    ds = read_cube(cube, chunks={})
+    ds = check_schema(read_cube(cube, chunks={}), source=cube)  # the run's own schema check
     if aoi is not None:
         ds = crop_to_aoi(ds, aoi)
+        ds.encoding["source"] = str(cube)  # the store, named in messages
     return CubeCheck(*quality_report(ds, mask_spec=mask, source=str(cube), thresholds=thresholds,
-                                     strict=strict))
+                                     strict=strict), cube=ds)

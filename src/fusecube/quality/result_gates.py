@@ -176,3 +176,28 @@ def check_results(result: str | Path, thresholds: GateThresholds | None = None, 
         gate.action = "published anyway (result gates relaxed)"
         log.warning("result gate %s failed (relaxed): %s", gate.gate, gate.message)
     return gates
+
+
+def gates_line(gates: list) -> str:
+    """A run's result gates in one line, for its ledger row and the CLI's final message.
+
+    ``result gates: 7 passed`` when every gate passed (or was skipped: ``, 1 skipped``);
+    relaxed failures are named with what they found: ``result gates: 6 passed; relaxed,
+    published anyway: paddy_without_season (0.93 > 0.5)``.
+
+    Args:
+        gates: :class:`~fusecube.quality.results.GateResult` values or their dicts (``run.json``).
+    """
+    rows = [g if isinstance(g, dict) else g.to_dict() for g in gates]
+    if not rows:
+        return "result gates: not run"
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("pass", "skip")}
+    line = f"result gates: {counts['pass']} passed" + (
+        f", {counts['skip']} skipped" if counts["skip"] else "")
+    relaxed = [r for r in rows if r["status"] in ("warn", "fail")]
+    if relaxed:
+        line += "; relaxed, published anyway: " + ", ".join(
+            f"{r['gate']} ({float(r['value']):.3g} vs {float(r['threshold']):.3g})"
+            if r.get("value") is not None and r.get("threshold") is not None else r["gate"]
+            for r in relaxed)
+    return line

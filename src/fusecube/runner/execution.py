@@ -20,18 +20,19 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import dask
 import xarray as xr
 
-from fusecube.config import CubeSource, RunConfig, SyntheticSource
+from fusecube.config import RunConfig
 from fusecube.cube import read_cube, validate_cube
 from fusecube.errors import FusecubeError, LedgerError, RunInterrupted
 from fusecube.grid.tiles import tile_slices
+from fusecube.products.cf import describe_store
 from fusecube.quality.gates import apply_screen
 from fusecube.runner import staging
+from fusecube.runner.budget import Budget, budget_reporter
 from fusecube.runner.control import AbandonRun, RunControl, fault_point
 from fusecube.runner.gapfill_choice import choose_gapfill, needs_model
 from fusecube.runner.inputs import resolve_mask, run_inputs, screen_inputs
@@ -47,14 +48,15 @@ from fusecube.runner.memory import (
     release_memory,
 )
 from fusecube.runner.pipeline import StageTimer
+from fusecube.runner.progress import training_events
 from fusecube.runner.result import RunResult
+from fusecube.runner.source_step import Progress, existing_source, prepare_source
 from fusecube.runner.store import partial_store_path, verify_store, write_template
 from fusecube.runner.tasks import BlockOutcome, BlockTask, run_block
 from fusecube.storage.atomic import prepare_output, replace_path
+from fusecube.storage.remote import remote_output
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int], None]
 
 #: Configuration fields that change how a run executes, not what it computes.
 RUNTIME_FIELDS = {"memory_limit", "ledger", "scheduler", "result_gates"}
@@ -68,37 +70,6 @@ the last three only with ``report``)."""
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
     return peak_rss_bytes() / MB
-
-
-def prepare_source(config: RunConfig, progress: Progress | None = None) -> tuple[Path, Path | None]:
-    """Make sure the input cube exists; returns ``(cube path, truth path or None)``.
-
-    A zarr cube is read where it lies; every other source (synthetic scene, GeoTIFF stack,
-    STAC) is written once into ``<out>/input/cube.zarr`` by its reader
-    (:mod:`fusecube.sources.readers`), so blocks, resume and workers read one store.
-    """
-    from fusecube.sources.readers import reader_for
-
-    source = config.source
-    if isinstance(source, CubeSource):
-        truth = source.path.with_name("truth.zarr")
-        return source.path, truth if truth.exists() else None
-    cb = (lambda stage, done, total: progress(stage, done, total)) if progress else None
-    reader = reader_for(source)
-    if isinstance(source, SyntheticSource):
-        paths = reader.write(config.out / "input",
-                             progress=(lambda done, total: cb("synth", done, total)) if cb else None)
-        return paths["cube"], paths["truth"]
-    return reader.write(config.out / "input" / "cube.zarr", progress=cb), None
-
-
-def _existing_source(config: RunConfig) -> tuple[Path, Path | None]:
-    """The input paths a finished ``source`` stage left (no synthesis or fetch again on resume)."""
-    if isinstance(config.source, CubeSource):
-        return prepare_source(config)
-    inp = config.out / "input"
-    truth = inp / "truth.zarr"
-    return inp / "cube.zarr", truth if truth.exists() else None
 
 
 def fingerprint(config: RunConfig) -> str:
@@ -198,7 +169,7 @@ def _open_run(config: RunConfig, ledger: Ledger, resume: bool | str, memory_limi
 
 
 def run(config: RunConfig, progress: Progress | None = None, *,
-        resume: bool | str = False) -> RunResult:
+        resume: bool | str = False, budget: Budget | None = None) -> RunResult:
     """Run the whole pipeline block by block, recorded in the ledger, and write products.
 
     Args:
@@ -209,6 +180,7 @@ def run(config: RunConfig, progress: Progress | None = None, *,
         resume: ``True`` to continue the newest unfinished run of this configuration and
             output folder (a new run if there is none); a run id to continue that run with
             its recorded configuration; ``False`` for a new run.
+        budget: Caps on wall time and bytes, checked between blocks (:mod:`.budget`).
 
     Returns:
         A :class:`RunResult` with paths, stage timings and memory.
@@ -217,6 +189,10 @@ def run(config: RunConfig, progress: Progress | None = None, *,
         RunInterrupted: A signal or a ``fusecube stop`` ended the run before it finished;
             it can be resumed.
     """
+    target = remote_output(config.out)  # an fsspec URL: run in a local folder, then copy
+    if target is not None:
+        return target.publish(run(config.model_copy(update={"out": target.workdir}), progress,
+                                  resume=resume, budget=budget))
     config = config.model_copy(update={"out": Path(config.out).resolve()})
     keep_heap_flat()
     memory_limit = (parse_memory(config.memory_limit) if config.memory_limit
@@ -229,6 +205,7 @@ def run(config: RunConfig, progress: Progress | None = None, *,
     prepare_output(out, kind="run")
     if record is not None and staging.published(out, record.id):  # killed after its swap
         ledger.set_status(record.id, "done", f"results published in {out}")
+        ledger.supersede(str(out), record.id)
         raise LedgerError(f"Run {record.id} had already finished: its results are in {out} "
                           "(it was stopped while recording that). Nothing to resume.")
     scheduler = config.scheduler or ""
@@ -241,7 +218,7 @@ def run(config: RunConfig, progress: Progress | None = None, *,
     else:
         run_id = record.id
         ledger.claim_run(run_id, memory_limit=memory_limit, scheduler=scheduler)
-    events = RunEvents(ledger, run_id, progress)
+    events = RunEvents(ledger, run_id, budget_reporter(progress, budget, ledger, run_id))
     state = {"done": 0, "total": 0, "stage": ""}
 
     def notice(kind: str, message: str) -> None:
@@ -273,10 +250,12 @@ def run(config: RunConfig, progress: Progress | None = None, *,
     except FusecubeError as exc:
         ledger.set_status(run_id, "failed", str(exc))
         ledger.event(run_id, "run", "failed", str(exc))
+        staging.discard_failed(out, run_id, exc)  # not one to resume: out stays as it was
         raise
     except Exception as exc:
         ledger.set_status(run_id, "failed", f"{type(exc).__name__}: {exc}")
         ledger.event(run_id, "run", "failed", f"{type(exc).__name__}: {exc}")
+        staging.discard_failed(out, run_id, exc)
         raise
     finally:
         ledger.dispose()
@@ -298,8 +277,8 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
         control.checkpoint(state["done"], state["total"])
 
     enter("source")
-    if "source" in stages.done and _existing_source(config)[0].exists():
-        cube_path, truth_path = _existing_source(config)
+    if "source" in stages.done and existing_source(config)[0].exists():
+        cube_path, truth_path = existing_source(config)
     else:
         t0 = stages.start("source")
         cube_path, truth_path = timer.time("source", prepare_source, config, progress)
@@ -325,7 +304,8 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
             # the model this run trained before it was interrupted: same weights, same output
             model = model_for_run(cube, config.model_copy(update={"fusion_model": saved}))
         else:
-            model = stages.run("fusion_train", model_for_run, cube, config)
+            with training_events(events.emit):  # step, loss, ETA: console, JSON, ledger, API
+                model = stages.run("fusion_train", model_for_run, cube, config)
 
     enter("validate")
     with dask.config.set(scheduler="synchronous"):
@@ -336,7 +316,16 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
     if choice.chosen != "fusion":
         model = None  # trained and scored, not used: the blocks need no halo or torch
     # the blocks, the smoothing weight and the products follow the method the run uses
-    config = config.model_copy(update={"gapfill": choice.chosen})
+    update = {"gapfill": choice.chosen}
+    if config.gapfill == "auto" and choice.chosen == "whittaker":
+        update["gapfill_linear_below"] = choice.linear_below  # as validated
+    config = config.model_copy(update=update)
+    if config.provenance:  # σ of the filled NDVI from held-out residuals of that method
+        from fusecube.runner.sigma_fit import fit_run_sigma
+
+        with dask.config.set(scheduler="synchronous"):
+            inputs.sigma = stages.run("uncertainty", fit_run_sigma, config,
+                                      apply_screen(cube, screen), inputs, model)
     release_memory()
 
     geobox = cube.odc.geobox
@@ -419,11 +408,12 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
         t0 = stages.start("finalize")
         if store.exists():
             verify_store(store)  # a chunk lost after its block was written would read as NaN
+            describe_store(store, geobox, start_month=config.phenology.year_start_month)  # CF
             replace_path(store, result_path)
         fault_point("finalized")
         stages.finish("finalize", t0)
     cube.close()
-    from fusecube.quality.result_gates import check_results
+    from fusecube.quality.result_gates import check_results, gates_line
 
     gates = check_results(result_path, inputs.thresholds, enforce=config.result_gates,
                           keep=f"The previous output in {final} is kept. ")
@@ -460,8 +450,9 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
         staging.write_summary(result, final)
     result = staging.publish(result, final)
     message = (f"run {run_id} finished: {len(regions)} blocks ({resumed} from before), "
-               f"peak RSS {result.peak_rss_mb:.0f} MB")
+               f"peak RSS {result.peak_rss_mb:.0f} MB; {gates_line(gates)}")
     ledger.set_status(run_id, "done", message)
+    ledger.supersede(str(final), run_id)  # the earlier finished runs' files are gone
     events.emit("run", "done", message, done=state["done"], total=state["total"])
     return result
 

@@ -40,6 +40,9 @@ class RunInputs:
     blocks: Path | None = None
     """Irrigation-block polygons for the per-block calendar (a vector mask, or the synthetic
     scene's blocks), or None."""
+    sigma: object | None = None
+    """The σ calibration of the run's gap-fill (:class:`~fusecube.evaluate.uncertainty.SigmaModel`),
+    set after the validation step when ``provenance`` is on; None leaves ``ndvi_sigma`` NaN."""
 
 
 def block_polygons(mask_spec: str, cube_path: Path) -> Path | None:

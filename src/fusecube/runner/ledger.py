@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Iterable
@@ -35,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
 from fusecube.errors import LedgerError
 
@@ -87,8 +88,8 @@ blocks = Table(
     Column("y1", Integer, nullable=False),
     Column("x0", Integer, nullable=False),
     Column("x1", Integer, nullable=False),
-    Column("status", String(16), nullable=False),  # pending|done
-    Column("finished", Float),
+    Column("status", String(16), nullable=False),  # pending|claimed|done
+    Column("finished", Float),  # done: when; claimed: the claim's time
     Column("seconds", Float),
     Column("rss", Float),
     Column("worker", Text),
@@ -151,6 +152,18 @@ class RunRecord:
         return self.status
 
 
+#: Statuses of finished runs (``superseded``: a later run into its folder replaced its results).
+FINISHED = ("done", "superseded")
+
+
+def _runs_in_folder(conn, folder: Path) -> list:
+    """The newest run writing to ``folder`` (its output folder or its staging folder), if any."""
+    staged = re.fullmatch(r"\..+\.run-(\d{8}-\d{6}-[0-9a-f]{6})", folder.name)
+    where = runs.c.id == staged.group(1) if staged else runs.c.out == str(folder.resolve())
+    return conn.execute(select(runs).where(where).order_by(runs.c.created.desc()).limit(1)
+                        ).mappings().all()
+
+
 def default_ledger_url() -> str:
     """``$FUSECUBE_LEDGER``, else a SQLite file in the user's state folder."""
     env = os.environ.get("FUSECUBE_LEDGER")
@@ -160,12 +173,24 @@ def default_ledger_url() -> str:
     return str(state / "fusecube" / "ledger.sqlite")
 
 
+#: URL prefixes that mean PostgreSQL through psycopg 3 (SQLAlchemy's bare ``postgresql://``
+#: would look for psycopg2); ``pip install 'fusecube[postgres]'`` brings the driver.
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
 def _as_url(location: str) -> str:
+    if location.startswith(POSTGRES_PREFIXES):
+        return "postgresql+psycopg://" + location.split("://", 1)[1]
     if "://" in location:
         return location
     path = Path(location).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def _safe(url: str) -> str:
+    """``url`` without its password, for messages."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -193,11 +218,15 @@ class Ledger:
     def __init__(self, location: str | None = None) -> None:
         self.url = _as_url(location or default_ledger_url())
         try:
-            self.engine: Engine = create_engine(self.url, future=True)
+            self.engine: Engine = create_engine(
+                self.url, future=True, pool_pre_ping=not self.url.startswith("sqlite"))
         except (ArgumentError, ImportError) as exc:
+            hint = (" (pip install 'fusecube[postgres]')" if self.url.startswith("postgresql")
+                    else "")
             raise LedgerError(
-                f"Ledger URL {self.url!r} cannot be used ({exc}); give a SQLite path or a "
-                "SQLAlchemy URL such as sqlite:///runs.sqlite (and install its driver).") from exc
+                f"Ledger URL {_safe(self.url)!r} cannot be used ({exc}); give a SQLite path or a "
+                "SQLAlchemy URL such as sqlite:///runs.sqlite or postgresql://host/fusecube "
+                f"(and install its driver{hint}).") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
@@ -205,15 +234,18 @@ class Ledger:
                 try:
                     metadata.create_all(self.engine)
                     break
-                except OperationalError as exc:  # another process created it between check and create
-                    if "already exists" not in str(exc.orig) or attempt == CREATE_ATTEMPTS - 1:
+                except (OperationalError, ProgrammingError, IntegrityError) as exc:
+                    # another process created it between check and create (PostgreSQL reports
+                    # the race as a duplicate key in its catalogue)
+                    if (not any(m in str(exc.orig) for m in ("already exists", "duplicate key"))
+                            or attempt == CREATE_ATTEMPTS - 1):
                         raise
                     # fresh connections (no cached schema) once the other creator has committed
                     self.engine.dispose()
                     time.sleep(0.05 * (attempt + 1))
         except OperationalError as exc:
             raise LedgerError(
-                f"Ledger {self.url} cannot be opened ({exc.orig}); check the path or URL and "
+                f"Ledger {_safe(self.url)} cannot be opened ({exc.orig}); check the path or URL and "
                 "its permissions, or choose another with --ledger / FUSECUBE_LEDGER.") from exc
 
     # ------------------------------------------------------------------ runs
@@ -252,16 +284,28 @@ class Ledger:
                 message=""))
 
     def get_run(self, run_id: str) -> RunRecord:
-        """The run ``run_id``; a unique prefix of the id is enough."""
+        """The run ``run_id``: its id, a unique prefix or suffix of it, or its output folder.
+
+        A folder (the run's ``--out``, or its staging folder) names the newest run into it.
+        """
         with self.engine.connect() as conn:
-            rows = conn.execute(select(runs).where(runs.c.id.like(f"{run_id}%"))).mappings().all()
+            rows = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().all()
+            if not rows and Path(run_id).expanduser().is_dir():
+                rows = _runs_in_folder(conn, Path(run_id).expanduser())
+            elif not rows:
+                rows = conn.execute(select(runs).where(
+                    runs.c.id.startswith(run_id, autoescape=True)
+                    | runs.c.id.endswith(run_id, autoescape=True)).order_by(runs.c.id)
+                ).mappings().all()
             if not rows:
                 raise LedgerError(
-                    f"No run {run_id!r} in the ledger {self.url}; list runs with `fusecube status` "
+                    f"No run {run_id!r} in the ledger {_safe(self.url)} (by id, a unique part of "
+                    "its start or end, or its output folder); list runs with `fusecube status` "
                     "(and pass --ledger if the run used another ledger).")
             if len(rows) > 1:
-                ids = ", ".join(r["id"] for r in rows)
-                raise LedgerError(f"Run id prefix {run_id!r} is ambiguous ({ids}); give more of it.")
+                ids = ", ".join(r["id"] for r in rows[:10]) + (", ..." if len(rows) > 10 else "")
+                raise LedgerError(f"Run id {run_id!r} is ambiguous: it matches {len(rows)} runs "
+                                  f"({ids}); give more of it.")
             done = conn.execute(select(func.count()).select_from(blocks).where(and_(
                 blocks.c.run_id == rows[0]["id"], blocks.c.status == "done"))).scalar_one()
         return RunRecord(**rows[0], blocks_done=int(done))
@@ -278,7 +322,7 @@ class Ledger:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(runs.c.id).where(and_(runs.c.out == out, runs.c.fingerprint == fingerprint,
-                                             runs.c.status != "done"))
+                                             runs.c.status.not_in(FINISHED)))
                 .order_by(runs.c.updated.desc()).limit(1)).first()
         return self.get_run(row[0]) if row else None
 
@@ -286,7 +330,7 @@ class Ledger:
         """All runs writing to ``out`` that have not finished, newest first."""
         with self.engine.connect() as conn:
             ids = conn.execute(select(runs.c.id).where(and_(runs.c.out == out,
-                                                            runs.c.status != "done"))
+                                                            runs.c.status.not_in(FINISHED)))
                                .order_by(runs.c.updated.desc()))
             ids = [r[0] for r in ids]
         return [self.get_run(i) for i in ids]
@@ -296,9 +340,18 @@ class Ledger:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(runs.c.id).where(and_(runs.c.out == out, runs.c.fingerprint != fingerprint,
-                                             runs.c.status != "done"))
+                                             runs.c.status.not_in(FINISHED)))
                 .order_by(runs.c.updated.desc()).limit(1)).first()
         return self.get_run(row[0]) if row else None
+
+    def supersede(self, out: str, by: str) -> list[str]:
+        """Mark the finished runs into ``out`` but ``by`` superseded (``by`` replaced them); ids."""
+        where = and_(runs.c.out == out, runs.c.status == "done", runs.c.id != by)
+        with self.engine.begin() as conn:
+            ids = [r[0] for r in conn.execute(select(runs.c.id).where(where))]
+            conn.execute(update(runs).where(where).values(
+                status="superseded", message=f"superseded: run {by} replaced its results in {out}"))
+        return ids
 
     def set_status(self, run_id: str, status: str, message: str = "") -> None:
         """Set a run's status (and a message saying why)."""
@@ -365,6 +418,42 @@ class Ledger:
             rows = conn.execute(select(blocks.c.iy, blocks.c.ix).where(and_(
                 blocks.c.run_id == run_id, blocks.c.status == "done")))
             return {(r[0], r[1]) for r in rows}
+
+    def claim_block(self, run_id: str, worker: str, *, lease_s: float | None = None
+                    ) -> tuple[int, int] | None:
+        """Claim one pending block of a run for ``worker``; ``None`` when none is left.
+
+        Workers on several machines sharing one ledger (PostgreSQL) call this to divide the
+        blocks: the claim is a conditional update (``status = 'pending'``), so of two workers
+        racing for a block exactly one gets it. A claimed block holds its claim time in
+        ``finished`` until :meth:`block_done`; with ``lease_s``, a claim older than that (its
+        worker died) may be taken again.
+
+        Args:
+            run_id: The run.
+            worker: Who claims (stored in the block's ``worker`` column).
+            lease_s: Seconds after which another worker may take over a claim.
+
+        Returns:
+            The block's tile index ``(iy, ix)``, or ``None``.
+        """
+        while True:
+            now = time.time()
+            free = blocks.c.status == "pending"
+            if lease_s is not None:
+                free = free | and_(blocks.c.status == "claimed", blocks.c.finished < now - lease_s)
+            with self.engine.connect() as conn:
+                candidates = conn.execute(select(blocks.c.iy, blocks.c.ix).where(and_(
+                    blocks.c.run_id == run_id, free)).order_by(blocks.c.iy, blocks.c.ix).limit(8)).all()
+            if not candidates:
+                return None
+            for iy, ix in candidates:
+                with self.engine.begin() as conn:
+                    taken = conn.execute(update(blocks).where(and_(
+                        blocks.c.run_id == run_id, blocks.c.iy == iy, blocks.c.ix == ix, free))
+                        .values(status="claimed", finished=now, worker=worker)).rowcount
+                if taken == 1:
+                    return int(iy), int(ix)
 
     def block_done(self, run_id: str, index: tuple[int, int], *, seconds: float, rss: float,
                    worker: str) -> None:

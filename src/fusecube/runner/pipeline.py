@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import xarray as xr
 
 from fusecube.config import RunConfig
-from fusecube.cube import NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, TIME
+from fusecube.cube import NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, TIME
 from fusecube.errors import ConfigError
 from fusecube.kernels.seasons import SeasonRules
 from fusecube.quality.gates import (
@@ -26,6 +26,8 @@ from fusecube.quality.gates import (
 )
 from fusecube.stages.gapfill import GapfillConfig, gapfill
 from fusecube.stages.phenology import PhenologyConfig, phenology
+from fusecube.stages.provenance import provenance
+from fusecube.stages.season_extras import SeasonExtrasConfig, season_extras
 from fusecube.stages.smooth import SmoothConfig, smooth
 
 BLOCK_STAGES = ("screen", "gapfill", "smooth", "phenology")
@@ -78,12 +80,14 @@ def gapfill_config(config: RunConfig) -> GapfillConfig:
         raise ConfigError("gapfill 'auto' is resolved by a run's validation step; to process "
                           "blocks yourself, give a method (linear, whittaker, ridge, fusion) or "
                           "use fusecube.runner.gapfill_choice.choose_gapfill first.")
-    return GapfillConfig(method=config.gapfill, lam=config.smooth.lam)
+    return GapfillConfig(method=config.gapfill, lam=config.smooth.lam,
+                         linear_below=config.gapfill_linear_below)
 
 
 def process_block(block: xr.Dataset, config: RunConfig, screen: PeriodScreen,
                   timer: StageTimer | None = None, model=None, *,
-                  thresholds: GateThresholds | None = None) -> tuple[xr.Dataset, xr.Dataset]:
+                  thresholds: GateThresholds | None = None,
+                  sigma=None) -> tuple[xr.Dataset, xr.Dataset]:
     """Run all stages on one in-memory block.
 
     Args:
@@ -93,25 +97,40 @@ def process_block(block: xr.Dataset, config: RunConfig, screen: PeriodScreen,
         timer: Adds each stage's seconds here.
         model: The fusion model, or None.
         thresholds: The run's gate thresholds (default: those of ``config``).
+        sigma: The run's σ calibration (:class:`~fusecube.evaluate.uncertainty.SigmaModel`)
+            for ``ndvi_sigma`` (with ``config.provenance``; None leaves σ NaN).
 
     Returns:
-        ``(series, seasons)``: the gap-filled and smoothed NDVI ``(time, y, x)`` and the
-        phenology ``(season|year, y, x)``.
+        ``(series, seasons)``: the gap-filled and smoothed NDVI ``(time, y, x)`` (with
+        ``ndvi_source`` and ``ndvi_sigma``) and the phenology ``(season|year, y, x)`` (with
+        ``<date>_pm_days`` and ``season_reason``).
     """
     timer = timer or StageTimer()
     if config.strict:  # the input gates ran on the whole cube: stop before any work
         screen.raise_first_failure()
     thresholds = thresholds_for(config) if thresholds is None else thresholds
     gate = {"thresholds": thresholds, "strict": config.strict, "screen": screen}
+    raw_ndvi = block[NDVI] if config.provenance and NDVI in block else None
     block = timer.time("screen", apply_screen, block, screen)
     block = timer.time("gapfill", gapfill, block, config=gapfill_config(config), model=model)
     block, _ = timer.time("gates", stage_gates, "gapfill", block, **gate)
     block = timer.time("smooth", smooth, block, config=smooth_config(config))
     block, _ = timer.time("gates", stage_gates, "smooth", block, **gate)
-    seasons = timer.time("phenology", phenology, block, config=phenology_config(config))
+    layers = []
+    if raw_ndvi is not None:  # where each value comes from and how sure it is (issue 22)
+        extra = timer.time("provenance", provenance, block, raw_ndvi=raw_ndvi,
+                           method=config.gapfill, sigma=sigma)
+        block, layers = block.assign(extra.data_vars), list(extra.data_vars)
+    pheno = phenology_config(config)
+    if layers:  # count the seasons the rules reject: their reason code
+        pheno = replace(pheno, explain=True)
+    seasons = timer.time("phenology", phenology, block, config=pheno)
     seasons, _ = timer.time("gates", stage_gates, "phenology", seasons, **gate,
                             times=block[TIME].values, period_days=period_days_of(block))
-    series = block[[NDVI_FUSED, NDVI_SMOOTH]]
+    if layers:
+        seasons = timer.time("season_extras", season_extras, block, seasons, config=pheno,
+                             extras=SeasonExtrasConfig(lam=smooth_config(config).lam))
+    series = block[[NDVI_FUSED, NDVI_SMOOTH, *layers]]
     if PADDY_MASK in block:
         seasons[PADDY_MASK] = block[PADDY_MASK]
     return series, seasons

@@ -8,12 +8,12 @@ A reporter is called in two ways:
   ``done``, ``heartbeat``, ``paused``, ...).
 
 Every reporter shows something at least every few seconds while a run is alive (the runner
-sends a heartbeat event every 2 s).
+sends a heartbeat event every 2 s). Neural fusion training sends ``stage``/``train`` events
+with ``step``, ``total``, ``loss`` and ``eta_s`` (:func:`training_events`).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from contextlib import contextmanager
@@ -29,9 +29,52 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from fusecube.json_safe import dumps
+
 Level = Literal["run", "stage", "block"]
 #: JSON-lines and plain reporters repeat a heartbeat line when nothing else was said for this long.
 QUIET_LIMIT_S = 5.0
+#: Training updates are recorded in the ledger (the API reads them) at most this often.
+TRAIN_RECORD_S = 3.0
+
+
+def _clock(seconds) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def training_message(fields: dict) -> str:
+    """``training step 120/300, loss 0.0123, ETA 0:12`` from a ``train`` event's fields."""
+    loss = fields.get("loss")
+    return (f"training step {fields.get('step')}/{fields.get('total')}"
+            + ("" if loss is None else f", loss {loss:.4f}") + f", ETA {_clock(fields.get('eta_s'))}")
+
+
+@contextmanager
+def training_events(emit, stage: str = "fusion_train", record_s: float = TRAIN_RECORD_S):
+    """Turn neural training updates into ``stage``/``train`` events for the ``with`` body.
+
+    Args:
+        emit: The run's event sink, ``emit(level, kind, message, *, record, **fields)``
+            (:class:`~fusecube.runner.execution.RunEvents`).
+        stage: The stage the training belongs to.
+        record_s: Seconds between two updates kept in the ledger (the last is always kept).
+    """
+    from fusecube.fusion.neural.training_progress import training_progress
+
+    last = [-float("inf")]
+
+    def send(**fields) -> None:
+        now = time.monotonic()
+        record = fields["step"] >= fields["total"] or now - last[0] >= record_s
+        if record:
+            last[0] = now
+        emit("stage", "train", training_message(fields), record=record, stage=stage, **fields)
+
+    with training_progress(send):
+        yield
 
 
 class Reporter(Protocol):
@@ -53,7 +96,7 @@ class JsonLinesReporter:
 
     def _write(self, record: dict) -> None:
         self.last = time.time()
-        self.stream.write(json.dumps({"ts": round(self.last, 3), **record}, default=str) + "\n")
+        self.stream.write(dumps({"ts": round(self.last, 3), **record}) + "\n")  # strict JSON
         self.stream.flush()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
@@ -74,6 +117,7 @@ class PlainReporter:
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
         self.last = 0.0
+        self.training: dict = {}
 
     def _write(self, text: str) -> None:
         self.last = time.time()
@@ -89,6 +133,13 @@ class PlainReporter:
         """Report run/stage starts and ends, notices, and a heartbeat when quiet."""
         if level == "block" and kind == "done":
             self(fields.get("stage", "blocks"), fields.get("done", 0), fields.get("total", 0))
+        elif kind == "train":
+            self.training = fields
+            if fields.get("step") == fields.get("total") or time.time() - self.last >= QUIET_LIMIT_S:
+                self._write(f"{fields.get('stage', 'training')}: {training_message(fields)}")
+        elif kind == "heartbeat" and self.training and fields.get("stage") == self.training.get("stage"):
+            if time.time() - self.last >= QUIET_LIMIT_S:  # training says more than "running"
+                self._write(f"{self.training['stage']}: {training_message(self.training)}")
         elif kind == "heartbeat":
             if time.time() - self.last >= QUIET_LIMIT_S:
                 self._write(f"... {fields.get('stage', '')} running, "
@@ -145,6 +196,12 @@ class RichReporter:
                 self.block_task = None
         elif level == "block" and kind == "done":
             self(fields.get("stage", "blocks"), fields["done"], fields["total"])
+        elif kind == "train":
+            task = self._stage(fields.get("stage", "fusion_train"), fields.get("total"))
+            loss = fields.get("loss")
+            self.bars.update(task, completed=fields.get("step", 0), total=fields.get("total"),
+                             description=f"  {fields.get('stage', 'fusion_train')}"
+                                         + ("" if loss is None else f" loss {loss:.4f}"))
         elif level == "block" and kind == "start":
             text = f"    block {fields.get('index')}"
             if self.block_task is None:

@@ -4,8 +4,15 @@ A run into ``OUT`` writes everything (the input copy, the partial store, ``resul
 the products, ``quality/``, ``report.html``, ``run.json``) into ``.OUT.run-<run id>`` beside
 it. Only when the blocks are done, the result gates have passed and every product is written
 does the manifest go in (last) and the staging folder replace ``OUT`` in one rename. A run
-killed or failed at any point leaves ``OUT`` as it was; resuming it continues in its staging
-folder, after removing what interrupted atomic writes left there.
+killed or failed at any point leaves ``OUT`` as it was.
+
+A run that fails removes its staging folder (:func:`discard_failed`), except a run that can
+be continued: one stopped or interrupted (``fusecube resume``) and one whose results failed
+the result gates (inspect ``result.zarr`` there, or publish it with
+``--resume --allow-empty-results``). A process killed outright cleans nothing: the next run or
+resume into ``OUT`` removes the staging folders of every other run into it
+(:func:`open_staging`), and a resumed run first removes what interrupted atomic writes left in
+its own.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from fusecube.errors import ResultGateFailed, RunInterrupted
 from fusecube.runner.control import fault_point
 from fusecube.runner.result import RunResult
 from fusecube.storage.atomic import (
@@ -35,8 +43,17 @@ def staging_dir(out: Path, run_id: str) -> Path:
 
 
 def open_staging(out: Path, run_id: str) -> Path:
-    """Create (or reopen, on resume, cleaned of interrupted writes) the run's staging folder."""
+    """Create (or reopen, on resume, cleaned of interrupted writes) the run's staging folder.
+
+    Staging folders other runs into ``out`` left (killed processes, runs superseded by this
+    one) are removed first: the runner has already refused to start while another run into
+    ``out`` is alive, so none of them is in use.
+    """
     work = staging_dir(out, run_id)
+    stale = [p for p in out.parent.glob(f".{out.name}.run-*") if p != work and p.is_dir()]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed the staging folder %s of an earlier run that did not finish", folder)
     if work.exists():
         removed = remove_leftovers(work)
         if removed:
@@ -44,6 +61,30 @@ def open_staging(out: Path, run_id: str) -> Path:
                      len(removed), ", ".join(removed[:5]))
     work.mkdir(parents=True, exist_ok=True)
     return work
+
+
+def resumable(error: BaseException) -> bool:
+    """Whether a run that ended with ``error`` keeps its staging folder to be continued.
+
+    A stopped or interrupted run resumes where it was; results that failed the result gates
+    stay to be inspected or published with ``--resume --allow-empty-results``.
+    """
+    return isinstance(error, (RunInterrupted, ResultGateFailed))
+
+
+def discard_failed(out: Path, run_id: str, error: BaseException) -> bool:
+    """Remove the staging folder of run ``run_id`` that failed with ``error``; ``out`` untouched.
+
+    Returns:
+        Whether a folder was removed (not for a :func:`resumable` error).
+    """
+    work = staging_dir(out, run_id)
+    if resumable(error) or not work.exists():
+        return False
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("run %s failed: its staging folder %s was removed, %s is unchanged", run_id,
+             work, out)
+    return True
 
 
 def drop_if_empty(out: Path, run_id: str) -> None:

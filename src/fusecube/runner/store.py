@@ -17,6 +17,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from fusecube.cube import X, Y, with_geobox, zarr_layout
+from fusecube.products.cf import storage_encoding
 from fusecube.storage.atomic import fsync_path, fsync_tree
 from fusecube.storage.chunks import WRITE_ALL_CHUNKS, check_chunks, complete_attrs
 
@@ -56,6 +57,8 @@ def write_template(block: xr.Dataset, geobox: GeoBox, edge: int, store: Path) ->
     for name, var in ds.data_vars.items():
         if np.issubdtype(var.dtype, np.datetime64):
             enc[name].update(units="days since 1970-01-01", dtype="float64", _FillValue=np.nan)
+    for name, cf in storage_encoding(ds).items():  # season count: uint8, nodata 255 (GDAL sees it too)
+        enc[name].update(cf, fill_value=cf["_FillValue"])
     ds.attrs.update(complete_attrs())  # blocks write every chunk: a missing one is damage
     ds.to_zarr(store, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=enc,
                **WRITE_ALL_CHUNKS)

@@ -24,6 +24,10 @@ def result_lines(result) -> list[str]:
              + f" (limit {result.memory_limit_mb:.0f} MB)"]
     if getattr(result, "gapfill", None):
         lines.append(f"gap-fill: {result.gapfill['verdict']}")
+    if getattr(result, "result_gates", None):
+        from fusecube.quality.result_gates import gates_line
+
+        lines.append(gates_line(result.result_gates))
     ph = result.accuracy.get("phenology")
     gap = result.accuracy.get("gapfill_hidden", {}).get("smooth_paddy")
     if gap:

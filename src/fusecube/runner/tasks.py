@@ -114,7 +114,7 @@ def run_block(task: BlockTask, *, cube: xr.Dataset, inputs: RunInputs,
             raise
         timer.seconds["read"] += time.perf_counter() - t0
         series, seasons = process_block(block, config, inputs.screen, timer, model,
-                                        thresholds=inputs.thresholds)
+                                        thresholds=inputs.thresholds, sigma=inputs.sigma)
         if halo:
             series, seasons = (part.isel({Y: keep_y, X: keep_x}) for part in (series, seasons))
         merged = merge_block(series, seasons)

@@ -31,6 +31,8 @@ class GapfillConfig:
     block) or ``fusion`` (a trained :class:`~fusecube.fusion.neural.model.NeuralFusion`)."""
     lam: float = 2.0
     """Smoothing strength of the ``whittaker`` baseline."""
+    linear_below: int = 0
+    """With ``whittaker``: gaps of at most this many dates are filled linearly."""
     ridge: RidgeConfig = field(default_factory=RidgeConfig)
     """Options of the ``ridge`` method."""
 
@@ -77,4 +79,5 @@ def gapfill(ds: xr.Dataset, *, config: GapfillConfig = GapfillConfig(),
         return model.predict(ds)
     if config.method == "ridge":
         return fuse_ridge(ds, config=config.ridge)
-    return baseline_gapfill(ds, method=config.method, lam=config.lam)
+    return baseline_gapfill(ds, method=config.method, lam=config.lam,
+                            linear_below=config.linear_below)

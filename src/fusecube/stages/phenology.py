@@ -15,13 +15,15 @@ from fusecube.grid.periods import (
     agricultural_years,
     day_of_year,
     from_days,
+    season_label,
     to_days,
-    year_label,
 )
+from fusecube.kernels.season_reasons import seasons_per_year
 from fusecube.kernels.seasons import DATE_METRICS, SEASON_METRICS, SeasonRules, detect_seasons
 
 log = logging.getLogger(__name__)
 
+DROPPED_SEASONS = "dropped_seasons"
 #: Largest |NDVI| accepted before the curve is taken for a scaled product (e.g. x10000).
 NDVI_SCALE_LIMIT = 1.5
 
@@ -53,6 +55,9 @@ class PhenologyConfig:
     """Compute only where ``paddy_mask`` is 1 (NaN elsewhere)."""
     chunk_pixels: int = 8192
     """Pixels per vectorised season detection (cache-friendly batches)."""
+    explain: bool = False
+    """Also output ``dropped_seasons`` ``(year, y, x)``: candidates the rules rejected, per
+    agricultural year (what :mod:`fusecube.stages.season_extras` turns into reason codes)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.seasons_per_year <= 6:
@@ -105,14 +110,15 @@ def season_coords(years: list[int], per_year: int) -> dict[str, tuple]:
     }
 
 
-def season_labels(ds: xr.Dataset, start_month: int = 11) -> list[str]:
-    """Human labels of the season slots, e.g. ``2023/24 S1``."""
-    return [f"{year_label(int(y), start_month)} S{int(k)}"
+def season_labels(ds: xr.Dataset, start_month: int = 11, *, for_file: bool = False) -> list[str]:
+    """Labels of the season slots, e.g. ``2023/24 season1`` (:func:`~fusecube.grid.periods.season_label`)."""
+    return [season_label(int(y), int(k), start_month, for_file=for_file)
             for y, k in zip(ds["season_year"].values, ds["season_number"].values, strict=True)]
 
 
 def season_slots(flat: np.ndarray, select: np.ndarray, days: np.ndarray, years: list[int],
-                 config: PhenologyConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                 config: PhenologyConfig, dropped: np.ndarray | None = None,
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Seasons of ``(N, T)`` curves placed in their agricultural-year slots.
 
     Args:
@@ -121,6 +127,8 @@ def season_slots(flat: np.ndarray, select: np.ndarray, days: np.ndarray, years: 
         days: ``(T,)`` sample times in days.
         years: The agricultural years of the slots.
         config: Phenology options.
+        dropped: Optional ``(N, len(years))`` array: filled with the number of candidates the
+            rules rejected per agricultural year (by their peak).
 
     Returns:
         ``(slots, count)``: ``(N, len(years) * seasons_per_year)`` float arrays per name of
@@ -134,7 +142,12 @@ def season_slots(flat: np.ndarray, select: np.ndarray, days: np.ndarray, years: 
     for start in range(0, index.size, config.chunk_pixels):
         rows = index[start : start + config.chunk_pixels]
         # smoothing may overshoot 1 by a hair on dense canopy: not a reason to drop a season
-        detected = detect_seasons(np.clip(flat[rows], -1.0, 1.0), days, config.rules)
+        rejected = None if dropped is None else np.empty((rows.size, 8))
+        detected = detect_seasons(np.clip(flat[rows], -1.0, 1.0), days, config.rules,
+                                  dropped=rejected)
+        if dropped is not None:
+            dropped[rows] = seasons_per_year(rejected, years[0], len(years),
+                                             config.year_start_month)
         if detected["pos"].shape[1] == 0:
             detected = {k: np.full((rows.size, 1), np.nan) for k in SEASON_METRICS}
         placed, placed_count = assign_to_years(
@@ -145,18 +158,18 @@ def season_slots(flat: np.ndarray, select: np.ndarray, days: np.ndarray, years: 
     return slots, count
 
 
-def output_variables() -> list[tuple[str, str]]:
+def output_variables(explain: bool = False) -> list[tuple[str, str]]:
     """``(name, dim)`` of every phenology output, in order.
 
     Each metric (and ``<date>_doy`` beside a date metric) on ``season``, then
-    ``season_count`` on ``year``.
+    ``season_count`` on ``year`` (and ``dropped_seasons`` with ``explain``).
     """
     names = []
     for name in SEASON_METRICS:
         names.append((name, SEASON))
         if name in DATE_METRICS:
             names.append((f"{name}_doy", SEASON))
-    return [*names, ("season_count", YEAR)]
+    return [*names, ("season_count", YEAR), *([(DROPPED_SEASONS, YEAR)] if explain else [])]
 
 
 def _phenology_kernel(curve: np.ndarray, *mask: np.ndarray, days: np.ndarray,
@@ -179,7 +192,8 @@ def _phenology_kernel(curve: np.ndarray, *mask: np.ndarray, days: np.ndarray,
             raise CubeSchemaError(
                 f"{variable!r} reaches |NDVI| = {extreme:g}; NDVI lies within [-1, 1]. The input "
                 "looks scaled (e.g. x100 or x10000): divide it by its scale factor first.")
-    slots, count = season_slots(flat, select, days, years, config)
+    dropped = np.zeros((flat.shape[0], len(years))) if config.explain else None
+    slots, count = season_slots(flat, select, days, years, config, dropped)
     out = []
     for name in SEASON_METRICS:
         grid = slots[name].reshape(*pixels, -1)
@@ -187,7 +201,10 @@ def _phenology_kernel(curve: np.ndarray, *mask: np.ndarray, days: np.ndarray,
             out += [from_days(grid), day_of_year(grid).astype(np.float32)]
         else:
             out.append(grid.astype(np.float32))
-    return (*out, count.reshape(*pixels, -1).astype(np.float32))
+    out.append(count.reshape(*pixels, -1).astype(np.float32))
+    if dropped is not None:
+        out.append(dropped.reshape(*pixels, -1).astype(np.float32))
+    return tuple(out)
 
 
 def phenology(cube: xr.Dataset, *, config: PhenologyConfig = PhenologyConfig(),
@@ -217,7 +234,7 @@ def phenology(cube: xr.Dataset, *, config: PhenologyConfig = PhenologyConfig(),
         inputs.append(cube[PADDY_MASK].transpose(Y, X))
     elif config.paddy_only:
         log.info("phenology: no %s in the cube, computing every pixel", PADDY_MASK)
-    outputs = output_variables()
+    outputs = output_variables(config.explain)
     results = xr.apply_ufunc(
         _phenology_kernel, *inputs,
         input_core_dims=[[TIME]] + [[]] * (len(inputs) - 1),
@@ -241,6 +258,8 @@ def _attrs(name: str) -> dict[str, str]:
     """CF attributes of a phenology output variable."""
     if name == "season_count":
         return {"long_name": "rice seasons in the agricultural year (cropping intensity)"}
+    if name == DROPPED_SEASONS:
+        return {"long_name": "candidate seasons the plausibility rules rejected in the year"}
     if name.endswith("_doy"):
         return {"long_name": f"{SEASON_ATTRS[name[:-4]]}, day of year", "units": "day"}
     return {"long_name": SEASON_ATTRS[name]}

@@ -28,12 +28,15 @@ from typing import Literal
 from fusecube.errors import OutputWriteError
 
 #: What an output is: a file, or a folder of one kind.
-OutputKind = Literal["file", "store", "patches", "quality", "run", "batch"]
+OutputKind = Literal["file", "store", "patches", "quality", "run", "batch", "scene", "paddy"]
 #: Per kind of folder output, the files whose presence marks a folder as one fusecube wrote:
-#: a zarr v3 store, an ML patch set, quality diagnostics, a finished run, a batch.
+#: a zarr v3 store, an ML patch set, quality diagnostics, a finished run, a batch, a synthetic
+#: scene (``fusecube synth``: its cube, truth or blocks) and paddy products (``fusecube paddy``).
 KIND_MARKERS: dict[str, tuple[str, ...]] = {
     "store": ("zarr.json",), "patches": ("metadata.json",), "quality": ("quality.json",),
-    "run": ("run.json",), "batch": ("batch.json",)}
+    "run": ("run.json",), "batch": ("batch.json",),
+    "scene": ("cube.zarr/zarr.json", "truth.zarr/zarr.json", "blocks.gpkg"),
+    "paddy": ("paddy_summary.json",)}
 #: Markers of the folders an atomic write may replace by default (a store, a patch set,
 #: diagnostics); a run folder is replaced only by a run (``replace_path(..., markers=...)``).
 OWNED_MARKERS = ("zarr.json", "metadata.json", "quality.json")
@@ -122,7 +125,7 @@ def prepare_output(target: str | os.PathLike, *, kind: OutputKind) -> Path:
     Args:
         target: The file or folder to write.
         kind: ``"file"``, or the kind of folder (:data:`KIND_MARKERS`): ``store``, ``patches``,
-            ``quality``, ``run``, ``batch``.
+            ``quality``, ``run``, ``batch``, ``scene``, ``paddy``.
 
     Returns:
         ``target`` as an absolute path.

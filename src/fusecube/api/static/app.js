@@ -1,10 +1,10 @@
-// fusecube viewer: plain JavaScript, no external libraries, works offline.
+// fusecube viewer: plain JavaScript and Leaflet (served from the package), works offline.
 "use strict";
 
 const state = { token: sessionStorage.getItem("fusecube-token") || "", runId: null, catalog: null,
-                runs: [], pixel: null };
+                runs: [], pixel: null, epoch: 0, shownState: null, map: null, overlay: null,
+                marker: null, outline: null };
 const $ = (id) => document.getElementById(id);
-const SVGNS = "http://www.w3.org/2000/svg";
 
 function showError(message) {
   const box = $("error");
@@ -51,21 +51,44 @@ async function refreshHealth() {
   }
 }
 
+function progressText(run) {
+  const t = run.training;
+  if (run.stage === "fusion_train" && t && t.total) {
+    return "training step " + t.step + "/" + t.total + (t.loss === null || t.loss === undefined ? "" : " · loss " + Number(t.loss).toFixed(4));
+  }
+  return run.blocks_done + "/" + run.blocks_total;
+}
+
+function progressShare(run) {
+  const t = run.training;
+  if (run.stage === "fusion_train" && t && t.total) return t.step / t.total;
+  return run.progress || 0;
+}
+
 function runRow(run) {
   const tr = document.createElement("tr");
   tr.className = "run" + (run.id === state.runId ? " selected" : "");
   tr.dataset.id = run.id;
   tr.dataset.state = run.state;
-  const pct = Math.round(100 * (run.progress || 0));
-  const cells = [run.id, run.state, run.stage || "–", null, duration(run.eta_s), null];
-  cells.forEach((text, i) => {
+  const o = run.overview || {};
+  const method = o.used && o.requested !== o.used ? o.requested + " → " + o.used : (o.used || o.requested || "–");
+  const folder = (o.out || run.out || "").split("/").filter(Boolean).pop() || "–";
+  const eta = run.stage === "fusion_train" && run.training ? run.training.eta_s : run.eta_s;
+  const cells = [
+    { text: run.id.slice(-6), title: run.id + (run.created ? " · " + new Date(run.created * 1000).toLocaleString() : ""), cls: "id" },
+    { text: run.state + (run.stage && run.state !== "done" ? " · " + run.stage : ""), cls: "state" },
+    { text: o.size || "–", cls: "size" }, { text: o.dates || "–", cls: "dates" },
+    { text: method, cls: "method" }, { text: folder, title: o.out || run.out, cls: "out" },
+    { progress: true }, { text: duration(eta), cls: "eta" }, { actions: true },
+  ];
+  for (const c of cells) {
     const td = document.createElement("td");
-    if (i === 3) {
+    if (c.progress) {
       td.innerHTML = '<span class="bar"><div></div></span> ';
-      td.querySelector(".bar > div").style.width = pct + "%";
-      td.append(run.blocks_done + "/" + run.blocks_total);
+      td.querySelector(".bar > div").style.width = Math.round(100 * progressShare(run)) + "%";
+      td.append(progressText(run));
       td.className = "progress";
-    } else if (i === 5) {
+    } else if (c.actions) {
       const actions = ["running", "pausing"].includes(run.state) ? ["pause", "stop"]
         : ["paused", "stopped", "interrupted", "crashed", "failed"].includes(run.state) ? ["resume"] : [];
       if (run.state === "paused") actions.push("stop");
@@ -76,11 +99,13 @@ function runRow(run) {
         td.append(b);
       }
     } else {
-      td.textContent = text;
+      td.textContent = c.text;
+      td.className = c.cls;
+      if (c.title) td.title = c.title;
     }
     tr.append(td);
-  });
-  tr.title = run.message || "";
+  }
+  if (run.message) tr.title = run.message;
   tr.addEventListener("click", () => selectRun(run.id));
   return tr;
 }
@@ -92,26 +117,45 @@ async function refreshRuns() {
     showError(err.message);
     return;
   }
-  const body = $("runs").querySelector("tbody");
-  body.replaceChildren(...state.runs.map(runRow));
+  $("runs").querySelector("tbody").replaceChildren(...state.runs.map(runRow));
   const current = state.runs.find((r) => r.id === state.runId);
   if (!state.runId) {
     const first = state.runs.find((r) => r.has_results);
     if (first) selectRun(first.id);
-  } else if (current && current.has_results && !state.catalog) {
-    selectRun(current.id);
-  } else if (current && current.state !== state.shownState) {
-    showProducts(current.id);  // products and gates are written at the end of a run
+    return;
+  }
+  if (!current) return;
+  $("run-state").textContent = "(" + current.state + (current.stage && current.state !== "done" ? ", " + current.stage : "") + ")";
+  if (current.has_results && !state.catalog && !state.loading) {
+    selectRun(current.id, { keepPixel: true });
+  } else if (current.state !== state.shownState) {
+    showProducts(current.id, state.epoch);  // products and gates are written at the end of a run
     showGates(current);
   }
-  if (current) state.shownState = current.state;
+  state.shownState = current.state;
 }
 
 function showGates(run) {
-  const failed = (run.gates || []).filter((g) => g.status !== "pass");
-  $("gates").textContent = run.gates && run.gates.length
-    ? "quality gates: " + (run.gates.length - failed.length) + "/" + run.gates.length + " pass" +
-      (failed.length ? " — " + failed.map((g) => g.gate + " " + g.status).join(", ") : "") : "";
+  const box = $("gates");
+  box.replaceChildren();
+  const summary = run.gate_summary;
+  if (!summary || !summary.total) {
+    box.textContent = run.has_results ? "no gates recorded" : "gates are counted when the run finishes";
+    return;
+  }
+  box.append(summary.text);
+  const notable = (run.gates || []).filter((g) => g.status === "fail" || g.status === "warn");
+  if (notable.length) {
+    const ul = document.createElement("ul");
+    for (const g of notable) {
+      const li = document.createElement("li");
+      li.textContent = g.gate + " (" + g.stage + "): " + g.status + (g.planted ? " — planted by the synthetic demo" : "");
+      li.title = g.note || g.message || "";
+      if (g.planted) li.className = "planted";
+      ul.append(li);
+    }
+    box.append(ul);
+  }
 }
 
 async function control(runId, action) {
@@ -124,107 +168,138 @@ async function control(runId, action) {
 async function submitRun(ev) {
   ev.preventDefault();
   const config = { source: { kind: "synthetic", width: Number($("new-width").value),
-                             height: Number($("new-height").value) } };
+                             height: Number($("new-height").value) },
+                   gapfill: $("new-gapfill").value };
   try {
     const run = await api("/runs", { method: "POST", headers: { "Content-Type": "application/json" },
                                      body: JSON.stringify(config) });
     $("new-run-msg").textContent = "started " + run.id;
-    state.runId = run.id; state.catalog = null;
+    state.runs = [run, ...state.runs.filter((r) => r.id !== run.id)];
+    selectRun(run.id);  // the new run's panel: nothing of the previous run stays
     refreshRuns();
   } catch (err) { $("new-run-msg").textContent = err.message; }
 }
 
-// ------------------------------------------------------------------ one run: maps and products
-async function selectRun(runId) {
+// ------------------------------------------------------------------ the map (Leaflet)
+function initMap() {
+  const map = L.map("map", { zoomSnap: 0.25, attributionControl: false, worldCopyJump: false });
+  L.control.scale({ imperial: false, position: "bottomleft" }).addTo(map);
+  map.createPane("raster").style.zIndex = 350;  // under the marker and outline (overlay pane)
+  map.setView([0, 0], 2);
+  map.on("click", clickMap);
+  state.map = map;
+  window.fusecubeViewer = { map, state };  // for tests and the console
+}
+
+function clearRunView() {
+  if (!state.map) initMap();  // first shown now: Leaflet measures a visible container
+  if (state.overlay) { state.map.removeLayer(state.overlay); state.overlay = null; }
+  if (state.outline) { state.map.removeLayer(state.outline); state.outline = null; }
+  clearMarker();
+  $("map").dataset.loaded = "false";
+  $("legend").replaceChildren();
+  $("layer").replaceChildren(); $("index").replaceChildren();
+  $("pixel").hidden = true; $("pixel-empty").hidden = false;
+  $("products").replaceChildren(); $("gates").replaceChildren();
+}
+
+function clearMarker() {
+  if (state.marker) { state.map.removeLayer(state.marker); state.marker = null; }
+  state.pixel = null;
+}
+
+async function selectRun(runId, opts = {}) {
+  const epoch = ++state.epoch;
+  const keep = opts.keepPixel && state.runId === runId ? state.pixel : null;
   state.runId = runId; state.catalog = null;
   document.querySelectorAll("tr.run").forEach((tr) => tr.classList.toggle("selected", tr.dataset.id === runId));
   $("run-panel").hidden = false;
   $("run-title").textContent = runId;
-  $("pixel").hidden = true;
+  clearRunView();
+  state.map.invalidateSize();
   const run = state.runs.find((r) => r.id === runId);
-  showProducts(runId);
+  $("run-state").textContent = run ? "(" + run.state + ")" : "";
   if (run) { showGates(run); state.shownState = run.state; }
+  showProducts(runId, epoch);
   if (!run || !run.has_results) {
-    $("map-img").removeAttribute("src");
-    $("map-hint").textContent = "The maps appear when the run has written all its blocks.";
+    $("map-hint").textContent = "The maps appear when the run has finished.";
     return;
   }
+  state.loading = true;
+  let catalog;
   try {
-    state.catalog = await api("/runs/" + runId + "/maps");
-  } catch (err) { showError(err.message); return; }
-  const layer = $("layer");
-  const names = { intensity: "cropping intensity", sos: "SOS (start of season)", pos: "peak of season",
+    catalog = await api("/runs/" + runId + "/maps");
+  } catch (err) { showError(err.message); return; } finally { state.loading = false; }
+  if (epoch !== state.epoch) return;  // another run was selected meanwhile
+  state.catalog = catalog;
+  const names = { intensity: "cropping intensity", sos: "SOS (start of season)", pos: "POS (peak)",
                   eos: "EOS (end of season)" };
-  layer.replaceChildren(...state.catalog.layers.map((l) => new Option(names[l.name] || l.name, l.name)));
-  layer.value = state.catalog.layers.some((l) => l.name === "sos") ? "sos" : state.catalog.layers[0].name;
+  $("layer").replaceChildren(...catalog.layers.map((l) => new Option(names[l.name] || l.name, l.name)));
+  $("layer").value = catalog.layers.some((l) => l.name === "sos") ? "sos" : catalog.layers[0].name;
+  const [w, s, e, n] = catalog.bounds_lonlat;
+  state.bounds = L.latLngBounds([s, w], [n, e]);
+  state.outline = L.rectangle(state.bounds, { color: "#555", weight: 1, fill: false, interactive: false }).addTo(state.map);
+  state.map.fitBounds(state.bounds, { padding: [10, 10], animate: false });
+  state.map.fire("moveend");  // vector renderers resize even when the view did not change
   fillIndex();
-  $("map-hint").textContent = "Click a pixel to see its curves and seasons.";
+  $("map-hint").textContent = catalog.width + " × " + catalog.height + " px, " + catalog.crs +
+    ". Click a pixel to see its curves and seasons; scroll or +/− to zoom, drag to pan.";
+  if (keep) loadPixel(keep.lon, keep.lat, epoch);
 }
 
 function fillIndex() {
   const cat = state.catalog;
   const info = cat.layers.find((l) => l.name === $("layer").value);
   const items = info.index === "year" ? cat.years : cat.seasons;
-  $("index-label").firstChild.textContent = info.index + " ";
+  $("index-name").textContent = info.index;
+  const previous = $("index").value;
   $("index").replaceChildren(...items.map((it) => new Option(it.label, it.index)));
+  if (items.some((it) => String(it.index) === previous)) $("index").value = previous;
   drawMap();
 }
 
 function drawMap() {
   const cat = state.catalog;
   const info = cat.layers.find((l) => l.name === $("layer").value);
-  const img = $("map-img");
-  img.dataset.loaded = "false";
-  img.onload = () => { img.dataset.loaded = "true"; placeMarker(); };
-  img.src = withToken("/runs/" + state.runId + "/maps/" + info.name + ".png?index=" + $("index").value);
+  const url = withToken("/runs/" + state.runId + "/maps/" + info.name + ".png?index=" + $("index").value);
+  const box = $("map");
+  box.dataset.loaded = "false";
+  box.dataset.layer = info.name;
+  if (!state.overlay) {
+    state.overlay = L.imageOverlay(url, state.bounds, { opacity: $("opacity").value / 100, pane: "raster",
+                                                        className: "phenology-overlay" });
+    state.overlay.on("load", () => { $("map").dataset.loaded = "true"; });
+    state.overlay.addTo(state.map);
+  } else {
+    state.overlay.setUrl(url);
+  }
   drawLegend(info.legend);
 }
 
 function drawLegend(legend) {
   const box = $("legend");
   box.replaceChildren();
+  box.dataset.kind = legend.kind;
   const title = document.createElement("div");
+  title.className = "legend-title";
   title.textContent = legend.unit;
   box.append(title);
-  if (legend.kind === "categorical") {
-    for (const c of legend.classes) {
-      const row = document.createElement("div");
-      row.className = "legend-class";
-      row.innerHTML = '<span class="swatch"></span>';
-      row.querySelector(".swatch").style.background = c.color;
-      row.append(c.label + (c.value === legend.classes.length - 1 ? "+" : ""));
-      box.append(row);
-    }
-  } else {
-    const ramp = document.createElement("span");
-    ramp.className = "ramp";
-    ramp.style.background = "linear-gradient(to bottom, " + legend.stops.join(", ") + ")";
-    const ticks = document.createElement("span");
-    ticks.className = "ticks";
-    for (const t of legend.ticks) {
-      const s = document.createElement("span");
-      s.style.top = (100 * (t.value - legend.min) / (legend.max - legend.min)) + "%";
-      s.textContent = t.label;
-      ticks.append(s);
-    }
-    box.append(ramp, ticks);
+  for (const c of legend.classes || []) {
+    const row = document.createElement("span");
+    row.className = "legend-class";
+    row.innerHTML = '<span class="swatch"></span>';
+    row.querySelector(".swatch").style.background = c.color;
+    row.append(c.label + (legend.kind === "categorical" && c.value === legend.classes.length - 1 ? "+" : ""));
+    box.append(row);
   }
 }
 
-function placeMarker() {
-  const marker = $("marker"), img = $("map-img"), cat = state.catalog;
-  if (!state.pixel || !cat) { marker.hidden = true; return; }
-  const sx = img.clientWidth / cat.width, sy = img.clientHeight / cat.height;
-  Object.assign(marker.style, { left: state.pixel.col * sx + "px", top: state.pixel.row * sy + "px",
-                                width: Math.max(sx, 6) + "px", height: Math.max(sy, 6) + "px" });
-  marker.hidden = false;
-}
-
-async function showProducts(runId) {
+async function showProducts(runId, epoch) {
   const list = $("products");
-  list.replaceChildren();
   try {
     const body = await api("/runs/" + runId + "/products");
+    if (epoch !== state.epoch) return;
+    list.replaceChildren();
     for (const p of body.products) {
       const li = document.createElement("li");
       const a = document.createElement("a");
@@ -237,95 +312,72 @@ async function showProducts(runId) {
 }
 
 // ------------------------------------------------------------------ one pixel: curves and seasons
-async function clickMap(ev) {
-  const img = $("map-img"), cat = state.catalog;
-  if (!cat) return;
-  const col = Math.min(cat.width - 1, Math.floor(ev.offsetX / img.clientWidth * cat.width));
-  const row = Math.min(cat.height - 1, Math.floor(ev.offsetY / img.clientHeight * cat.height));
+function clickMap(ev) {
+  if (!state.catalog) return;
+  if (!state.bounds.contains(ev.latlng)) {
+    $("map-hint").textContent = "That point is outside the run's grid.";
+    return;
+  }
+  loadPixel(ev.latlng.lng, ev.latlng.lat, state.epoch);
+}
+
+async function loadPixel(lon, lat, epoch) {
   try {
-    const px = await api("/runs/" + state.runId + "/pixel?row=" + row + "&col=" + col);
+    const px = await api("/runs/" + state.runId + "/pixel?lon=" + lon + "&lat=" + lat);
+    if (epoch !== state.epoch) return;
+    clearMarker();
     state.pixel = px;
-    placeMarker();
+    state.marker = L.circleMarker([px.lat, px.lon], { radius: 7, color: "#e00", weight: 2, fill: false,
+                                                      className: "pixel-marker", interactive: false }).addTo(state.map);
     showPixel(px);
   } catch (err) { showError(err.message); }
 }
 
-function el(name, attrs, text) {
-  const node = document.createElementNS(SVGNS, name);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function chart(svg, times, series, opts) {
-  const W = Number(svg.getAttribute("width")), H = Number(svg.getAttribute("height"));
-  const m = { l: 42, r: 10, t: 8, b: 22 };
-  svg.replaceChildren();
-  const t = times.map((d) => Date.parse(d));
-  const t0 = t[0], t1 = t[t.length - 1] || t0 + 1;
-  let lo = opts.min, hi = opts.max;
-  if (lo === undefined || hi === undefined) {
-    const all = series.flatMap((s) => s.values.filter((v) => v !== null));
-    lo = all.length ? Math.min(...all) : 0; hi = all.length ? Math.max(...all) : 1;
-    if (hi - lo < 1e-6) { lo -= 1; hi += 1; }
+function pointSeries(px) {
+  const s = px.series;
+  if (s.ndvi_source && (s.ndvi_fused || s.ndvi_smooth)) {  // coloured by provenance
+    const base = s.ndvi_fused || s.ndvi_smooth;
+    const values = base.map((v, i) => (v === null && s.ndvi_smooth ? s.ndvi_smooth[i] : v));
+    const kinds = s.ndvi_source.map((k) => k || "none");
+    return { points: { name: "provenance", label: "value by provenance", values, points: true,
+                       colors: kinds.map((k) => (PROVENANCE[k] || PROVENANCE.none).color),
+                       classes: kinds.map((k) => (k === "observed" ? "series-ndvi" : "series-filled") + " source-" + k) },
+             legend: [...new Set(kinds)].map((k) => ({ color: (PROVENANCE[k] || PROVENANCE.none).color,
+                                                       label: (PROVENANCE[k] || { label: k }).label, dot: true })) };
   }
-  const X = (v) => m.l + (v - t0) / (t1 - t0) * (W - m.l - m.r);
-  const Y = (v) => H - m.b - (v - lo) / (hi - lo) * (H - m.t - m.b);
-  for (const band of opts.bands || []) {
-    if (!band.from || !band.to) continue;
-    const x0 = X(Date.parse(band.from)), x1 = X(Date.parse(band.to));
-    svg.append(el("rect", { x: x0, y: m.t, width: Math.max(1, x1 - x0), height: H - m.t - m.b,
-                            fill: "#cde8d4", class: "season-band" }));
-  }
-  svg.append(el("line", { x1: m.l, y1: H - m.b, x2: W - m.r, y2: H - m.b, stroke: "#999" }));
-  svg.append(el("line", { x1: m.l, y1: m.t, x2: m.l, y2: H - m.b, stroke: "#999" }));
-  for (let i = 0; i <= 4; i++) {
-    const v = lo + (hi - lo) * i / 4;
-    svg.append(el("text", { x: 2, y: Y(v) + 3 }, v.toFixed(opts.digits === undefined ? 2 : opts.digits)));
-  }
-  let lastMonth = -1;
-  times.forEach((d, i) => {
-    const date = new Date(d), month = date.getUTCFullYear() * 12 + date.getUTCMonth();
-    if (date.getUTCMonth() % 3 === 0 && month !== lastMonth) {
-      lastMonth = month;
-      svg.append(el("text", { x: X(t[i]) - 14, y: H - 6 }, d.slice(0, 7)));
-    }
-  });
-  for (const s of series) {
-    if (s.points) {
-      s.values.forEach((v, i) => {
-        if (v !== null) svg.append(el("circle", { cx: X(t[i]), cy: Y(v), r: 2.5, fill: s.color, class: "series-" + s.name }));
-      });
-    } else {
-      let d = "", pen = false;
-      s.values.forEach((v, i) => {
-        if (v === null) { pen = false; return; }
-        d += (pen ? "L" : "M") + X(t[i]).toFixed(1) + "," + Y(v).toFixed(1);
-        pen = true;
-      });
-      svg.append(el("path", { d, fill: "none", stroke: s.color, "stroke-width": s.width || 1.5,
-                              "stroke-dasharray": s.dash || "", class: "series-" + s.name }));
-    }
-  }
-  let lx = m.l + 8;
-  for (const s of series) {
-    svg.append(el("rect", { x: lx, y: m.t + 2, width: 10, height: 4, fill: s.color }));
-    svg.append(el("text", { x: lx + 14, y: m.t + 8 }, s.label));
-    lx += 14 + 7 * s.label.length + 12;
-  }
+  const observed = s.ndvi || [];
+  const filled = (s.ndvi_fused || []).map((v, i) => (observed[i] === null || observed[i] === undefined ? v : null));
+  return { points: null, observed, filled,
+           legend: [{ color: PROVENANCE.observed.color, label: "observed", dot: true },
+                    { color: PROVENANCE.filled.color, label: "gap-filled", dot: true }] };
 }
 
 function showPixel(px) {
-  $("pixel").hidden = false;
+  $("pixel").hidden = false; $("pixel-empty").hidden = true;
   $("pixel-title").textContent = "row " + px.row + ", col " + px.col + " (lon " + px.lon.toFixed(5) +
     ", lat " + px.lat.toFixed(5) + ")" + (px.paddy === null ? "" : px.paddy ? " · paddy" : " · not paddy");
+  const notes = [...(px.notes || [])];
+  if (px.screened && px.screened.length) {
+    notes.push("Screened out (broken composite, not an observation): " + px.screened.join(", ") + ".");
+  }
+  $("pixel-notes").textContent = notes.join(" ");
   const s = px.series;
-  const ndvi = [];
-  if (s.ndvi) ndvi.push({ name: "ndvi", label: "observed NDVI", values: s.ndvi, color: "#444", points: true });
-  if (s.ndvi_fused) ndvi.push({ name: "ndvi_fused", label: "fused", values: s.ndvi_fused, color: "#e08214", dash: "4 3" });
-  if (s.ndvi_smooth) ndvi.push({ name: "ndvi_smooth", label: "smoothed", values: s.ndvi_smooth, color: "#1a9641", width: 2 });
-  chart($("curves"), px.time, ndvi, { min: -0.2, max: 1.0,
-                                      bands: px.seasons.map((z) => ({ from: z.sos, to: z.eos })) });
+  const lines = [];
+  if (s.ndvi_fused) lines.push({ name: "ndvi_fused", label: "fused", values: s.ndvi_fused, color: "#e08214", dash: "4 3", width: 1 });
+  if (s.ndvi_smooth) lines.push({ name: "ndvi_smooth", label: "smoothed", values: s.ndvi_smooth, color: "#1a9641", width: 2 });
+  const pts = pointSeries(px);
+  if (pts.points) {
+    lines.push(pts.points);
+  } else {
+    lines.push({ name: "filled", label: "gap-filled", values: pts.filled, color: PROVENANCE.filled.color, points: true });
+    lines.push({ name: "ndvi", label: "observed", values: pts.observed, color: PROVENANCE.observed.color, points: true });
+  }
+  chart($("curves"), px.time, lines, { min: -0.2, max: 1.0, marks: px.screened || [],
+                                       bands: px.seasons.map((z) => ({ from: z.sos, to: z.eos })) });
+  const legend = [{ color: "#1a9641", label: "smoothed" }, { color: "#e08214", label: "fused (dashed)" }, ...pts.legend,
+                  { color: "#cde8d4", label: "season SOS–EOS" }];
+  if (px.screened && px.screened.length) legend.push({ color: "#c62828", label: "× screened out" });
+  chartLegend($("curve-legend"), legend);
   const radar = [];
   if (s.vv_db) radar.push({ name: "vv_db", label: "S1 VV dB", values: s.vv_db, color: "#2166ac" });
   if (s.vh_db) radar.push({ name: "vh_db", label: "S1 VH dB", values: s.vh_db, color: "#b2182b" });
@@ -349,9 +401,9 @@ function showPixel(px) {
 }
 
 // ------------------------------------------------------------------ start
-$("map-img").addEventListener("click", clickMap);
 $("layer").addEventListener("change", fillIndex);
 $("index").addEventListener("change", drawMap);
+$("opacity").addEventListener("input", () => { if (state.overlay) state.overlay.setOpacity($("opacity").value / 100); });
 $("new-run").addEventListener("submit", submitRun);
 $("token-save").addEventListener("click", () => {
   state.token = $("token").value.trim();
@@ -359,7 +411,6 @@ $("token-save").addEventListener("click", () => {
   $("auth").hidden = true;
   refreshRuns();
 });
-window.addEventListener("resize", placeMarker);
 refreshHealth();
 refreshRuns();
 setInterval(refreshRuns, 2000);

@@ -87,4 +87,14 @@ def training_lines(model: NeuralFusion, *, fine_tuned: bool) -> list[str]:
     meta = model.meta_
     return [f"trained on {meta['trained_on']['train_pixels']} pixels in "
             f"{meta['seconds']['train']:.1f} s ({'fine-tuned' if fine_tuned else 'from scratch'}, "
-            f"{meta['device']})", *metrics_lines(model.metrics_)]
+            f"{meta['device']})", *size_lines(meta.get("model_size")),
+            *metrics_lines(model.metrics_)]
+
+
+def size_lines(record: dict | None) -> list[str]:
+    """The model-size choice (``meta["model_size"]``) when more than one size was trained."""
+    if not record or len(record.get("candidates", [])) < 2:
+        return []
+    scores = ", ".join(f"width {c['width']} ({c['train_pixels']} px): {c['validation_rmse']:.4f}"
+                       for c in record["candidates"])
+    return [f"model size: width {record['chosen_width']} kept (validation RMSE {scores})"]

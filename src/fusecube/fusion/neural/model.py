@@ -28,11 +28,23 @@ from fusecube.fusion.neural.features import (
     OPTICAL_FEATURES,
     Normalizer,
 )
-from fusecube.fusion.neural.network import build_network, in_channels, require_torch
+from fusecube.fusion.neural.network import (
+    build_network,
+    in_channels,
+    require_torch,
+    select_device,
+)
 from fusecube.fusion.neural.predict import fill_block, predict_series
+from fusecube.fusion.neural.sizing import (
+    best,
+    candidate_record,
+    size_candidates,
+    size_record,
+)
 from fusecube.fusion.neural.train import (
     PixelSample,
     TrainConfig,
+    cap_sample,
     sample_pixels,
     seed_torch,
     train_network,
@@ -77,17 +89,19 @@ class NeuralFusion:
         self.meta_: dict = {}
         return self
 
-    def build(self, normalizer: Normalizer, *, n_times: int | None = None) -> NeuralFusion:
+    def build(self, normalizer: Normalizer, *, n_times: int | None = None,
+              config: TrainConfig | None = None) -> NeuralFusion:
         """Set a fresh, untrained network with the configured recipe (what :meth:`fit` starts from).
 
         Args:
             normalizer: Radar statistics for ``config.radar_features``.
             n_times: Series length (needed by the ``mlp`` architecture only).
+            config: The recipe (default ``self.config``; a size candidate while fitting).
 
         Returns:
             ``self``.
         """
-        config = self.config
+        config = config or self.config
         arch: dict = {"arch": config.arch, "width": config.width}
         if config.arch == "mlp":
             arch["n_times"] = int(n_times) if n_times else None
@@ -143,7 +157,10 @@ class NeuralFusion:
                     f"{cube.sizes[TIME]}. Train from scratch or resample the cube to the "
                     "model's periods.")
         started = time.perf_counter()
-        sample = sample_pixels(cube, self._fit_config(init))
+        config = self._fit_config(init)
+        if init is None:  # the largest size candidate's sample; smaller ones take a part of it
+            config = size_candidates(config, select_device(config.device))[0]
+        sample = sample_pixels(cube, config)
         read_s = time.perf_counter() - started
         self.fit_sample(sample, init=init)
         self.meta_["seconds"]["read"] = round(read_s, 3)
@@ -161,18 +178,38 @@ class NeuralFusion:
             ``self``.
         """
         config = self._fit_config(init)
-        seed_torch(config)  # before the network is built: its initial weights are seeded
         if init is not None:  # the given model stays as it was
+            seed_torch(config)
             self._set_network(copy.deepcopy(init.net_), copy.deepcopy(init.normalizer_),
                               init.radar_features_, init.window_, init.arch_)
+            self.metrics_, self.meta_ = train_network(self.net_, self.normalizer_, sample, config,
+                                                      fine_tuned=True)
         else:
-            train = training_pixels(sample)
-            normalizer = Normalizer(tuple(config.radar_features)).fit(sample.radar[train])
-            self.build(normalizer, n_times=sample.times.size)  # config is self.config here
-        self.metrics_, self.meta_ = train_network(self.net_, self.normalizer_, sample, config,
-                                                  fine_tuned=init is not None)
+            self._fit_sized(sample, config)
         self.periods_ = training_periods(sample.times)
         return self
+
+    def _fit_sized(self, sample: PixelSample, config: TrainConfig) -> None:
+        """Train each size candidate (:mod:`~fusecube.fusion.neural.sizing`), keep the best."""
+        device = select_device(config.device)
+        candidates = size_candidates(config, device)
+        fitted, records = [], []
+        for candidate in candidates:
+            part = sample if len(candidates) == 1 else cap_sample(sample, candidate)
+            seed_torch(candidate)  # before the network is built: its initial weights are seeded
+            train = training_pixels(part)
+            normalizer = Normalizer(tuple(candidate.radar_features)).fit(part.radar[train])
+            self.build(normalizer, n_times=part.times.size, config=candidate)
+            metrics, meta = train_network(self.net_, self.normalizer_, part, candidate)
+            fitted.append((self.net_, self.normalizer_, self.arch_, metrics, meta))
+            records.append(candidate_record(candidate, metrics, meta))
+            log.info("fusion size candidate width %d: validation RMSE %.4f",
+                     candidate.width, records[-1]["validation_rmse"])
+        chosen = best([r["validation_rmse"] for r in records])
+        net, normalizer, arch, metrics, meta = fitted[chosen]
+        self._set_network(net, normalizer, config.radar_features, config.window, arch)
+        self.metrics_, self.meta_ = metrics, meta
+        self.meta_["model_size"] = size_record(device, records, chosen)
 
     # ------------------------------------------------------------------------------ use
     def predict(self, cube: xr.Dataset, *, batch_pixels: int | None = None) -> xr.Dataset:

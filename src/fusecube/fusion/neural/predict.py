@@ -2,8 +2,10 @@
 
 Observed NDVI values are kept; only the gaps (NaN, and periods screened out as broken) take the
 network's prediction. On CUDA the network runs under bf16 autocast with TF32 and pinned memory;
-on CPU in float32. :class:`~fusecube.fusion.neural.model.NeuralFusion` calls these with its
-fitted network and normalisation.
+on CPU in float32. On CUDA the next batch's features are built on a thread while the GPU runs
+this one (:func:`~fusecube.fusion.neural.prefetch.ahead`).
+:class:`~fusecube.fusion.neural.model.NeuralFusion` calls these with its fitted network and
+normalisation.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fusecube.fusion.neural.features import (
     screen_zero_periods,
 )
 from fusecube.fusion.neural.network import as_numpy, require_torch
+from fusecube.fusion.neural.prefetch import ahead
 from fusecube.grid.periods import to_days
 
 log = logging.getLogger(__name__)
@@ -59,16 +62,18 @@ def predict_series(net, normalizer: Normalizer, radar: np.ndarray, ndvi: np.ndar
     calendar = calendar_features(times_days)
     out = np.empty(ndvi.shape, np.float32)
     net.eval()
-    with torch.inference_mode():
+
+    def inputs():  # host work: on the prefetch thread on CUDA, one batch ahead of the GPU
         for start in range(0, ndvi.shape[0], batch_pixels):
             sl = slice(start, start + batch_pixels)
-            x = assemble(normalizer.transform(radar[sl]), calendar,
-                         optical_features(ndvi[sl], quality[sl], times_days))
-            xt = torch.from_numpy(x)
-            if cuda:
-                xt = xt.pin_memory().to(device, non_blocking=True)
+            x = torch.from_numpy(assemble(normalizer.transform(radar[sl]), calendar,
+                                          optical_features(ndvi[sl], quality[sl], times_days)))
+            yield sl, (x.pin_memory() if cuda else x)
+
+    with torch.inference_mode():
+        for sl, xt in ahead(inputs(), depth=1 if cuda else 0):
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
-                out[sl] = as_numpy(net(xt))
+                out[sl] = as_numpy(net(xt.to(device, non_blocking=True)))
     return np.clip(out, -1.0, 1.0)
 
 

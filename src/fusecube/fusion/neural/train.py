@@ -19,17 +19,23 @@ import numpy as np
 
 from fusecube.cube import DIMS, NDVI, NDVI_QUALITY, PADDY_MASK, TIME, VH, VV, X, Y
 from fusecube.errors import FusionModelError
+from fusecube.fusion.neural.batches import (
+    HideOptions,
+    hide_mask,
+    make_batches,
+    resolve_batching,
+    steps_per_epoch,
+)
 from fusecube.fusion.neural.features import (
     RADAR_FEATURES,
     Normalizer,
-    assemble,
     calendar_features,
-    optical_features,
     radar_features,
     screen_zero_periods,
 )
 from fusecube.fusion.neural.network import Architecture, require_torch, select_device
 from fusecube.fusion.neural.predict import predict_series
+from fusecube.fusion.neural.training_progress import report_step
 from fusecube.fusion.neural.validation import baseline_fills, compare, wet_season
 from fusecube.grid.periods import to_days
 from fusecube.splits import SpatialSplit, hold_out_dates
@@ -70,6 +76,14 @@ class TrainConfig:
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: CPU threads for torch; ``None`` (default): every core this process may
             run on. A Dask worker (one core each) sets 1 for itself.
+        batching: ``auto`` (``device`` on CUDA, ``host`` on CPU), ``host`` (numpy batches
+            copied each step) or ``device`` (features held on the device, batches cut there;
+            see :mod:`~fusecube.fusion.neural.batches`).
+        compile: ``torch.compile`` mode for training (``off``, ``default``,
+            ``reduce-overhead`` = CUDA graphs, ``max-autotune``); off by default.
+        size: Model-size rule (:mod:`~fusecube.fusion.neural.sizing`): ``auto`` (on CUDA
+            also train the large model and keep it when it validates better), ``compare``
+            (the same on any device) or ``fixed`` (this configuration only).
     """
 
     arch: Architecture = "conv"
@@ -95,6 +109,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    batching: str = "auto"
+    compile: str = "off"
+    size: str = "auto"
 
 
 def usable_cpus() -> int:
@@ -162,12 +179,14 @@ def sample_pixels(cube: xr.Dataset, config: TrainConfig) -> PixelSample:
     Returns:
         The sampled pixels with their role (train/validation).
     """
-    import dask
-
     shape = (cube.sizes[Y], cube.sizes[X])
     names = [n for n in (VV, VH, NDVI, NDVI_QUALITY, PADDY_MASK) if n in cube]
     windows = sample_windows(shape, config)
-    parts = dask.compute(*[cube[names].isel({Y: ys, X: xs}) for ys, xs in windows])
+    parts = [cube[names].isel({Y: ys, X: xs}) for ys, xs in windows]
+    if any(cube[n].chunks for n in names):  # lazy: read every window in one pass
+        import dask
+
+        parts = dask.compute(*parts)
     val_grid = config.split.val_blocks(shape)
     train_grid = config.split.train_pixels(shape)
     radar, ndvi, quality, role, paddy = [], [], [], [], []
@@ -189,10 +208,10 @@ def sample_pixels(cube: xr.Dataset, config: TrainConfig) -> PixelSample:
         paddy=np.concatenate(paddy)[keep] if len(paddy) == len(windows) else None,
         times=cube[TIME].values,
         windows=[[w[0].start, w[0].stop, w[1].start, w[1].stop] for w in windows])
-    return _cap(sample, config)
+    return cap_sample(sample, config)
 
 
-def _cap(sample: PixelSample, config: TrainConfig) -> PixelSample:
+def cap_sample(sample: PixelSample, config: TrainConfig) -> PixelSample:
     """Subsample train/validation pixels to the configured caps (seeded)."""
     rng = np.random.default_rng([config.seed, 4])
     chosen = []
@@ -205,19 +224,6 @@ def _cap(sample: PixelSample, config: TrainConfig) -> PixelSample:
     return PixelSample(sample.radar[sel], sample.ndvi[sel], sample.quality[sel], sample.role[sel],
                        None if sample.paddy is None else sample.paddy[sel], sample.times,
                        sample.windows)
-
-
-def hide_mask(valid: np.ndarray, rng: np.random.Generator, *, rate: tuple[float, float],
-              spans: int, max_span: int) -> np.ndarray:
-    """Random observations to hide ``(N, T)``: scattered dates plus contiguous spans per pixel."""
-    n, n_t = valid.shape
-    hide = rng.random((n, n_t)) < rng.uniform(*rate, size=(n, 1))
-    steps = np.arange(n_t)[None, :]
-    for _ in range(spans):  # a loop over spans, vectorised over pixels
-        start = rng.integers(-max_span // 2, n_t, size=(n, 1))
-        length = rng.integers(1, max_span + 1, size=(n, 1))
-        hide |= (steps >= start) & (steps < start + length)
-    return hide & valid
 
 
 def choose_holdout_dates(ndvi: np.ndarray, times: np.ndarray, share: float,
@@ -288,8 +294,6 @@ def train_network(net, normalizer: Normalizer, sample: PixelSample, config: Trai
     held = choose_holdout_dates(sample.ndvi[train], sample.times, config.holdout_dates, rng)
     ndvi_in = sample.ndvi.copy()
     ndvi_in[:, held] = np.nan  # held-out dates: never an input, never a target
-    radar_z = normalizer.transform(sample.radar)
-    calendar = calendar_features(times_days)
     target_ok = np.isfinite(ndvi_in) & (np.nan_to_num(sample.quality) >= config.min_quality)
     if not target_ok[train].any():
         raise FusionModelError("No clear optical observation among the training pixels: the "
@@ -298,48 +302,44 @@ def train_network(net, normalizer: Normalizer, sample: PixelSample, config: Trai
     date_weight = _date_weights(target_ok[train], config.balance_dates)
     net = net.to(device).train()
     train_idx = np.flatnonzero(train)
-    steps_per_epoch = max(1, math.ceil(train_idx.size / config.batch_size))
-    total_steps = max(config.min_steps, config.epochs * steps_per_epoch)
+    total_steps = max(config.min_steps,
+                      config.epochs * steps_per_epoch(train_idx.size, config.batch_size))
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps,
                                                 pct_start=0.15)
     use_amp = device.startswith("cuda")
+    batching = resolve_batching(config.batching, device)
+    batches = make_batches(
+        batching, seed=config.seed, rng=rng, device=device, radar_z=normalizer.transform(sample.radar),
+        calendar=calendar_features(times_days), ndvi_in=ndvi_in, quality=sample.quality,
+        target_ok=target_ok, date_weight=date_weight, times_days=times_days, train_idx=train_idx,
+        hide=HideOptions(config.hide_rate, config.spans, config.max_span))
+    forward = compiled(net, config.compile)
     losses = []
-    order = np.zeros(0, int)
-    for _ in range(total_steps):
-        if order.size < config.batch_size:
-            order = np.concatenate([order, rng.permutation(train_idx)])
-            if order.size < config.batch_size:  # tiny inputs: draw with replacement
-                order = rng.choice(train_idx, size=config.batch_size)
-        batch, order = order[: config.batch_size], order[config.batch_size:]
-        valid = np.isfinite(ndvi_in[batch])
-        hidden = hide_mask(valid, rng, rate=config.hide_rate, spans=config.spans,
-                           max_span=config.max_span)
-        shown = np.where(hidden, np.nan, ndvi_in[batch])
-        x = assemble(radar_z[batch], calendar,
-                     optical_features(shown, sample.quality[batch], times_days))
-        weight = (hidden & target_ok[batch]) * date_weight
-        target = np.nan_to_num(ndvi_in[batch]).astype(np.float32)
-        xt, yt, wt = (_to_device(torch, a, device) for a in (x, target, weight))
+    for done, step in enumerate(batches.iterate(total_steps, config.batch_size), 1):
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-            pred = net(xt)
-        loss = (wt * (pred.float() - yt) ** 2).sum() / wt.sum().clamp_min(1.0)
+            pred = forward(step.x)
+        loss = (step.weight * (pred.float() - step.target) ** 2).sum() / step.weight.sum().clamp_min(1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())
+        report_step(done, total_steps, losses[-1])  # throttled; free without a listener
+    if use_amp:
+        torch.cuda.synchronize()
     net.eval()
     train_s = time.perf_counter() - started
     t0 = time.perf_counter()
     metrics = validate(net, normalizer, sample, ndvi_in, held, config)
     meta = {
         "trained_on": {"train_pixels": int(train.sum()), "val_pixels": int((sample.role == 1).sum()),
-                       "steps": total_steps, "final_loss": float(np.mean(losses[-20:]))},
+                       "steps": total_steps,
+                       "final_loss": float(np.mean([float(v) for v in losses[-20:]]))},
         "heldout_dates": [str(np.datetime_as_string(sample.times[i], unit="D")) for i in held],
         "config": {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in asdict(config).items()},
-        "device": device, "fine_tuned": fine_tuned,
+        "device": device, "batching": batching, "fine_tuned": fine_tuned,
         "seconds": {"train": round(train_s, 3), "validate": round(time.perf_counter() - t0, 3)},
         "versions": {"torch": torch.__version__, "fusecube": _version()},
     }
@@ -358,11 +358,12 @@ def _date_weights(clear: np.ndarray, power: float) -> np.ndarray:
     return (weight / (used.mean() if used.size else 1.0)).astype(np.float32)
 
 
-def _to_device(torch, array: np.ndarray, device: str):
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.startswith("cuda"):
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor
+def compiled(net, mode: str):
+    """``net`` itself (``mode="off"``) or ``torch.compile(net, mode=...)`` sharing its weights."""
+    if mode in ("off", "", None):
+        return net
+    torch = require_torch()
+    return torch.compile(net, mode=None if mode == "default" else mode)
 
 
 def _version() -> str:

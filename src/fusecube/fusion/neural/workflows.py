@@ -7,6 +7,7 @@ These are what ``fusecube run`` (``gapfill: fusion``) and ``fusecube fuse predic
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from fusecube.config import RunConfig
 
 log = logging.getLogger(__name__)
+
+#: Threads of :func:`fuse_cube`: one in the network, one reading the next block / writing.
+OVERLAP_THREADS = 2
 
 
 def model_for_run(cube: xr.Dataset, config: RunConfig, *,
@@ -58,8 +62,9 @@ def fuse_cube(cube: xr.Dataset, *, model: NeuralFusion, out: str | Path, block: 
     """Gap-fill a whole (lazy) cube block by block and write it with ``ndvi_fused`` to ``out``.
 
     All-zero NDVI periods (broken composites) are screened out first, as the pipeline does.
-    Blocks are computed one at a time, so memory stays bounded by the block size; the store is
-    written atomically.
+    One block is filled at a time while a second thread reads the next block and writes the
+    last one (reads and writes overlap the network), so memory stays bounded by about two
+    blocks; the store is written atomically.
 
     Args:
         cube: The cube (dask-backed is fine).
@@ -87,10 +92,14 @@ def fuse_cube(cube: xr.Dataset, *, model: NeuralFusion, out: str | Path, block: 
     template = lazy[[NDVI]].rename({NDVI: NDVI_FUSED})
     template[NDVI_FUSED].attrs = {**CF_ATTRS[NDVI_FUSED], "gapfill_method": "fusion"}
 
+    network = threading.Lock()  # one block in the network; the other thread reads and writes
+
     def fill(part: xr.Dataset) -> xr.Dataset:
-        return model.predict(apply_screen(part, screen))[[NDVI_FUSED]]
+        part = apply_screen(part.load(), screen)
+        with network:
+            return model.predict(part)[[NDVI_FUSED]]
 
     fused = xr.map_blocks(fill, lazy, template=template)
     result = cube.assign({NDVI_FUSED: fused[NDVI_FUSED]})
-    with dask.config.set(scheduler="synchronous"):  # one block at a time: bounded memory
+    with dask.config.set(scheduler="threads", num_workers=OVERLAP_THREADS):
         return write_cube(result, out, chunks={TIME: -1, Y: block, X: block})

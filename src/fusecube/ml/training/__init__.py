@@ -7,5 +7,5 @@
 - :mod:`~fusecube.ml.training.writer` – :class:`~fusecube.ml.training.writer.FusedCubeWriter`:
   the predicted ``ndvi_fused`` cubes.
 - :mod:`~fusecube.ml.training.cli` – :func:`~fusecube.ml.training.cli.cli_main`, the
-  LightningCLI behind ``fusecube train fit|validate|predict``.
+  LightningCLI behind ``fusecube cube-model fit|validate|predict``.
 """

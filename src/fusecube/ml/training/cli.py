@@ -1,4 +1,4 @@
-"""The LightningCLI of the cube model (``fusecube train fit|validate|predict``)."""
+"""The LightningCLI of the cube model (``fusecube cube-model fit|validate|predict``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from fusecube.ml.training.data import CubeFusionDataModule
 from fusecube.ml.training.task import CubeFusionTask
 from fusecube.ml.training.writer import FusedCubeWriter
+
+#: The program name its help shows (it runs as ``fusecube cube-model``).
+PROG = "fusecube cube-model"
 
 
 def _cli_class():
@@ -29,7 +32,7 @@ def _cli_class():
 
 
 def cli_main(args: Sequence[str] | None = None, *, run: bool = True):
-    """``fusecube train fit|validate|predict``: the LightningCLI of the cube model.
+    """``fusecube cube-model fit|validate|predict``: the LightningCLI of the cube model.
 
     Args:
         args: Command-line arguments (default ``sys.argv[1:]``).
@@ -42,12 +45,13 @@ def cli_main(args: Sequence[str] | None = None, *, run: bool = True):
 
     cli_class = _cli_class()
     with warnings.catch_warnings():
-        # `fusecube train ...` passes its own arguments while sys.argv holds the whole command
+        # `fusecube cube-model ...` passes its own arguments while sys.argv holds the whole command
         # line (kept intact: the DDP launcher starts the other ranks from it).
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         return cli_class(
             CubeFusionTask, CubeFusionDataModule, args=None if args is None else list(args),
             run=run, seed_everything_default=0, save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": PROG, "description": "The 3-D U-Net cube model of fusecube."},
             trainer_defaults={"logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                                          "init_args": {"save_dir": "runs", "name": "cube_model"}},
                               "log_every_n_steps": 10},

@@ -73,7 +73,8 @@ class CubeFusionDataModule(CubeDataModule):
         time_stride: Step between time windows (default ``time_window``).
         predict_overlap: Overlap in pixels of prediction windows (blended).
         batch_size: Windows per batch.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers (None: one per core but one, see
+            :func:`~fusecube.ml.datamodules.default_workers`).
         val_fraction: Share of spatial blocks held out for validation.
         block_size: Split block side in pixels (default 4 window sizes).
         buffer: Training windows within this many pixels of a validation window are dropped.
@@ -86,7 +87,7 @@ class CubeFusionDataModule(CubeDataModule):
 
     def __init__(self, zarr_root: str, *, pattern: str = "**/cube.zarr", size: int = 32,
                  time_window: int = 16, stride: int | None = None, time_stride: int | None = None,
-                 predict_overlap: int = 8, batch_size: int = 4, num_workers: int = 0,
+                 predict_overlap: int = 8, batch_size: int = 4, num_workers: int | None = None,
                  val_fraction: float = 0.2, block_size: int | None = None, buffer: int = 0,
                  seed: int = 0, augment: bool = True, stats_cache: str | None = "default",
                  cache_mb: float = 256.0, hash_data: bool = True) -> None:

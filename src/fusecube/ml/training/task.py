@@ -134,6 +134,9 @@ class CubeFusionTask(lightning.LightningModule):
         from torchmetrics import MeanSquaredError, R2Score
 
         self.val_mse, self.val_mse_held, self.val_r2 = MeanSquaredError(), MeanSquaredError(), R2Score()
+        # linear gap-filling scored on the same hidden values: the baseline the U-Net must beat
+        self.val_mse_linear, self.val_mse_held_linear = MeanSquaredError(), MeanSquaredError()
+        self.heldout_scores: dict | None = None
 
     # -- plumbing
     def configure_model(self) -> None:
@@ -216,23 +219,38 @@ class CubeFusionTask(lightning.LightningModule):
         hidden = _hide_dates(valid, rate=(rate, rate), spans=1, max_span=self.hparams.max_span,
                              generator=g) | held
         shown = valid & ~hidden
-        pred = self(self.inputs(batch["image"], batch["mask"], batch["target"], shown)).float()
+        x = self.inputs(batch["image"], batch["mask"], batch["target"], shown)
+        pred = self(x).float()
         low, high = self.hparams.ndvi_range
-        pred = pred.clamp(low, high)
+        pred, linear = pred.clamp(low, high), x[:, -1:].float().clamp(low, high)
         obs = batch["target"]
         if hidden.any():
             self.val_mse.update(pred[hidden], obs[hidden])
             self.val_r2.update(pred[hidden], obs[hidden])
+            self.val_mse_linear.update(linear[hidden], obs[hidden])
         if held.any():
             self.val_mse_held.update(pred[held], obs[held])
+            self.val_mse_held_linear.update(linear[held], obs[held])
         self.log("val_loss", masked_mse(pred, obs, hidden), batch_size=obs.shape[0], sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        """RMSE and R² over all hidden validation observations of the epoch (synced across ranks)."""
-        for name, metric in (("val_rmse", self.val_mse), ("val_rmse_heldout_dates", self.val_mse_held)):
+        """RMSE and R² over all hidden validation observations of the epoch (synced across ranks).
+
+        Linear gap-filling is scored on the same values (``val_rmse_linear``,
+        ``val_rmse_heldout_dates_linear``); :attr:`heldout_scores` keeps the comparison for the
+        run record.
+        """
+        scores = {}
+        for name, metric in (("val_rmse", self.val_mse), ("val_rmse_heldout_dates", self.val_mse_held),
+                             ("val_rmse_linear", self.val_mse_linear),
+                             ("val_rmse_heldout_dates_linear", self.val_mse_held_linear)):
             if int(metric.total) > 0 or self.trainer.world_size > 1:
-                self.log(name, metric.compute().sqrt())
+                value = metric.compute().sqrt()
+                self.log(name, value)
+                scores[name] = float(value)
             metric.reset()
+        if "val_rmse" in scores and "val_rmse_linear" in scores:
+            self.heldout_scores = heldout_comparison(scores)
         if self.val_r2.total > 1 or self.trainer.world_size > 1:
             self.log("val_r2", self.val_r2.compute())
         self.val_r2.reset()
@@ -244,6 +262,28 @@ class CubeFusionTask(lightning.LightningModule):
         return {"ndvi": pred.clamp(*self.hparams.ndvi_range)[:, 0].cpu(),
                 **{k: batch[k].cpu() for k in ("source", "time", "row", "col")}}
 
+    # -- held-out comparison with linear gap-filling
+    def on_fit_end(self) -> None:
+        """Say how the U-Net compares with linear gap-filling on held-out data."""
+        from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+        scores = self.heldout_scores
+        if scores is None:
+            rank_zero_warn("No held-out validation ran: nothing says this U-Net beats linear "
+                           "gap-filling. Let validation run (--trainer.limit_val_batches > 0).")
+            return
+        line = comparison_line(scores)
+        (rank_zero_info if scores["beats_linear"] else rank_zero_warn)(line)
+
+    def on_predict_start(self) -> None:
+        """Warn before predicting with a checkpoint that did not beat linear gap-filling."""
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        scores = self.heldout_scores
+        if scores is not None and not scores.get("beats_linear", True):
+            rank_zero_warn(comparison_line(scores) + " Its predictions are worse than "
+                           "`gapfill: linear`; train longer or use `gapfill: fusion`.")
+
     # -- records
     def record(self) -> dict:
         """What produced this model: data hash, statistics, split, hyperparameters, versions."""
@@ -254,7 +294,7 @@ class CubeFusionTask(lightning.LightningModule):
         return {"data": state.get("data_manifest"), "preprocessing": state.get("preprocessing"),
                 "split": state.get("split"), "cubes": state.get("cubes"),
                 "hparams": json.loads(json.dumps(dict(self.hparams), default=list)),
-                "loss_weights": self.weighting.weights(),
+                "loss_weights": self.weighting.weights(), "heldout": self.heldout_scores,
                 "versions": {"fusecube": __version__, "torch": torch.__version__,
                              "lightning": lightning.__version__}}
 
@@ -274,6 +314,7 @@ class CubeFusionTask(lightning.LightningModule):
         Raises:
             CubeModelError: Naming the options (and weight shapes) that differ, and the fix.
         """
+        self.heldout_scores = (checkpoint.get("fusecube_record") or {}).get("heldout")
         saved = checkpoint.get("hyper_parameters") or {}
         differ = [f"--model.{k} {saved[k]!r} (this model: {self.hparams[k]!r})"
                   for k in ARCH_OPTIONS if k in saved and saved[k] != self.hparams[k]]
@@ -294,11 +335,33 @@ class CubeFusionTask(lightning.LightningModule):
         checkpoint["fusecube_record"] = json.loads(json.dumps(self.record(), default=str))
 
 
+def heldout_comparison(scores: dict) -> dict:
+    """U-Net vs linear gap-filling on held-out validation values (the run record's ``heldout``)."""
+    out = {"unet_rmse": scores["val_rmse"], "linear_rmse": scores["val_rmse_linear"],
+           "unet_rmse_heldout_dates": scores.get("val_rmse_heldout_dates"),
+           "linear_rmse_heldout_dates": scores.get("val_rmse_heldout_dates_linear")}
+    out["beats_linear"] = bool(out["unet_rmse"] < out["linear_rmse"] and (
+        out["unet_rmse_heldout_dates"] is None or out["linear_rmse_heldout_dates"] is None
+        or out["unet_rmse_heldout_dates"] < out["linear_rmse_heldout_dates"]))
+    return out
+
+
+def comparison_line(scores: dict) -> str:
+    """One sentence: held-out RMSE of the U-Net beside linear gap-filling."""
+    line = (f"Held-out RMSE: U-Net {scores['unet_rmse']:.4f} vs linear {scores['linear_rmse']:.4f}"
+            " (hidden values in held-out blocks)")
+    if scores.get("unet_rmse_heldout_dates") is not None and scores.get("linear_rmse_heldout_dates") is not None:
+        line += (f"; held-out dates {scores['unet_rmse_heldout_dates']:.4f} vs "
+                 f"{scores['linear_rmse_heldout_dates']:.4f}")
+    return line + (": the U-Net beats linear gap-filling." if scores["beats_linear"]
+                   else ": the U-Net does NOT beat linear gap-filling.")
+
+
 def checkpoint_record(path: str | os.PathLike) -> dict:
     """The run record stored in a cube-model checkpoint (data hash, statistics, params)."""
     path = Path(path)
     if not path.exists():
-        raise CubeModelError(f"Checkpoint {path} does not exist; train with `fusecube train fit`.")
+        raise CubeModelError(f"Checkpoint {path} does not exist; train with `fusecube cube-model fit`.")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if "fusecube_record" not in ckpt:
         raise CubeModelError(f"{path} is not a fusecube cube-model checkpoint (no run record).")

@@ -42,7 +42,7 @@ class FusedCubeWriter(BasePredictionWriter):
     def on_predict_start(self, trainer, pl_module) -> None:
         """Reset the accumulators; predicting on several devices is refused (one writer)."""
         if self.output_dir is not None and trainer.world_size > 1:
-            raise CubeModelError("`fusecube train predict` writes one cube per input from one process; "
+            raise CubeModelError("`fusecube cube-model predict` writes one cube per input from one process; "
                                  "run it with --trainer.devices 1.")
         self._acc, self.written = {}, []
 

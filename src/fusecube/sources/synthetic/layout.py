@@ -8,6 +8,7 @@ across blocks. Clouds are smooth random fields, thresholded to a cloud share per
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,11 +35,21 @@ class Layout:
     clear_period_missing: int
 
 
+def _coarse_shape(shape: tuple[int, int], sigma: float) -> tuple[int, int]:
+    factor = max(1, int(sigma // 4))
+    return max(2, shape[0] // factor + 2), max(2, shape[1] // factor + 2)
+
+
 def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Smooth Gaussian random field, zero mean, unit std (coarse grid then zoom for speed)."""
+    return _smooth(rng.standard_normal(_coarse_shape(shape, sigma)), shape, sigma)
+
+
+def _smooth(white: np.ndarray, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """The field of :func:`_noise` from its white noise (drawn on the coarse grid)."""
     factor = max(1, int(sigma // 4))
-    coarse = (max(2, shape[0] // factor + 2), max(2, shape[1] // factor + 2))
-    field = ndimage.gaussian_filter(rng.standard_normal(coarse), sigma / factor, mode="wrap")
+    coarse = white.shape
+    field = ndimage.gaussian_filter(white, sigma / factor, mode="wrap")
     field = ndimage.zoom(field, (coarse[0] * factor / coarse[0], coarse[1] * factor / coarse[1]),
                          order=1)[: shape[0], : shape[1]]
     if field.shape != shape:
@@ -60,8 +71,42 @@ def cloud_fractions(cfg: SceneConfig, rng: np.random.Generator) -> np.ndarray:
     return frac
 
 
-def make_layout(cfg: SceneConfig) -> Layout:
-    """Draw the 2-D layout (classes, blocks, calendars, cloud fields) from the seed."""
+def _cloud_fields(rng: np.random.Generator, shape: tuple[int, int], frac: np.ndarray,
+                  workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud fields ``(T, H, W)`` and their thresholds for the cloud fractions ``frac``.
+
+    The white noise is drawn in period order from ``rng`` (a few periods at a time, so memory
+    stays bounded); smoothing and thresholds run on ``workers`` threads. The bits do not
+    depend on ``workers``.
+    """
+    n_periods = frac.size
+    cloud_field = np.empty((n_periods, *shape), dtype=np.float16)
+    threshold = np.empty(n_periods)
+
+    def one(k: int, broad: np.ndarray, fine: np.ndarray) -> None:
+        field = _smooth(broad, shape, 16) + 0.35 * _smooth(fine, shape, 3)
+        cloud_field[k] = field
+        threshold[k] = np.inf if frac[k] <= 0 else (
+            -np.inf if frac[k] >= 1 else np.quantile(field, 1 - frac[k]))
+
+    batch = max(1, 2 * workers)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for start in range(0, n_periods, batch):
+            draws = [(k, rng.standard_normal(_coarse_shape(shape, 16)),
+                      rng.standard_normal(_coarse_shape(shape, 3)))
+                     for k in range(start, min(start + batch, n_periods))]
+            list(pool.map(lambda d: one(*d), draws))
+    return cloud_field, threshold
+
+
+def make_layout(cfg: SceneConfig, *, workers: int = 1) -> Layout:
+    """Draw the 2-D layout (classes, blocks, calendars, cloud fields) from the seed.
+
+    Args:
+        cfg: Scene parameters.
+        workers: Threads for the nearest-seed search and the cloud fields (the bits do not
+            depend on it).
+    """
     rng = np.random.default_rng([cfg.seed, 1])
     h, w = cfg.height, cfg.width
     rows = np.arange(h)[:, None]
@@ -79,7 +124,8 @@ def make_layout(cfg: SceneConfig) -> Layout:
     n_blocks = max(4, int(h * w / spacing**2))
     seeds = np.column_stack([rng.uniform(0, h, n_blocks), rng.uniform(0, w, n_blocks)])
     _, nearest = cKDTree(seeds).query(np.column_stack([np.repeat(np.arange(h), w) + 0.5,
-                                                       np.tile(np.arange(w), h) + 0.5]))
+                                                       np.tile(np.arange(w), h) + 0.5]),
+                                      workers=max(1, workers))
     cell = nearest.reshape(h, w).astype(np.int32)
     land = ~sea & ~ponds
     suitability = _noise(rng, (h, w), scale) + 1.5 * (rows / h)  # paddy inland, south
@@ -116,13 +162,7 @@ def make_layout(cfg: SceneConfig) -> Layout:
     block_offset = np.clip(wave + rng.uniform(-3, 3, paddy_cells.size), 0, 25)
     # clouds
     frac = cloud_fractions(cfg, rng)
-    cloud_field = np.empty((cfg.n_periods, h, w), dtype=np.float16)
-    threshold = np.empty(cfg.n_periods)
-    for k in range(cfg.n_periods):
-        field = _noise(rng, (h, w), 16) + 0.35 * _noise(rng, (h, w), 3)
-        cloud_field[k] = field
-        threshold[k] = np.inf if frac[k] <= 0 else (
-            -np.inf if frac[k] >= 1 else np.quantile(field, 1 - frac[k]))
+    cloud_field, threshold = _cloud_fields(rng, (h, w), frac, workers)
     dry = np.flatnonzero(frac < 0.45)
     zero_period = int(dry[len(dry) // 2]) if dry.size else cfg.n_periods // 2
     return Layout(land_class, block_id, block_seasons, block_offset, cloud_field, threshold,

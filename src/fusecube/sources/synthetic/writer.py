@@ -7,7 +7,10 @@ both stores are staged and renamed when complete.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,9 @@ from fusecube.storage.atomic import atomic_path
 from fusecube.storage.chunks import WRITE_ALL_CHUNKS, complete_attrs
 
 log = logging.getLogger(__name__)
+
+#: Default edge of a unit of synthesis work, in pixels (one generation tile).
+BLOCK = TILE
 
 
 def _time_coords(cfg: SceneConfig) -> dict:
@@ -82,20 +88,35 @@ def _templates(cfg: SceneConfig, layout: Layout) -> tuple[xr.Dataset, xr.Dataset
     return cube, with_geobox(truth, gbox)
 
 
-def synthesize(cfg: SceneConfig, out_dir: str | Path, *, progress=None) -> dict[str, Path]:
+def synthesize(cfg: SceneConfig, out_dir: str | Path, *, progress=None, workers: int | None = None,
+               block: int = BLOCK) -> dict[str, Path]:
     """Write ``cube.zarr``, ``truth.zarr`` and ``blocks.gpkg`` for a scene into ``out_dir``.
+
+    The scene is made block by block, ``workers`` blocks at a time on threads (numpy and the
+    compiled season kernel release the GIL); each block's generation tiles draw from their
+    own random streams, so the bytes depend on the seed only, not on ``block`` or ``workers``.
 
     Args:
         cfg: Scene parameters.
         out_dir: Output folder (created).
         progress: Optional callable ``(done, total)`` called after each tile.
+        workers: Threads; ``None`` for the number of CPUs.
+        block: Edge of a unit of work in pixels, a multiple of the generation tile
+            (:data:`~fusecube.sources.synthetic.scene.TILE`).
 
     Returns:
         Paths of the written products.
+
+    Raises:
+        ValueError: ``block`` is not a positive multiple of the generation tile.
     """
+    if block < TILE or block % TILE:
+        raise ValueError(f"block={block} must be a positive multiple of the generation tile "
+                         f"({TILE} pixels); use e.g. block={TILE} or {2 * TILE}.")
+    workers = max(1, workers or os.cpu_count() or 1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    layout = make_layout(cfg)
+    layout = make_layout(cfg, workers=workers)
     cube_t, truth_t = _templates(cfg, layout)
     paths = {"cube": out_dir / "cube.zarr", "truth": out_dir / "truth.zarr"}
     with atomic_path(paths["cube"], folder=True) as cube_store, \
@@ -106,16 +127,32 @@ def synthesize(cfg: SceneConfig, out_dir: str | Path, *, progress=None) -> dict[
             aligned.to_zarr(store, mode="w", zarr_format=3, compute=False, encoding=encoding,
                             consolidated=False, **WRITE_ALL_CHUNKS)
         tiles = list(tile_slices(cfg.geobox, TILE))
-        for done, (index, roi) in enumerate(tiles, 1):
-            cube, truth = generate_tile(cfg, layout, index, roi)
-            region = {Y: roi[0], X: roi[1]}
-            _write_region(cube_store, cube, region)
-            _write_region(truth_store, truth, region)
-            if progress is not None:
-                progress(done, len(tiles))
-    blocks = write_blocks(cfg, layout, out_dir / "blocks.gpkg")
-    if blocks is not None:
-        paths["blocks"] = blocks
+        per_block = block // TILE
+        blocks: dict[tuple[int, int], list] = {}
+        for index, roi in tiles:
+            blocks.setdefault((index[0] // per_block, index[1] // per_block), []).append((index, roi))
+
+        def make_block(members: list) -> list:
+            return [(roi, *generate_tile(cfg, layout, index, roi)) for index, roi in members]
+
+        done = 0
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            queue = iter(blocks.values())
+            running = {pool.submit(make_block, m) for m in islice(queue, 2 * workers)}
+            while running:  # at most 2 blocks per worker in memory
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    for roi, cube, truth in future.result():
+                        region = {Y: roi[0], X: roi[1]}
+                        _write_region(cube_store, cube, region)
+                        _write_region(truth_store, truth, region)
+                        done += 1
+                        if progress is not None:
+                            progress(done, len(tiles))
+                    running |= {pool.submit(make_block, m) for m in islice(queue, 1)}
+    blocks_path = write_blocks(cfg, layout, out_dir / "blocks.gpkg")
+    if blocks_path is not None:
+        paths["blocks"] = blocks_path
     return paths
 
 
