@@ -204,7 +204,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 #: Tries at creating the tables when other processes create them at the same moment (a runner
 #: and its Dask workers opening a new SQLite ledger together).
-CREATE_ATTEMPTS = 8
+CREATE_ATTEMPTS = 12
+
+#: What a lost race at creating the tables reads like: another creator got there first
+#: (PostgreSQL reports it as a duplicate key in its catalogue), or SQLite refused to upgrade this
+#: opener's read of the schema to a write because another process wrote meanwhile; SQLite answers
+#: that at once, without waiting out ``busy_timeout`` (it would deadlock), so it is retried here.
+_RACE_MESSAGES = ("already exists", "duplicate key", "database is locked")
 
 
 class Ledger:
@@ -235,14 +241,12 @@ class Ledger:
                     metadata.create_all(self.engine)
                     break
                 except (OperationalError, ProgrammingError, IntegrityError) as exc:
-                    # another process created it between check and create (PostgreSQL reports
-                    # the race as a duplicate key in its catalogue)
-                    if (not any(m in str(exc.orig) for m in ("already exists", "duplicate key"))
+                    if (not any(m in str(exc.orig) for m in _RACE_MESSAGES)
                             or attempt == CREATE_ATTEMPTS - 1):
                         raise
                     # fresh connections (no cached schema) once the other creator has committed
                     self.engine.dispose()
-                    time.sleep(0.05 * (attempt + 1))
+                    time.sleep(min(0.05 * 2 ** attempt, 2.0))
         except OperationalError as exc:
             raise LedgerError(
                 f"Ledger {_safe(self.url)} cannot be opened ({exc.orig}); check the path or URL and "
