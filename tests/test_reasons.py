@@ -108,3 +108,15 @@ def test_no_unexplained_nan_over_paddy_pixels(result):
     assert (empty & paddy[None]).sum() > 0  # there are empty paddy slots to explain
     assert np.all(reason[:, ~paddy] == NOT_PADDY)
     assert np.all(reason[~empty] == 0)
+
+
+def test_main_reason_picks_the_input_before_the_curve():
+    from fusecube.products.season_reasons import CATEGORIES, main_reason
+
+    codes = main_reason(np.array([0, AMPLITUDE_BELOW_THRESHOLD,
+                                  AMPLITUDE_BELOW_THRESHOLD | TOO_FEW_OBSERVATIONS,
+                                  IMPLAUSIBLE_LENGTH_OR_PEAK | CUT_BY_SERIES_EDGE, NOT_PADDY],
+                                 np.uint8))
+    assert [CATEGORIES[c] for c in codes] == [
+        "season found", "amplitude below threshold", "too few observations",
+        "cut by series edge", "not paddy"]

@@ -145,3 +145,23 @@ def test_screened_period_is_never_an_observation(finished_run):
     assert all(px["series"]["ndvi"][i] is None for i in screened)
     assert px["screened"] == [px["time"][i] for i in screened]
     assert any(v is not None for v in px["series"]["ndvi"])
+
+
+@pytest.mark.slow
+def test_report_says_why_season_slots_are_empty(finished_run):
+    import csv
+
+    out = finished_run["out"]
+    with open(out / "season_reasons.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(int(r["unexplained"]) == 0 for r in rows)
+    reasons = [k for k in rows[0] if k not in ("slot", "paddy", "with_season", "unexplained")]
+    for r in rows:  # every empty paddy slot carries at least one reason
+        empty = int(r["paddy"]) - int(r["with_season"])
+        assert 0 <= empty <= sum(int(r[k]) for k in reasons)
+    assert sum(int(r["paddy"]) - int(r["with_season"]) for r in rows) > 0
+    page = (out / "report.html").read_text()
+    section = page[page.index("Why season slots are empty"):page.index("<h2>Pixel curves")]
+    assert "main reason the slot is empty</figcaption>" in section and rows[0]["slot"] in section
+    assert "too few observations" in section
+    assert (out / "figures" / "map_season_reason.png").stat().st_size > 1000

@@ -63,6 +63,31 @@ def intensity_map(pheno: xr.Dataset, path: Path) -> Path:
     return _save(fig, path)
 
 
+def reason_map(pheno: xr.Dataset, path: Path) -> Path:
+    """Per season slot, each pixel's season found or the main reason its slot is empty."""
+    from fusecube.products.season_reasons import CATEGORIES, COLORS, main_reason
+
+    n = pheno.sizes[SEASON]
+    cols = min(3, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.2 * rows), squeeze=False)
+    cmap = ListedColormap(COLORS)
+    mask = pheno[PADDY_MASK].values > 0 if PADDY_MASK in pheno else True
+    for i, ax in enumerate(axes.flat[:n]):
+        code = main_reason(pheno["season_reason"].isel({SEASON: i}).values)
+        code = np.where(mask, code, len(CATEGORIES) - 1)
+        im = ax.imshow(code, cmap=cmap, vmin=-0.5, vmax=len(CATEGORIES) - 0.5,
+                       interpolation="nearest")
+        ax.set_title(str(pheno["season_label"].values[i]) if "season_label" in pheno.coords
+                     else f"season slot {i + 1}")
+        ax.set_axis_off()
+    for ax in list(axes.flat)[n:]:
+        ax.set_axis_off()
+    bar = fig.colorbar(im, ax=list(axes.flat), ticks=list(range(len(CATEGORIES))), shrink=0.7)
+    bar.ax.set_yticklabels(CATEGORIES, fontsize=8)
+    return _save(fig, path)
+
+
 def _example_pixels(cube: xr.Dataset, truth: xr.Dataset | None, n: int = 3) -> list[tuple[int, int]]:
     """A few paddy pixels (2- and 3-season ones when the truth knows) and one other pixel."""
     mask = cube[PADDY_MASK].values > 0 if PADDY_MASK in cube else np.ones((cube.sizes[Y], cube.sizes[X]), bool)

@@ -153,6 +153,8 @@ total {result.seconds.get('total', 0):.1f} s.</p>
 {_img(p.get('map_planting'), 'Planting date per season, paddy only (colour: month)')}
 {_img(p.get('map_intensity'), 'Cropping intensity: rice seasons per agricultural year')}
 {blocks.definitions_section()}
+<h2>Why season slots are empty</h2>
+{blocks.reasons_section(p, _img(p.get('map_season_reason'), 'Season found, or the main reason the slot is empty'))}
 <h2>Pixel curves</h2>
 {_img(p.get('curves'), CURVES_CAPTION)}
 <h2>Gap-fill choice (validated on this scene)</h2>

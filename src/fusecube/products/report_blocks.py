@@ -203,3 +203,23 @@ def definitions_section() -> str:
     return (f"<h2>Season dates: definitions</h2><dl>{items}</dl><p class='note'>Season slots are "
             "numbered within the agricultural year (season1, season2, ...); S1 and S2 in this "
             "report always mean Sentinel-1 and Sentinel-2.</p>")
+
+
+def reasons_section(products: dict[str, str], image: str) -> str:
+    """Why season slots are empty: the table the run wrote (``season_reasons.csv``) and its map."""
+    import csv
+
+    path = products.get("season_reasons")
+    if not path or not Path(path).exists():
+        return ("<p class='note'>This run wrote no reason codes (provenance off): empty "
+                "season slots are not explained.</p>")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    header = list(rows[0]) if rows else []
+    body = [[r[k] for k in header] for r in rows]
+    return (table(body, [h.replace("_", " ") for h in header]) + image
+            + "<p class='note'>Paddy pixels per season slot: how many hold a season, and how many "
+            "empty slots carry each reason (a slot may carry several; the map shows the first of "
+            "too few observations, cut by the series edge, implausible length or peak, amplitude "
+            "below threshold). Codes: <code>season_reason</code> in result.zarr and "
+            "phenology.nc (CF flag_masks).</p>")

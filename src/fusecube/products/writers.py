@@ -20,6 +20,7 @@ from fusecube.grid.periods import year_label
 from fusecube.products.cf import COUNT_NODATA, SEASON_COUNT, cf_dataset, storage_encoding
 from fusecube.products.cog import write_cog
 from fusecube.products.season_days import DOY_REFERENCE, SEASON_START, days_name, with_season_days
+from fusecube.products.season_reasons import reason_rows, write_reason_csv
 from fusecube.stages.phenology import season_labels
 from fusecube.storage.atomic import atomic_path
 
@@ -138,6 +139,9 @@ def write_products(result, inputs, config, evaluation=None) -> dict[str, str]:
 
         table = block_calendar_table(pheno, inputs.blocks, cube.odc.geobox, start_month=start_month)
         products["block_calendar"] = str(write_block_calendar_csv(table, out / "block_calendar.csv"))
+    reasons = write_reason_csv(reason_rows(pheno), out / "season_reasons.csv")
+    if reasons:
+        products["season_reasons"] = reasons
     truth = read_cube(inputs.truth_path, chunks={}) if inputs.truth_path else None
     try:
         from fusecube.products import figures as plots
@@ -148,6 +152,8 @@ def write_products(result, inputs, config, evaluation=None) -> dict[str, str]:
     fig_dir.mkdir(exist_ok=True)
     products["map_planting"] = str(plots.season_map(pheno, "planting_doy", fig_dir / "map_planting.png"))
     products["map_intensity"] = str(plots.intensity_map(pheno, fig_dir / "map_intensity.png"))
+    if "season_reason" in pheno:
+        products["map_season_reason"] = str(plots.reason_map(pheno, fig_dir / "map_season_reason.png"))
     from fusecube.quality.summary import screened_ndvi_periods
 
     products["curves"] = str(plots.pixel_curves(cube, res, truth, fig_dir / "pixel_curves.png",
