@@ -24,6 +24,7 @@ Usage::
     python benchmarks/bench_scale.py                       # 1x, 4x, 16x; ridge and neural
     python benchmarks/bench_scale.py --sizes 1,4 --methods ridge --dask-processes 2
     python benchmarks/bench_scale.py --quick               # one tiny scene, ridge: proves it works
+    python benchmarks/bench_scale.py --replan              # new plans for the stored rows
 """
 
 from __future__ import annotations
@@ -152,23 +153,64 @@ def bench(args: argparse.Namespace) -> dict:
                                                        "peak_rss_mb", "worker_peak_rss_mb",
                                                        "read_bytes", "write_bytes", "stages")},
                     "pixels_per_s_per_worker": pixels / measured["seconds"] / workers,
-                    "plan": {"seconds": round(plan.seconds, 1), "read_bytes": plan.read_bytes,
-                             "write_bytes": plan.write_bytes, "blocks": plan.blocks,
-                             "peak_memory_mb": round(plan.peak_memory_per_worker / 2**20),
-                             "stages": {s: round(v, 1) for s, v in plan.stages.items()},
-                             "calibrated": plan.calibrated},
+                    "memory_limit": args.memory_limit, "report": args.report,
+                    "scheduler": scheduler, "cube": str(cube),
                 }
-                row["plan_ratio"] = {
-                    "seconds": round(plan.seconds / measured["seconds"], 2),
-                    "read_bytes": round(plan.read_bytes / max(1, measured["read_bytes"]), 2),
-                    "write_bytes": round(plan.write_bytes / max(1, measured["write_bytes"]), 2)}
+                row.update(plan_columns(plan, row))
                 rows.append(row)
                 print(f"  {method:>6} {mode:>6}: {measured['seconds']:.1f} s (plan "
                       f"{plan.seconds:.1f}), peak RSS {measured['peak_rss_mb']:.0f} MB, "
                       f"{row['pixels_per_s_per_worker']:.0f} px/s/worker", flush=True)
+    return summarise(rows, costs, args)
+
+
+def plan_columns(plan, row: dict) -> dict:
+    """The plan's estimates for a measured ``row``, and their ratios to what was measured."""
+    return {
+        "plan": {"seconds": round(plan.seconds, 1), "read_bytes": plan.read_bytes,
+                 "write_bytes": plan.write_bytes, "blocks": plan.blocks,
+                 "peak_memory_mb": round(plan.peak_memory_per_worker / 2**20),
+                 "stages": {s: round(v, 1) for s, v in plan.stages.items()},
+                 "calibrated": plan.calibrated},
+        "plan_ratio": {
+            "seconds": round(plan.seconds / row["seconds"], 2),
+            "read_bytes": round(plan.read_bytes / max(1, row["read_bytes"]), 2),
+            "write_bytes": round(plan.write_bytes / max(1, row["write_bytes"]), 2)}}
+
+
+def replan(data: dict) -> dict:
+    """``data`` (a results JSON) with every row's plan made again from the stored calibration.
+
+    The measured figures are kept; only the estimates change. For a plan made with a
+    calibration measured after the runs (``fusecube plan --calibrate`` on an idle machine).
+    """
+    from fusecube.config import RunConfig
+    from fusecube.runner.calibration import load_costs
+    from fusecube.runner.plan import plan_run
+
+    costs = load_costs()
+    work = Path(data.get("work", Path(tempfile.gettempdir()) / "fusecube-scale"))
+    for row in data["rows"]:
+        cube = row.get("cube") or work / f"scene-{row['width']}x{row['height']}" / "cube.zarr"
+        scheduler = row.get("scheduler", None if row["mode"] == "blocks"
+                            else f"local:{row['workers']}")
+        config = RunConfig(source={"kind": "cube", "path": str(cube)}, out="replan",
+                           gapfill=METHODS[row["method"]],
+                           memory_limit=row.get("memory_limit", data["memory_limit"]),
+                           scheduler=scheduler, report=row.get("report", data["report"]),
+                           result_gates=False)
+        row.update(plan_columns(plan_run(config, workers=row["workers"], costs=costs), row))
+    data["calibration"] = {"calibrated": costs.calibrated, "machine": costs.machine,
+                           "created": costs.created, "replanned": True}
+    return data
+
+
+def summarise(rows: list[dict], costs, args: argparse.Namespace) -> dict:
+    """The results JSON: rows, calibration, and the Java-wide projection per method and mode."""
     projection = []
+    modes = sorted({(r["mode"]) for r in rows})
     for method in args.methods:
-        for mode, _, _ in modes:
+        for mode in modes:
             mine = [r for r in rows if r["method"] == method and r["mode"] == mode]
             if not mine:
                 continue
@@ -181,7 +223,8 @@ def bench(args: argparse.Namespace) -> dict:
                         "python": platform.python_version()},
             "calibration": {"calibrated": costs.calibrated, "machine": costs.machine,
                             "created": costs.created},
-            "memory_limit": args.memory_limit, "report": args.report, "rows": rows,
+            "memory_limit": args.memory_limit, "report": args.report, "work": str(args.work),
+            "rows": rows,
             "java": {"pixels": JAVA_PIXELS, "projection": projection},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -229,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="One tiny scene (1/64 Demak), ridge only: proves the script works.")
     parser.add_argument("--out", default=str(RESULTS / "scale.json"), help="Results JSON.")
+    parser.add_argument("--replan", action="store_true",
+                        help="Run nothing: make the plans of --out's rows again from the stored "
+                             "calibration (after `fusecube plan --calibrate`).")
     args = parser.parse_args(argv)
     args.sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -237,8 +283,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown method(s) {unknown}; use ridge and/or neural")
     if args.quick:
         args.sizes, args.methods = [1 / 64], ["ridge"]
-    data = bench(args)
-    data["quick"] = args.quick
+    if args.replan:
+        data = replan(json.loads(Path(args.out).read_text()))
+    else:
+        data = bench(args)
+        data["quick"] = args.quick
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))

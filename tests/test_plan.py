@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from fusecube.config import RunConfig, StacSource, SyntheticSource
-from fusecube.runner.calibration import Costs, calibrate, calibration_path, load_costs
+from fusecube.evaluate.selection import validation_pixels
+from fusecube.runner.calibration import (
+    Costs,
+    calibrate,
+    calibration_path,
+    load_costs,
+    train_pixels,
+)
 from fusecube.runner.memory import BASE_OVERHEAD, BYTES_PER_PIXEL_PERIOD, MB, block_edge_for
 from fusecube.runner.plan import plan_fetch, plan_run
 
@@ -52,13 +59,22 @@ def test_plan_of_a_synthetic_run_follows_the_memory_model_and_costs(calibration_
     slow_plan = plan_run(config, costs=slow)
     n = 671 * 893 * 62
     assert slow_plan.read_bytes == 10 * n + 7 and slow_plan.write_bytes == 5 * n + 3
-    for stage in ("prepare", "validate"):
+    # validation reads its windows only (at most 4 x 128² px), the screen the whole cube
+    sampled = validation_pixels(893, 671) * 62
+    assert sampled == 4 * 128 * 128 * 62
+    for stage, pixels in (("prepare", n), ("validate", sampled)):
         a, b = costs.stage_line("ridge", stage)
-        assert slow_plan.stages[stage] == pytest.approx(a + 2 * b * n)
-        assert fast_plan.stages[stage] == pytest.approx(a + b * n)
+        assert slow_plan.stages[stage] == pytest.approx(a + 2 * b * pixels)
+        assert fast_plan.stages[stage] == pytest.approx(a + b * pixels)
+    bigger = plan_run(config.model_copy(update={"source": SyntheticSource(width=1342, height=1786)}),
+                      costs=costs)
+    assert bigger.stages["validate"] == fast_plan.stages["validate"]
+    assert bigger.stages["prepare"] > 3 * fast_plan.stages["prepare"]
     assert slow_plan.calibrated
     fusion = plan_run(config.model_copy(update={"gapfill": "fusion"}), costs=costs)
     assert "fusion_train" in fusion.stages and fusion.method == "fusion"
+    a, b = costs.stage_line("fusion", "fusion_train")  # training samples at most its caps
+    assert fusion.stages["fusion_train"] == pytest.approx(a + b * train_pixels() * 62)
     assert fusion.peak_memory_per_worker > one.peak_memory_per_worker
 
 
@@ -77,6 +93,24 @@ def test_calibration_is_stored_reused_and_marks_the_plan(calibration_file):
     calibration_file.write_text("{not json")
     with pytest.raises(Exception, match="plan --calibrate"):
         load_costs()
+
+
+def test_calibrating_one_method_keeps_the_others(calibration_file, monkeypatch):
+    from fusecube.runner import calibration
+
+    def fake(method, edge, folder, seed, *, report=True):  # seconds and bytes linear in pixels
+        scale = (2.0 if method == "fusion" else 1.0) * edge * edge * 1e-5
+        keys = (*calibration.STAGE_GROUPS, "other")
+        return {**{k: 0.1 + scale for k in keys}, "read_bytes": 100.0 * edge * edge,
+                "write_bytes": 10.0 * edge * edge, "source_write_bytes": 9.0 * edge * edge,
+                "synth_io": 0.0}
+
+    monkeypatch.setattr(calibration, "_measure", fake)
+    ridge = calibrate(("ridge",), edges=(16, 32, 48)).seconds["ridge"]
+    both = calibrate(("fusion",), edges=(16, 32, 48))
+    assert both.seconds["ridge"] == ridge and both.method_calibrated("ridge")
+    assert both.seconds["fusion"]["blocks"][1] > ridge["blocks"][1]
+    assert load_costs().seconds["ridge"] == ridge
 
 
 def test_plan_cli_table_json_and_run_plan_does_no_work(calibration_file, tmp_path, capsys):

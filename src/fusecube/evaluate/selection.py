@@ -141,9 +141,20 @@ def _window_starts(size: int, edge: int, count: int, rng: np.random.Generator) -
 
 def validation_windows(cube: xr.Dataset, config: SelectionConfig) -> list[tuple[slice, slice]]:
     """Up to ``config.windows`` non-identical ``(y, x)`` windows, spread at random (seeded)."""
+    return windows_of(cube.sizes[Y], cube.sizes[X], config)
+
+
+def validation_pixels(ny: int, nx: int, config: SelectionConfig | None = None) -> int:
+    """Pixels the validation reads on an ``ny`` x ``nx`` grid: its cost does not grow past
+    ``windows x window²`` (what :mod:`fusecube.runner.plan` counts)."""
+    return sum((ys.stop - ys.start) * (xs.stop - xs.start)
+               for ys, xs in windows_of(ny, nx, config or SelectionConfig()))
+
+
+def windows_of(ny: int, nx: int, config: SelectionConfig) -> list[tuple[slice, slice]]:
+    """The windows of :func:`validation_windows` for a grid of ``ny`` x ``nx`` pixels."""
     rng = np.random.default_rng([config.seed, 11])
     edge = config.window
-    ny, nx = cube.sizes[Y], cube.sizes[X]
     per_axis = max(1, int(np.ceil(np.sqrt(config.windows))))
     ys = _window_starts(ny, edge, per_axis, rng)
     xs = _window_starts(nx, edge, per_axis, rng)

@@ -30,14 +30,17 @@ STAGE_GROUPS: dict[str, tuple[str, ...]] = {
     "source": ("synth",),
     "prepare": ("mask", "screen"),
     "fusion_train": ("fusion_train",),
-    "validate": ("validate",),
-    "blocks": ("read", "gapfill", "gates", "smooth", "phenology", "write"),
+    "validate": ("validate", "uncertainty"),
+    "blocks": ("read", "gapfill", "gates", "smooth", "provenance", "phenology", "season_extras",
+               "write"),
     "products": ("evaluate", "products", "report"),
 }
 #: Calibration scene edges (pixels; 62 periods): a warm-up (imports, compiled kernels loaded,
 #: not measured), then two sizes that give slope and intercept; products are measured on the
-#: smaller one only (their cost is mostly fixed: figures, report) with the default slope.
-CALIBRATION_EDGES = (24, 64, 192)
+#: smaller one only (their cost is mostly fixed: figures, report) with the default slope. The
+#: larger scene is past the validation and training samples' caps, so it sees what a real
+#: scene costs per pixel (192 px scenes overstated the screen 3x at Demak size).
+CALIBRATION_EDGES = (24, 96, 320)
 
 Line = tuple[float, float]
 """``(intercept, slope per pixel-period)``."""
@@ -120,6 +123,14 @@ def load_costs(path: Path | None = None) -> Costs:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"The calibration {path} is unreadable ({exc}); run `fusecube plan "
                           "--calibrate` again or delete the file.") from exc
+
+
+def train_pixels() -> int:
+    """Most pixels the fusion training samples (training and validation caps together)."""
+    from fusecube.fusion.neural.train import TrainConfig
+
+    config = TrainConfig()
+    return config.max_train_pixels + config.max_val_pixels
 
 
 def tree_bytes(path: str | os.PathLike) -> int:
@@ -211,7 +222,11 @@ def calibrate(methods: tuple[str, ...] = ("ridge",), *, edges: tuple[int, ...] =
         raise ConfigError("Calibration uses 62-period scenes; costs are per pixel-period.")
     if len(edges) != 3:
         raise ConfigError("Calibration needs three scene edges: warm-up, small, large.")
-    costs = Costs()
+    machine = f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()})"
+    stored = load_costs() if save else Costs()
+    # the other methods' costs measured here before are kept (calibrating fusion alone must
+    # not put ridge back on the defaults); another machine's are not
+    costs = stored if stored.calibrated and stored.machine == machine else Costs()
     costs.seconds = {m: dict(t) for m, t in costs.seconds.items()}
     total = len(methods) * len(edges)
     done = 0
@@ -225,8 +240,18 @@ def calibrate(methods: tuple[str, ...] = ("ridge",), *, edges: tuple[int, ...] =
                 done += 1
                 if progress is not None:
                     progress("calibrate", done, total)
-            keys = [k for k in (*STAGE_GROUPS, "other") if k != "products"]
+            keys = [k for k in (*STAGE_GROUPS, "other")
+                    if k not in ("products", "validate", "fusion_train")]
             table = {k: _fit([(x, m[k]) for x, m in points]) for k in keys}
+            if method == "fusion":  # training samples at most its pixel caps
+                cap = train_pixels()
+                table["fusion_train"] = _fit([(min(e * e, cap) * periods, m["fusion_train"])
+                                              for e, (_, m) in zip(edges[1:], points, strict=True)])
+            # validation reads a bounded sample (its windows), not the scene
+            from fusecube.evaluate.selection import validation_pixels
+
+            table["validate"] = _fit([(validation_pixels(e, e) * periods, m["validate"])
+                                      for e, (_, m) in zip(edges[1:], points, strict=True)])
             slope = Costs().stage_line(method, "products")[1]
             (x, small), _ = points
             table["products"] = (max(0.0, small["products"] - slope * x), slope)
@@ -237,7 +262,7 @@ def calibrate(methods: tuple[str, ...] = ("ridge",), *, edges: tuple[int, ...] =
                 costs.write_bytes, products_write = _bytes_line(points, "write_bytes")
                 costs.products_bytes = (products_read, products_write)
     costs.calibrated = True
-    costs.machine = f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()})"
+    costs.machine = machine
     costs.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if save:
         from fusecube.storage.atomic import write_text_atomic
