@@ -236,6 +236,13 @@ def test_viewer_map_and_pixel_curves(finished_server, width, tmp_path, tmp_path_
         expected = httpx.get(f"{base}/runs/{run['id']}/pixel", params={"row": row, "col": col}).json()
         table = browser.find_element(By.CSS_SELECTOR, "#seasons tbody").text
         assert expected["seasons"] and all(s["sos"] in table for s in expected["seasons"])
+        # dates carry their ± days, empty slots their reasons, filled values their σ band
+        assert any(s.get("sos_pm_days") is not None for s in expected["seasons"]) and " ± " in table
+        assert all(e["label"] in table for e in expected["empty_seasons"])
+        sigma, source = expected["series"]["ndvi_sigma"], expected["series"]["ndvi_source"]
+        assert any(k != "observed" and v is not None for k, v in zip(source, sigma, strict=True))
+        band = browser.find_element(By.CSS_SELECTOR, "#curves path.series-sigma_upper")
+        assert band.get_attribute("d").count("M") >= 1
         # the screened (all-zero) period is marked, never drawn as an observation at 0
         assert expected["screened"], "the synthetic scene plants an all-zero period"
         observed = browser.execute_script(

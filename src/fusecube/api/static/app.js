@@ -365,6 +365,8 @@ function showPixel(px) {
   const lines = [];
   if (s.ndvi_fused) lines.push({ name: "ndvi_fused", label: "fused", values: s.ndvi_fused, color: "#e08214", dash: "4 3", width: 1 });
   if (s.ndvi_smooth) lines.push({ name: "ndvi_smooth", label: "smoothed", values: s.ndvi_smooth, color: "#1a9641", width: 2 });
+  const band = sigmaBand(s);
+  lines.push(...band);
   const pts = pointSeries(px);
   if (pts.points) {
     lines.push(pts.points);
@@ -376,6 +378,7 @@ function showPixel(px) {
                                        bands: px.seasons.map((z) => ({ from: z.sos, to: z.eos })) });
   const legend = [{ color: "#1a9641", label: "smoothed" }, { color: "#e08214", label: "fused (dashed)" }, ...pts.legend,
                   { color: "#cde8d4", label: "season SOS–EOS" }];
+  if (band.length) legend.push({ color: "#9e9e9e", label: "fused ± 1.96 σ (filled values)" });
   if (px.screened && px.screened.length) legend.push({ color: "#c62828", label: "× screened out" });
   chartLegend($("curve-legend"), legend);
   const radar = [];
@@ -386,18 +389,45 @@ function showPixel(px) {
   const body = $("seasons").querySelector("tbody");
   body.replaceChildren(...px.seasons.map((z) => {
     const tr = document.createElement("tr");
-    for (const v of [z.label, z.planting, z.sos, z.pos, z.eos, z.harvest, z.length, z.amplitude]) {
+    const dated = (k) => (z[k] && z[k + "_pm_days"] !== null && z[k + "_pm_days"] !== undefined
+                            ? z[k] + " ± " + Math.round(z[k + "_pm_days"]) + " d" : z[k]);
+    for (const v of [z.label, dated("planting"), dated("sos"), dated("pos"), dated("eos"), dated("harvest"),
+                     z.length, z.amplitude]) {
       const td = document.createElement("td");
       td.textContent = v === null || v === undefined ? "–" : v;
       tr.append(td);
     }
     return tr;
   }));
-  if (!px.seasons.length) {
+  for (const e of px.empty_seasons || []) {  // why a slot is empty (season_reason)
+    const tr = document.createElement("tr");
+    tr.className = "empty-season";
+    const label = document.createElement("td");
+    label.textContent = e.label;
+    const why = document.createElement("td");
+    why.colSpan = 7;
+    why.className = "muted";
+    why.textContent = "no season: " + (e.reasons.length ? e.reasons.join(", ").replace(/_/g, " ") : "no reason recorded");
+    tr.append(label, why);
+    body.append(tr);
+  }
+  if (!px.seasons.length && !(px.empty_seasons || []).length) {
     const tr = document.createElement("tr");
     tr.innerHTML = '<td colspan="8" class="muted">no rice season detected at this pixel</td>';
     body.append(tr);
   }
+}
+
+// Lines at ndvi_fused ± 1.96 ndvi_sigma where a value was filled (the calibrated 95 % interval).
+function sigmaBand(s) {
+  if (!s.ndvi_sigma || !s.ndvi_fused) return [];
+  const filled = (i) => (s.ndvi_source ? s.ndvi_source[i] !== "observed" : !(s.ndvi && s.ndvi[i] !== null));
+  const edge = (sign) => s.ndvi_fused.map((v, i) => (v === null || s.ndvi_sigma[i] === null || !filled(i)
+                                                      ? null : v + sign * 1.96 * s.ndvi_sigma[i]));
+  const upper = edge(1), lower = edge(-1);
+  if (!upper.some((v) => v !== null)) return [];
+  return [{ name: "sigma_upper", label: "fused + 1.96 σ", values: upper, color: "#9e9e9e", dash: "1 3", width: 1 },
+          { name: "sigma_lower", label: "fused − 1.96 σ", values: lower, color: "#9e9e9e", dash: "1 3", width: 1 }];
 }
 
 // ------------------------------------------------------------------ start
