@@ -8,11 +8,13 @@ several) and one categorical code per pixel and slot, the *main* reason, for the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from fusecube.cube import PADDY_MASK, SEASON
-from fusecube.storage.atomic import write_text_atomic
 from fusecube.kernels.season_reasons import (
     AMPLITUDE_BELOW_THRESHOLD,
     CUT_BY_SERIES_EDGE,
@@ -21,13 +23,14 @@ from fusecube.kernels.season_reasons import (
     REASON_FLAGS,
     TOO_FEW_OBSERVATIONS,
 )
+from fusecube.storage.atomic import atomic_path
 
 #: The main reason of an empty slot is the first of these it carries: a missing input
 #: explains more than what the detection made of the curve.
 PRIORITY = (TOO_FEW_OBSERVATIONS, CUT_BY_SERIES_EDGE, IMPLAUSIBLE_LENGTH_OR_PEAK,
             AMPLITUDE_BELOW_THRESHOLD)
 #: Categories of :func:`main_reason`, in code order: 0 season found, 1.. the PRIORITY reasons,
-#: then not paddy; no data (a pixel outside the run) is -1.
+#: then not paddy.
 CATEGORIES = ("season found", *(name.replace("_", " ") for flag in PRIORITY
                                 for name, bit in REASON_FLAGS.items() if bit == flag),
               "not paddy")
@@ -77,10 +80,11 @@ def _slot_label(ds: xr.Dataset, i: int) -> str:
     return f"season{i + 1}"
 
 
-def write_reason_csv(rows: list[dict], path) -> str:
-    """The table of :func:`reason_rows` as CSV (one row per season slot), written atomically."""
+def write_reason_csv(rows: list[dict], path: str | Path) -> str:
+    """The table of :func:`reason_rows` as CSV (one row per season slot), written atomically;
+    ``""`` when there is nothing to write."""
     if not rows:
         return ""
-    header = list(rows[0])
-    lines = [",".join(header)] + [",".join(str(r[k]) for k in header) for r in rows]
-    return str(write_text_atomic(path, "\n".join(lines) + "\n"))
+    with atomic_path(path) as staged:
+        pd.DataFrame(rows).to_csv(staged, index=False)
+    return str(path)

@@ -222,6 +222,7 @@ def calibrate(methods: tuple[str, ...] = ("ridge",), *, edges: tuple[int, ...] =
         raise ConfigError("Calibration uses 62-period scenes; costs are per pixel-period.")
     if len(edges) != 3:
         raise ConfigError("Calibration needs three scene edges: warm-up, small, large.")
+    from fusecube.evaluate.selection import validation_pixels  # pulls numba: not at import
     machine = f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()})"
     stored = load_costs() if save else Costs()
     # the other methods' costs measured here before are kept (calibrating fusion alone must
@@ -248,8 +249,6 @@ def calibrate(methods: tuple[str, ...] = ("ridge",), *, edges: tuple[int, ...] =
                 table["fusion_train"] = _fit([(min(e * e, cap) * periods, m["fusion_train"])
                                               for e, (_, m) in zip(edges[1:], points, strict=True)])
             # validation reads a bounded sample (its windows), not the scene
-            from fusecube.evaluate.selection import validation_pixels
-
             table["validate"] = _fit([(validation_pixels(e, e) * periods, m["validate"])
                                       for e, (_, m) in zip(edges[1:], points, strict=True)])
             slope = Costs().stage_line(method, "products")[1]
