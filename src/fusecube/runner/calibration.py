@@ -133,6 +133,22 @@ def train_pixels() -> int:
     return config.max_train_pixels + config.max_val_pixels
 
 
+def stage_size(stage: str, height: int, width: int, periods: int) -> int:
+    """The pixel-periods a stage group's cost grows with, on a ``height`` x ``width`` grid.
+
+    Validation reads its windows only and fusion training a capped pixel sample, so their
+    costs stop growing with the scene; every other stage reads it all. The calibration fits
+    its lines and :mod:`fusecube.runner.plan` applies them on this same size.
+    """
+    if stage == "validate":
+        from fusecube.evaluate.selection import validation_pixels  # pulls numba: not at import
+
+        return validation_pixels(height, width) * periods
+    if stage == "fusion_train":
+        return min(height * width, train_pixels()) * periods
+    return height * width * periods
+
+
 def tree_bytes(path: str | os.PathLike) -> int:
     """Bytes of the files under ``path`` (a file's own size for a file; 0 when missing)."""
     path = Path(path)
@@ -222,7 +238,6 @@ def calibrate(methods: tuple[str, ...] = ("ridge",), *, edges: tuple[int, ...] =
         raise ConfigError("Calibration uses 62-period scenes; costs are per pixel-period.")
     if len(edges) != 3:
         raise ConfigError("Calibration needs three scene edges: warm-up, small, large.")
-    from fusecube.evaluate.selection import validation_pixels  # pulls numba: not at import
     machine = f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()})"
     stored = load_costs() if save else Costs()
     # the other methods' costs measured here before are kept (calibrating fusion alone must
@@ -241,16 +256,11 @@ def calibrate(methods: tuple[str, ...] = ("ridge",), *, edges: tuple[int, ...] =
                 done += 1
                 if progress is not None:
                     progress("calibrate", done, total)
-            keys = [k for k in (*STAGE_GROUPS, "other")
-                    if k not in ("products", "validate", "fusion_train")]
-            table = {k: _fit([(x, m[k]) for x, m in points]) for k in keys}
-            if method == "fusion":  # training samples at most its pixel caps
-                cap = train_pixels()
-                table["fusion_train"] = _fit([(min(e * e, cap) * periods, m["fusion_train"])
-                                              for e, (_, m) in zip(edges[1:], points, strict=True)])
-            # validation reads a bounded sample (its windows), not the scene
-            table["validate"] = _fit([(validation_pixels(e, e) * periods, m["validate"])
-                                      for e, (_, m) in zip(edges[1:], points, strict=True)])
+            keys = [k for k in (*STAGE_GROUPS, "other") if k != "products"
+                    and (k != "fusion_train" or method == "fusion")]
+            table = {k: _fit([(stage_size(k, e, e, periods), m[k])
+                              for e, (_, m) in zip(edges[1:], points, strict=True)])
+                     for k in keys}
             slope = Costs().stage_line(method, "products")[1]
             (x, small), _ = points
             table["products"] = (max(0.0, small["products"] - slope * x), slope)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from fusecube.config import CubeSource, GeoTiffSource, RunConfig, StacSource, SyntheticSource
 from fusecube.errors import ConfigError
-from fusecube.runner.calibration import Costs, Line, load_costs, train_pixels
+from fusecube.runner.calibration import Costs, Line, load_costs, stage_size
 from fusecube.runner.memory import (
     BASE_OVERHEAD,
     BYTES_PER_PIXEL_PERIOD,
@@ -145,15 +145,10 @@ def plan_run(config: RunConfig, *, workers: int = 1, costs: Costs | None = None,
         elif isinstance(source, GeoTiffSource):
             read += _folder_bytes(source)
             stages["source"] = _cost(costs.stage_line(method, "source"), n)
-    stages["prepare"] = _cost(costs.stage_line(method, "prepare"), n)
-    if fusion:  # training samples at most its pixel caps, whatever the scene's size
-        stages["fusion_train"] = _cost(costs.stage_line(method, "fusion_train"),
-                                       min(width * height, train_pixels()) * periods)
-    # validation reads its windows only: its cost stops growing with the scene
-    from fusecube.evaluate.selection import validation_pixels  # pulls numba: not at import
-
-    stages["validate"] = _cost(costs.stage_line(method, "validate"),
-                               validation_pixels(height, width) * periods)
+    for stage in ("prepare", "fusion_train", "validate"):  # validation, training: a sample
+        if stage != "fusion_train" or fusion:
+            stages[stage] = _cost(costs.stage_line(method, stage),
+                                  stage_size(stage, height, width, periods))
     intercept, slope = costs.stage_line(method, "blocks")
     stages["blocks"] = (intercept * blocks + slope * n) / min(workers, blocks)
     if config.report:
