@@ -11,27 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fusecube.sources.synthetic.curves_compiled import paddy_curves_kernel
 from fusecube.sources.synthetic.scene import MAX_SEASONS, OTHER_CROP, POND, SETTLEMENT, TREES, WATER
 from fusecube.units import from_db, to_db
-
-#: Pixels per slab of :func:`paddy_curves`: its scratch arrays stay in the CPU cache.
-CURVE_ROWS = 256
-
-
-def _sig(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))
-
-
-def _sig_into(t: np.ndarray, centre: np.ndarray, width: float, out: np.ndarray) -> np.ndarray:
-    """``_sig((t - centre) / width)`` written into ``out``, the same bits without temporaries."""
-    np.subtract(t, centre, out=out)
-    np.divide(out, width, out=out)
-    np.maximum(out, -40.0, out=out)
-    np.minimum(out, 40.0, out=out)
-    np.negative(out, out=out)
-    np.exp(out, out=out)
-    np.add(out, 1.0, out=out)
-    return np.divide(1.0, out, out=out)
 
 
 @dataclass
@@ -67,63 +49,32 @@ def paddy_calendar(n_seasons: np.ndarray, offset: np.ndarray, start_day: float,
     return PaddyParams(tp, hv, amplitude, rng.uniform(0.25, 0.32, n), rng.uniform(0.02, 0.08, n))
 
 
-def _window(days: np.ndarray, lo: float, hi: float) -> slice:
-    """Columns of the sorted ``days`` within ``[lo, hi]``."""
-    return slice(int(np.searchsorted(days, lo, "left")), int(np.searchsorted(days, hi, "right")))
-
-
 def paddy_curves(p: PaddyParams, days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """NDVI and flood fraction (N, M) of rice pixels at ``days`` (M,).
 
-    Computed in slabs of :data:`CURVE_ROWS` pixels with in-place arithmetic (the hot loop of
-    synthesis); each element sees the same operations in the same order as the plain formula
-    ``sum_k sig((t - tp_k + 18) / 3) - sig((t - tp_k - 22) / 4) ...``, so the bits do not depend
-    on the slab size. Where both sigmoids of a pair are clipped to the same side (far before or
-    after a season, or a season a pixel does not have) the pair adds exactly zero: only the
-    days of a slab where some pixel's season is under way are computed.
+    The formula, per pixel: ``flood = clip(sum_k sig((t - tp_k + 18) / 3) - sig((t - tp_k - 22) / 4), 0, 1)``,
+    ``crop = sum_k a_k (sig((t - tp_k - 38) / 7) - sig((t - hv_k + 8) / 4))`` and
+    ``ndvi = fallow - (fallow - flooded) flood + crop``, with ``sig`` the logistic saturated to
+    exactly 0 / 1 beyond +-20 and absent seasons (NaN) adding nothing. The compiled kernel
+    (:func:`~fusecube.sources.synthetic.curves_compiled.paddy_curves_kernel`) computes each
+    season only over the days where it adds something.
     """
     days = np.asarray(days, np.float64)
-    t = days[None, :]
+    order = np.argsort(days, kind="stable")
     n, m = p.transplant.shape[0], days.size
-    ordered = bool(np.all(np.diff(days) > 0))
     ndvi = np.empty((n, m))
-    flood_all = np.empty((n, m))
-    scratch = np.empty((2, min(CURVE_ROWS, n) * m))
-    for lo in range(0, n, CURVE_ROWS):
-        rows = slice(lo, min(lo + CURVE_ROWS, n))
-        flood = flood_all[rows]
-        flood[:] = 0.0
-        crop = np.zeros_like(flood)
-        for k in range(MAX_SEASONS):
-            tp, hv = p.transplant[rows, k : k + 1], p.harvest[rows, k : k + 1]
-            has = np.isfinite(tp)
-            if not has.any():  # sig(40) - sig(40) is exactly 0 for every pixel of the slab
-                continue
-            tp0, hv0 = np.where(has, tp, -1e6), np.where(has, hv, -1e6)
-            tp_in, hv_in = tp[has], hv[has]
-            # pairs clip at +-40: flood's below tp-138 and above tp+182, crop's below
-            # min(tp-242, hv-168) and above max(tp+318, hv+152) (2 days of margin)
-            for (centre_a, width_a, centre_b, width_b, lo_day, hi_day, into, amp) in (
-                    (tp0 - 18, 3.0, tp0 + 22, 4.0, tp_in.min() - 140, tp_in.max() + 184, flood, None),
-                    (tp0 + 38, 7.0, hv0 - 8, 4.0, min(tp_in.min() - 244, hv_in.min() - 170),
-                     max(tp_in.max() + 320, hv_in.max() + 154), crop, p.amplitude[rows, k : k + 1])):
-                cols = _window(days, lo_day, hi_day) if ordered else slice(0, m)
-                width = cols.stop - cols.start
-                if width <= 0:
-                    continue
-                shape = (tp0.shape[0], width)
-                rise = scratch[0, : shape[0] * width].reshape(shape)  # contiguous, like the formula's
-                fall = scratch[1, : shape[0] * width].reshape(shape)
-                _sig_into(t[:, cols], centre_a, width_a, rise)
-                np.subtract(rise, _sig_into(t[:, cols], centre_b, width_b, fall), out=rise)
-                if amp is not None:
-                    np.multiply(amp, rise, out=rise)
-                into[:, cols] += rise
-        np.clip(flood, 0, 1, out=flood)
-        fallow = p.fallow[rows, None]
-        background = fallow - (fallow - p.flooded[rows, None]) * flood
-        np.add(background, crop, out=ndvi[rows])
-    return ndvi, flood_all
+    flood = np.empty((n, m))
+    paddy_curves_kernel(np.ascontiguousarray(p.transplant, np.float64),
+                        np.ascontiguousarray(p.harvest, np.float64),
+                        np.ascontiguousarray(p.amplitude, np.float64),
+                        np.ascontiguousarray(p.fallow, np.float64),
+                        np.ascontiguousarray(p.flooded, np.float64),
+                        np.ascontiguousarray(days[order]), ndvi, flood)
+    if np.any(order != np.arange(m)):  # unsorted days: back to the caller's order
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(m)
+        ndvi, flood = ndvi[:, inverse], flood[:, inverse]
+    return ndvi, flood
 
 
 def other_curves(cls: np.ndarray, days: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -72,11 +72,11 @@ def generate_tile(cfg: SceneConfig, layout: Layout, index: tuple[int, int],
     ndvi_obs[:, layout.zero_period] = 0.0
     quality[:, layout.zero_period] = 1.0
 
-    def grid(a: np.ndarray, dtype=np.float32) -> np.ndarray:
-        return a.T.reshape(-1, h, w).astype(dtype)
+    def grid(a: np.ndarray, dtype=np.float32) -> np.ndarray:  # (N, T) -> (T, h, w), one copy
+        return np.array(a.T, dtype=dtype, order="C").reshape(-1, h, w)
 
     cube = {VV: grid(vv), VH: grid(vh), NDVI: grid(ndvi_obs), NDVI_QUALITY: grid(quality)}
-    truth = {"ndvi_true": grid(ndvi_true), "cloud": grid(cloud).astype(np.uint8),
+    truth = {"ndvi_true": grid(ndvi_true), "cloud": grid(cloud, np.uint8),
              **{k: grid(v, np.float64 if k != "true_season_count" else np.float32)
                 for k, v in _true_seasons(cfg, params, paddy, start_day).items()}}
     return cube, truth
