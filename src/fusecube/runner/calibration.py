@@ -137,15 +137,20 @@ def stage_size(stage: str, height: int, width: int, periods: int) -> int:
     """The pixel-periods a stage group's cost grows with, on a ``height`` x ``width`` grid.
 
     Validation reads its windows only and fusion training a capped pixel sample, so their
-    costs stop growing with the scene; every other stage reads it all. The calibration fits
-    its lines and :mod:`fusecube.runner.plan` applies them on this same size.
+    costs stop growing with the scene (training grows with the networks it trains: an
+    ensemble on small scenes, :func:`~fusecube.fusion.neural.train.ensemble_members`); every
+    other stage reads it all. The calibration fits its lines and :mod:`fusecube.runner.plan`
+    applies them on this same size.
     """
     if stage == "validate":
         from fusecube.evaluate.selection import validation_pixels  # pulls numba: not at import
 
         return validation_pixels(height, width) * periods
     if stage == "fusion_train":
-        return min(height * width, train_pixels()) * periods
+        from fusecube.fusion.neural.train import TrainConfig, ensemble_members
+
+        sampled = min(height * width, train_pixels())
+        return sampled * periods * ensemble_members(TrainConfig(), sampled)
     return height * width * periods
 
 

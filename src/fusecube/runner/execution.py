@@ -52,7 +52,7 @@ from fusecube.runner.progress import training_events
 from fusecube.runner.result import RunResult
 from fusecube.runner.source_step import Progress, existing_source, prepare_source
 from fusecube.runner.store import partial_store_path, verify_store, write_template
-from fusecube.runner.tasks import BlockOutcome, BlockTask, run_block
+from fusecube.runner.tasks import BlockOutcome, BlockTask, run_block, worker_id
 from fusecube.storage.atomic import prepare_output, replace_path
 from fusecube.storage.remote import remote_output
 
@@ -343,7 +343,7 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
     resumed = len(done)
     state.update(done=len(done), total=len(regions))
     guard = MemoryGuard(memory_limit)
-    worker_peak = 0
+    peaks: dict[str, int] = {}  # peak RSS of each process that ran blocks
 
     if "finalize" not in stages.done and not store.exists():
         renamed = len(done) == len(regions) and result_path.exists()  # killed right after
@@ -368,13 +368,12 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
             stages.done.add("template")
 
         def record_block(outcome: BlockOutcome) -> None:
-            nonlocal worker_peak
             ledger.block_done(run_id, outcome.index, seconds=outcome.seconds,
                               rss=float(outcome.rss), worker=outcome.worker)
             fault_point("block_done")
             for name, seconds in outcome.stage_seconds.items():
                 timer.seconds[name] += seconds
-            worker_peak = max(worker_peak, outcome.rss)
+            peaks[outcome.worker] = max(peaks.get(outcome.worker, 0), outcome.peak_rss, outcome.rss)
             state["done"] += 1
             events.emit("block", "done", f"block {outcome.index} written in {outcome.seconds:.1f} s",
                         stage="blocks", index=list(outcome.index),
@@ -421,7 +420,7 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
     result = RunResult(out=out, result=result_path, cube=cube_path, truth=truth_path,
                        screen=screen.__dict__, n_blocks=len(regions), run_id=run_id,
                        block_edge=edge, memory_limit_mb=round(memory_limit / MB, 1),
-                       blocks_resumed=resumed, worker_peak_rss_mb=round(worker_peak / MB, 1),
+                       blocks_resumed=resumed, worker_peak_rss_mb=round(worker_peak(peaks) / MB, 1),
                        memory_pressure_events=guard.pressure_events,
                        scheduler=config.scheduler or "", gapfill=choice.to_dict(),
                        result_gates=[g.to_dict() for g in gates])
@@ -480,3 +479,10 @@ def resume_run(run_id: str, progress: Progress | None = None, *, ledger: str | N
     if result_gates is not None:
         config = config.model_copy(update={"result_gates": result_gates})
     return run(config, progress, resume=run_id)
+
+
+def worker_peak(peaks: dict[str, int]) -> int:
+    """The highest peak RSS of the processes that ran blocks: the workers' when blocks ran
+    elsewhere (a Dask cluster; the runner itself writes the first block), else the runner's."""
+    others = [peak for worker, peak in peaks.items() if worker != worker_id()]
+    return max(others or list(peaks.values()) or [0])

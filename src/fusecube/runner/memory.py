@@ -126,13 +126,23 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``)."""
-    gc.collect()
+def trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; nothing elsewhere).
+
+    Called after every block: buffers under the mmap threshold come from the heap, and without
+    a trim the pages they leave behind stay resident, so a worker's RSS crept up with the number
+    of blocks it had run rather than with what one block needs.
+    """
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:  # not glibc: garbage collection is all we can do
+    except (OSError, AttributeError):  # not glibc
         pass
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (:func:`trim_heap`)."""
+    gc.collect()
+    trim_heap()
 
 
 #: glibc ``mallopt`` parameter number of ``M_MMAP_THRESHOLD``.
