@@ -23,9 +23,13 @@ from fusecube.fusion.neural.features import (  # noqa: E402
 )
 from fusecube.fusion.neural.model import NeuralFusion  # noqa: E402
 from fusecube.fusion.neural.train import (  # noqa: E402
+    SMALL_SCENE_MEMBERS,
+    SMALL_SCENE_PIXELS,
     PixelSample,
     TrainConfig,
+    ensemble_members,
     hide_mask,
+    member_seed,
     sample_pixels,
 )
 from fusecube.fusion.neural.validation import (  # noqa: E402
@@ -42,7 +46,7 @@ from fusecube.testing.realdata import mogpr_series  # noqa: E402
 #: Small and quick: a few dozen optimiser steps of a narrow network on a 48 x 48 scene.
 TINY = TrainConfig(width=8, epochs=1, min_steps=60, batch_size=256, max_train_pixels=2000,
                    max_val_pixels=1000, split=SpatialSplit(block=16, val_fraction=0.3, buffer=2),
-                   threads=1, device="cpu")
+                   threads=1, device="cpu", ensemble=1)
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +201,49 @@ def test_training_is_deterministic(cube):
     a, b = NeuralFusion(config).fit(cube), NeuralFusion(config).fit(cube)
     for (name, wa), wb in zip(a.net_.state_dict().items(), b.net_.state_dict().values(), strict=True):
         assert torch.equal(wa, wb), name
+
+
+def test_models_of_different_seeds_are_scored_on_the_same_values(cube):
+    config = replace(TINY, min_steps=8, max_train_pixels=300, max_val_pixels=100)
+    a, b = (NeuralFusion(replace(config, seed=seed)).fit(cube) for seed in (0, 1))
+    assert a.meta_["heldout_dates"] == b.meta_["heldout_dates"]
+    for test in ("heldout_dates", "heldout_spans"):  # the same values: the baselines score alike
+        assert a.metrics_[test]["linear"] == b.metrics_[test]["linear"]
+    assert a.metrics_["heldout_spans"]["fusion"] != b.metrics_["heldout_spans"]["fusion"]
+
+
+def test_ensemble_rule_and_member_seeds():
+    assert ensemble_members(TrainConfig(), SMALL_SCENE_PIXELS - 1) == SMALL_SCENE_MEMBERS
+    assert ensemble_members(TrainConfig(), SMALL_SCENE_PIXELS) == 1
+    assert ensemble_members(TrainConfig(ensemble=2), 10**6) == 2
+    for bad in (0, -1, "three", True):
+        with pytest.raises(FusionModelError, match="ensemble"):
+            ensemble_members(TrainConfig(ensemble=bad), 100)
+    seeds = {(seed, member): member_seed(seed, member) for seed in range(3) for member in range(3)}
+    assert len(set(seeds.values())) == len(seeds)  # no two ensembles share a member
+    assert all(member_seed(seed, 0) == seed for seed in range(3))
+
+
+def test_ensemble_predicts_the_mean_of_its_members_and_round_trips(tmp_path, cube):
+    config = replace(TINY, min_steps=10, max_train_pixels=400, max_val_pixels=100, ensemble=2)
+    model = NeuralFusion(config).fit(cube)
+    assert model.arch_["members"] == 2 and len(model.net_.members) == 2
+    record = model.meta_["ensemble"]
+    assert record["seeds"] == [0, member_seed(0, 1)] and len(record["member_validation_rmse"]) == 2
+    single = NeuralFusion(replace(config, ensemble=1)).fit(cube)  # member 0 alone
+    for (name, w0), w1 in zip(single.net_.state_dict().items(),
+                              model.net_.members[0].state_dict().values(), strict=True):
+        assert torch.equal(w0, w1), name
+    fused = model.predict(cube)[NDVI_FUSED].values
+    parts = []
+    for member in model.net_.members:
+        part = NeuralFusion(config)._set_network(member, model.normalizer_, model.radar_features_,
+                                                 model.window_, {**model.arch_, "members": 1})
+        parts.append(part.predict(cube)[NDVI_FUSED].values)
+    np.testing.assert_allclose(fused, np.mean(parts, axis=0), atol=1e-6)
+    again = NeuralFusion.load(model.save(tmp_path / "ensemble.pt"))
+    assert again.config.ensemble == 2
+    np.testing.assert_array_equal(again.predict(cube)[NDVI_FUSED].values, fused)
 
 
 def test_save_load_round_trip(tmp_path, cube, model):

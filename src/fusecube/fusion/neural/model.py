@@ -31,6 +31,7 @@ from fusecube.fusion.neural.features import (
 from fusecube.fusion.neural.network import (
     build_network,
     in_channels,
+    mean_ensemble,
     require_torch,
     select_device,
 )
@@ -40,15 +41,20 @@ from fusecube.fusion.neural.sizing import (
     candidate_record,
     size_candidates,
     size_record,
+    validation_score,
 )
 from fusecube.fusion.neural.train import (
     PixelSample,
     TrainConfig,
     cap_sample,
+    ensemble_members,
+    holdout_inputs,
+    member_seed,
     sample_pixels,
     seed_torch,
     train_network,
     training_pixels,
+    validate,
 )
 from fusecube.storage.atomic import atomic_path
 
@@ -196,11 +202,10 @@ class NeuralFusion:
         fitted, records = [], []
         for candidate in candidates:
             part = sample if len(candidates) == 1 else cap_sample(sample, candidate)
-            seed_torch(candidate)  # before the network is built: its initial weights are seeded
             train = training_pixels(part)
             normalizer = Normalizer(tuple(candidate.radar_features)).fit(part.radar[train])
-            self.build(normalizer, n_times=part.times.size, config=candidate)
-            metrics, meta = train_network(self.net_, self.normalizer_, part, candidate)
+            metrics, meta = self._fit_members(part, normalizer, candidate,
+                                              ensemble_members(candidate, int(part.role.size)))
             fitted.append((self.net_, self.normalizer_, self.arch_, metrics, meta))
             records.append(candidate_record(candidate, metrics, meta))
             log.info("fusion size candidate width %d: validation RMSE %.4f",
@@ -210,6 +215,38 @@ class NeuralFusion:
         self._set_network(net, normalizer, config.radar_features, config.window, arch)
         self.metrics_, self.meta_ = metrics, meta
         self.meta_["model_size"] = size_record(device, records, chosen)
+
+    def _fit_members(self, part: PixelSample, normalizer: Normalizer, config: TrainConfig,
+                     members: int) -> tuple[dict, dict]:
+        """Train ``members`` networks apart (seeds from ``member_seed``); set their mean as ``net_``.
+
+        Returns:
+            ``(metrics, meta)`` of the mean network, scored on the same held-out values as
+            each member (``meta["ensemble"]`` keeps every member's score).
+        """
+        nets, scores, train_s = [], [], 0.0
+        for member in range(members):
+            member_config = replace(config, seed=member_seed(config.seed, member))
+            seed_torch(member_config)  # before the network is built: its initial weights are seeded
+            self.build(normalizer, n_times=part.times.size, config=config)
+            metrics, meta = train_network(self.net_, normalizer, part, member_config)
+            nets.append(self.net_)
+            scores.append(round(validation_score(metrics), 6))
+            train_s += meta["seconds"]["train"]
+        if members == 1:
+            return metrics, meta
+        self._set_network(mean_ensemble(nets), normalizer, config.radar_features, config.window,
+                          {**self.arch_, "members": members})
+        t0 = time.perf_counter()
+        ndvi_in, held = holdout_inputs(part, config)
+        metrics = validate(self.net_, normalizer, part, ndvi_in, held, config)
+        meta["config"]["seed"] = config.seed
+        meta["seconds"] = {"train": round(train_s, 3), "validate": round(time.perf_counter() - t0, 3)}
+        meta["ensemble"] = {"members": members,
+                            "seeds": [member_seed(config.seed, m) for m in range(members)],
+                            "member_validation_rmse": scores,
+                            "validation_rmse": round(validation_score(metrics), 6)}
+        return metrics, meta
 
     # ------------------------------------------------------------------------------ use
     def predict(self, cube: xr.Dataset, *, batch_pixels: int | None = None) -> xr.Dataset:
@@ -315,6 +352,7 @@ class NeuralFusion:
                   "arch": arch["arch"], "width": arch["width"]}
         if "dilations" in arch:
             recipe["dilations"] = tuple(arch["dilations"])
+        recipe["ensemble"] = int(arch.get("members", 1))
         model = cls(TrainConfig(**recipe))
         net = build_network(in_channels(state["radar_features"]), **arch)
         model._set_network(net, Normalizer.from_dict(state["normalizer"]),

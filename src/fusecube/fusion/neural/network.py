@@ -38,7 +38,7 @@ def in_channels(radar_features: Sequence[str]) -> int:
 
 def build_network(in_channels: int, *, arch: Architecture = "mlp", width: int = 256,
                   n_times: int | None = None, dilations: Sequence[int] = (1, 2, 4, 8, 16, 1),
-                  kernel: int = 3):
+                  kernel: int = 3, members: int = 1):
     """Build the per-pixel temporal network (a ``torch.nn.Module``).
 
     Args:
@@ -49,6 +49,7 @@ def build_network(in_channels: int, *, arch: Architecture = "mlp", width: int = 
         n_times: Series length (``mlp`` only: its weights are tied to the time grid).
         dilations: Dilation of each residual convolution (``conv`` only).
         kernel: Convolution kernel size (``conv`` only).
+        members: Networks averaged (:func:`mean_ensemble`); 1 for a single network.
 
     Returns:
         A module mapping ``(B, C, T)`` float32 to ``(B, T)`` NDVI.
@@ -108,6 +109,10 @@ def build_network(in_channels: int, *, arch: Architecture = "mlp", width: int = 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x[:, LINEAR_CHANNEL] + self.head(self.body(x))
 
+    if members > 1:
+        return mean_ensemble([build_network(in_channels, arch=arch, width=width, n_times=n_times,
+                                            dilations=dilations, kernel=kernel)
+                              for _ in range(members)])
     if arch == "mlp":
         if not n_times:
             raise FusionModelError("the mlp fusion network needs n_times (the series length)")
@@ -117,6 +122,23 @@ def build_network(in_channels: int, *, arch: Architecture = "mlp", width: int = 
     if arch == "gru":
         return TemporalGRU()
     raise FusionModelError(f"unknown fusion architecture {arch!r}; use 'conv' or 'gru'")
+
+
+def mean_ensemble(nets: Sequence):
+    """A module whose output is the mean of ``nets``' outputs (members trained apart, seeds apart)."""
+    torch = require_torch()
+
+    class MeanEnsemble(torch.nn.Module):
+        """The mean prediction of independently trained members: steadier than any one of them."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = torch.nn.ModuleList(nets)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([member(x) for member in self.members]).mean(dim=0)
+
+    return MeanEnsemble()
 
 
 def select_device(device: str = "auto") -> str:

@@ -45,6 +45,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: ``ensemble="auto"``: a sample of fewer pixels than this (training and validation together:
+#: the scene's own pixel count on scenes that small) trains several networks.
+SMALL_SCENE_PIXELS = 10_000
+#: ``ensemble="auto"``: how many networks a small scene trains and averages.
+SMALL_SCENE_MEMBERS = 3
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -72,7 +78,9 @@ class TrainConfig:
         min_quality: Observations with lower quality (haze) are not used as targets.
         balance_dates: Loss weight per date ∝ (share of clear values) ** -balance_dates;
             0 weighs every target alike, 0.5 lifts the rarely clear (wet-season) dates.
-        seed: Random seed (sampling, split, masks, weights).
+        seed: Random seed of the model (training pixels drawn, training masks, weights). What is
+            held out for validation (pixels, dates, spans) follows ``split.seed`` instead, so
+            models of different seeds are scored on the same values.
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: CPU threads for torch; ``None`` (default): every core this process may
             run on. A Dask worker (one core each) sets 1 for itself.
@@ -84,6 +92,8 @@ class TrainConfig:
         size: Model-size rule (:mod:`~fusecube.fusion.neural.sizing`): ``auto`` (on CUDA
             also train the large model and keep it when it validates better), ``compare``
             (the same on any device) or ``fixed`` (this configuration only).
+        ensemble: Networks trained apart (seeds from :func:`member_seed`) and averaged; ``auto``
+            (:func:`ensemble_members`): 3 when under 10,000 pixels are sampled, else 1.
     """
 
     arch: Architecture = "conv"
@@ -112,6 +122,7 @@ class TrainConfig:
     batching: str = "auto"
     compile: str = "off"
     size: str = "auto"
+    ensemble: int | str = "auto"
 
 
 def usable_cpus() -> int:
@@ -158,7 +169,7 @@ def sample_windows(shape: tuple[int, int], config: TrainConfig) -> list[tuple[sl
     tiles = [(slice(y0, min(y0 + size, ny)), slice(x0, min(x0 + size, nx)))
              for y0 in range(0, ny, size) for x0 in range(0, nx, size)]
     k = min(len(tiles), math.ceil(wanted / size**2))
-    rng = np.random.default_rng([config.seed, 3])
+    rng = np.random.default_rng([config.split.seed, 3])  # the split's: validation pixels lie here
     chosen = np.sort(rng.choice(len(tiles), size=k, replace=False))
     return [tiles[i] for i in chosen]
 
@@ -212,13 +223,17 @@ def sample_pixels(cube: xr.Dataset, config: TrainConfig) -> PixelSample:
 
 
 def cap_sample(sample: PixelSample, config: TrainConfig) -> PixelSample:
-    """Subsample train/validation pixels to the configured caps (seeded)."""
-    rng = np.random.default_rng([config.seed, 4])
+    """Subsample train/validation pixels to the configured caps.
+
+    Training pixels follow ``config.seed``, validation pixels ``config.split.seed`` (models of
+    any seed are scored on the same pixels).
+    """
     chosen = []
-    for role, cap in ((0, config.max_train_pixels), (1, config.max_val_pixels)):
+    for role, cap, seed in ((0, config.max_train_pixels, config.seed),
+                            (1, config.max_val_pixels, config.split.seed)):
         idx = np.flatnonzero(sample.role == role)
         if idx.size > cap:
-            idx = np.sort(rng.choice(idx, size=cap, replace=False))
+            idx = np.sort(np.random.default_rng([seed, 4]).choice(idx, size=cap, replace=False))
         chosen.append(idx)
     sel = np.concatenate(chosen)
     return PixelSample(sample.radar[sel], sample.ndvi[sel], sample.quality[sel], sample.role[sel],
@@ -236,6 +251,47 @@ def choose_holdout_dates(ndvi: np.ndarray, times: np.ndarray, share: float,
     wet = wet_season(times, ndvi)[observed]
     pools = (observed[wet], observed[~wet])
     return np.flatnonzero(hold_out_dates(times.size, n=min(k, times.size - 1), pools=pools, seed=rng))
+
+
+def holdout_inputs(sample: PixelSample, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The NDVI a model may see (held-out dates blanked) and the held-out date indices.
+
+    Drawn from ``config.split.seed``: every model trained on ``sample`` (any seed, any member
+    of an ensemble) holds out, and is scored on, the same dates.
+    """
+    train = training_pixels(sample)
+    held = choose_holdout_dates(sample.ndvi[train], sample.times, config.holdout_dates,
+                                np.random.default_rng([config.split.seed, 5]))
+    ndvi_in = sample.ndvi.copy()
+    ndvi_in[:, held] = np.nan  # held-out dates: never an input, never a target
+    return ndvi_in, held
+
+
+def ensemble_members(config: TrainConfig, n_pixels: int) -> int:
+    """How many networks to train and average: ``config.ensemble``, or by the ``auto`` rule.
+
+    ``auto``: :data:`SMALL_SCENE_MEMBERS` members when the sample holds fewer than
+    :data:`SMALL_SCENE_PIXELS` pixels (``n_pixels``, training and validation together: each
+    network trains in seconds there, and one network's result moves most with its seed), else
+    one.
+
+    Raises:
+        FusionModelError: ``config.ensemble`` is neither ``auto`` nor a positive integer.
+    """
+    if config.ensemble == "auto":
+        return SMALL_SCENE_MEMBERS if n_train_pixels < SMALL_SCENE_PIXELS else 1
+    if isinstance(config.ensemble, int) and not isinstance(config.ensemble, bool) and config.ensemble >= 1:
+        return config.ensemble
+    raise FusionModelError(f"TrainConfig.ensemble {config.ensemble!r}: use 'auto' or a whole "
+                           "number of networks (1 = a single network).")
+
+
+def member_seed(seed: int, member: int) -> int:
+    """Seed of ensemble member ``member``: ``seed`` itself for the first, else one drawn from
+    ``(seed, member)``, so ensembles of different seeds share no member."""
+    if member == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), member]).generate_state(1)[0])
 
 
 def seed_torch(config: TrainConfig):
@@ -291,9 +347,7 @@ def train_network(net, normalizer: Normalizer, sample: PixelSample, config: Trai
     started = time.perf_counter()
     times_days = to_days(sample.times)
     train = training_pixels(sample)
-    held = choose_holdout_dates(sample.ndvi[train], sample.times, config.holdout_dates, rng)
-    ndvi_in = sample.ndvi.copy()
-    ndvi_in[:, held] = np.nan  # held-out dates: never an input, never a target
+    ndvi_in, held = holdout_inputs(sample, config)
     target_ok = np.isfinite(ndvi_in) & (np.nan_to_num(sample.quality) >= config.min_quality)
     if not target_ok[train].any():
         raise FusionModelError("No clear optical observation among the training pixels: the "
@@ -378,7 +432,9 @@ def validate(net, normalizer: Normalizer, sample: PixelSample, ndvi_in: np.ndarr
 
     Two tests on validation pixels (or, without any, on training pixels at held-out dates only):
     ``heldout_dates`` predicts the held-out dates from everything else; ``heldout_spans`` also
-    hides random contiguous spans (long cloudy gaps) and predicts those clear values.
+    hides random contiguous spans (long cloudy gaps) and predicts those clear values. The
+    held-out pixels, dates and spans follow ``config.split.seed``, not ``config.seed``: models
+    trained with different seeds are scored on the same values, so their scores compare.
     """
     times_days = to_days(sample.times)
     pixels = sample.role == 1
@@ -390,7 +446,7 @@ def validate(net, normalizer: Normalizer, sample: PixelSample, ndvi_in: np.ndarr
     wet = wet_season(sample.times, sample.ndvi)
     paddy = None if sample.paddy is None else sample.paddy[pixels]
     out: dict = {"pixels_seen": pixels_seen, "n_pixels": int(pixels.sum())}
-    rng = np.random.default_rng([config.seed, 6])
+    rng = np.random.default_rng([config.split.seed, 6])  # the split's, like the held-out dates
     inputs = ndvi_in[pixels]
     span_hide = hide_mask(np.isfinite(inputs), rng, rate=(0.0, 0.0), spans=1,
                           max_span=config.max_span)
