@@ -240,7 +240,9 @@ def test_ensemble_predicts_the_mean_of_its_members_and_round_trips(tmp_path, cub
         part = NeuralFusion(config)._set_network(member, model.normalizer_, model.radar_features_,
                                                  model.window_, {**model.arch_, "members": 1})
         parts.append(part.predict(cube)[NDVI_FUSED].values)
-    np.testing.assert_allclose(fused, np.mean(parts, axis=0), atol=1e-6)
+    inside = (np.abs(parts) < 0.97).all(axis=0)  # away from the clip to the NDVI range
+    assert inside.mean() > 0.99
+    np.testing.assert_allclose(fused[inside], np.mean(parts, axis=0)[inside], atol=1e-6)
     again = NeuralFusion.load(model.save(tmp_path / "ensemble.pt"))
     assert again.config.ensemble == 2
     np.testing.assert_array_equal(again.predict(cube)[NDVI_FUSED].values, fused)

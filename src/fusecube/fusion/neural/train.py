@@ -279,7 +279,7 @@ def ensemble_members(config: TrainConfig, n_pixels: int) -> int:
         FusionModelError: ``config.ensemble`` is neither ``auto`` nor a positive integer.
     """
     if config.ensemble == "auto":
-        return SMALL_SCENE_MEMBERS if n_train_pixels < SMALL_SCENE_PIXELS else 1
+        return SMALL_SCENE_MEMBERS if n_pixels < SMALL_SCENE_PIXELS else 1
     if isinstance(config.ensemble, int) and not isinstance(config.ensemble, bool) and config.ensemble >= 1:
         return config.ensemble
     raise FusionModelError(f"TrainConfig.ensemble {config.ensemble!r}: use 'auto' or a whole "
