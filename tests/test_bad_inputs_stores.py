@@ -107,7 +107,7 @@ def _altered(env: Env, change, name: str = "other.pt") -> str:
 def _without_gap_days(state: dict) -> None:
     """What a release whose optical features lack ``gap_days`` would have saved."""
     state["optical_features"] = [n for n in state["optical_features"] if n != "gap_days"]
-    state["state_dict"]["inp.weight"] = state["state_dict"]["inp.weight"][:, :-1]
+    _narrow_input(state)
 
 
 def _unknown_radar(state: dict) -> None:
@@ -115,7 +115,12 @@ def _unknown_radar(state: dict) -> None:
 
 
 def _narrow_input(state: dict) -> None:
-    state["state_dict"]["inp.weight"] = state["state_dict"]["inp.weight"][:, :-1]
+    """One input channel fewer in every network of the file (an ensemble has several)."""
+    weights = state["state_dict"]
+    inputs = [k for k in weights if k == "inp.weight" or k.endswith(".inp.weight")]
+    assert inputs, sorted(weights)
+    for key in inputs:
+        weights[key] = weights[key][:, :-1]
 
 
 def _fuse_predict(env: Env, cube: str, model: str) -> list[str]:
