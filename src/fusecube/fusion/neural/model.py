@@ -229,7 +229,8 @@ class NeuralFusion:
             member_config = replace(config, seed=member_seed(config.seed, member))
             seed_torch(member_config)  # before the network is built: its initial weights are seeded
             self.build(normalizer, n_times=part.times.size, config=config)
-            metrics, meta = train_network(self.net_, normalizer, part, member_config)
+            metrics, meta = train_network(self.net_, normalizer, part, member_config,
+                                          member=(member, members))
             nets.append(self.net_)
             scores.append(round(validation_score(metrics), 6))
             train_s += meta["seconds"]["train"]
@@ -241,6 +242,7 @@ class NeuralFusion:
         ndvi_in, held = holdout_inputs(part, config)
         metrics = validate(self.net_, normalizer, part, ndvi_in, held, config)
         meta["config"]["seed"] = config.seed
+        meta["trained_on"]["members"] = members
         meta["seconds"] = {"train": round(train_s, 3), "validate": round(time.perf_counter() - t0, 3)}
         meta["ensemble"] = {"members": members,
                             "seeds": [member_seed(config.seed, m) for m in range(members)],

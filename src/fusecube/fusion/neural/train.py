@@ -320,7 +320,7 @@ def training_pixels(sample: PixelSample) -> np.ndarray:
 
 
 def train_network(net, normalizer: Normalizer, sample: PixelSample, config: TrainConfig, *,
-                  fine_tuned: bool = False) -> tuple[dict, dict]:
+                  fine_tuned: bool = False, member: tuple[int, int] = (0, 1)) -> tuple[dict, dict]:
     """Train ``net`` in place on already-sampled pixels, then score it on unseen ones.
 
     Pixels with role 1 are used only for validation. Without any, validation falls back to
@@ -334,6 +334,8 @@ def train_network(net, normalizer: Normalizer, sample: PixelSample, config: Trai
         sample: The pixels.
         config: Training options.
         fine_tuned: Whether ``net`` started from a trained model (recorded in ``meta``).
+        member: ``(index, count)`` of this network in an ensemble: progress counts the steps
+            of all members, from 1 to their total.
 
     Returns:
         ``(metrics, meta)``: validation scores beside the baselines, and training details.
@@ -379,7 +381,8 @@ def train_network(net, normalizer: Normalizer, sample: PixelSample, config: Trai
         opt.step()
         sched.step()
         losses.append(loss.detach())
-        report_step(done, total_steps, losses[-1])  # throttled; free without a listener
+        report_step(member[0] * total_steps + done, member[1] * total_steps,
+                    losses[-1])  # throttled; free without a listener
     if use_amp:
         torch.cuda.synchronize()
     net.eval()
