@@ -397,8 +397,7 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
                                     store=store, split=guard.split,
                                     before_write=None if "template" in stages.done
                                     else make_template)
-                record_block(outcome)
-                release_memory()  # hand the block's heap back before the next one
+                record_block(outcome)  # run_block handed the block's heap back already
                 message = guard.check(edge)
                 if message:
                     events.emit("run", "memory_pressure", message, split=guard.split)

@@ -126,23 +126,19 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def trim_heap() -> None:
-    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; nothing elsewhere).
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``).
 
-    Called after every block: buffers under the mmap threshold come from the heap, and without
-    a trim the pages they leave behind stay resident, so a worker's RSS crept up with the number
-    of blocks it had run rather than with what one block needs.
+    Called after every block (:func:`fusecube.runner.tasks.run_block`, in the runner and on
+    Dask workers): buffers under the mmap threshold come from the heap, and without a trim the
+    pages they leave behind stay resident, so a worker's RSS crept up with the number of
+    blocks it had run rather than with what one block needs.
     """
+    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
+    except (OSError, AttributeError):  # not glibc: garbage collection is all we can do
         pass
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (:func:`trim_heap`)."""
-    gc.collect()
-    trim_heap()
 
 
 #: glibc ``mallopt`` parameter number of ``M_MMAP_THRESHOLD``.

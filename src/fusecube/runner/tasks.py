@@ -20,7 +20,7 @@ from fusecube.config import RunConfig
 from fusecube.cube import PADDY_MASK, X, Y
 from fusecube.runner.control import block_delay, fault_point
 from fusecube.runner.inputs import RunInputs
-from fusecube.runner.memory import peak_rss_bytes, rss_bytes, trim_heap
+from fusecube.runner.memory import peak_rss_bytes, release_memory, rss_bytes
 from fusecube.runner.pipeline import StageTimer, gapfill_config, process_block
 from fusecube.runner.store import merge_block, write_region
 from fusecube.stages.gapfill import context_halo
@@ -146,7 +146,7 @@ def run_block(task: BlockTask, *, cube: xr.Dataset, inputs: RunInputs,
         timer.seconds["write"] += time.perf_counter() - t0
         fault_point("window_written")
     fault_point("block_written")
-    trim_heap()
+    release_memory()  # the block's heap back to the OS before the next one, on any backend
     return BlockOutcome(index=task.index, seconds=time.perf_counter() - start, rss=rss_bytes(),
                         worker=worker_id(), peak_rss=peak_rss_bytes(),
                         stage_seconds=dict(timer.seconds))
