@@ -373,7 +373,7 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
             fault_point("block_done")
             for name, seconds in outcome.stage_seconds.items():
                 timer.seconds[name] += seconds
-            peaks[outcome.worker] = max(peaks.get(outcome.worker, 0), outcome.peak_rss, outcome.rss)
+            peaks[outcome.worker] = max(peaks.get(outcome.worker, 0), outcome.peak_rss)
             state["done"] += 1
             events.emit("block", "done", f"block {outcome.index} written in {outcome.seconds:.1f} s",
                         stage="blocks", index=list(outcome.index),

@@ -45,7 +45,7 @@ class BlockOutcome:
     rss: int
     """Resident memory of the worker after the block (heap trimmed)."""
     worker: str
-    peak_rss: int = 0
+    peak_rss: int
     """Peak resident memory of the worker process so far (``VmHWM``)."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
