@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import xarray as xr
 from fusecube.config import CubeSource, RunConfig
 from fusecube.cube import NDVI, NDVI_FUSED, VH, VV, read_cube
 from fusecube.evaluate.selection import (
+    MIN_RADAR_GAIN,
     MethodScore,
     SelectionConfig,
     decide,
@@ -59,6 +61,11 @@ def test_radar_that_follows_the_crop_is_chosen_with_an_interval(cube):
     assert by["ridge"].win_share == by["ridge"].wins["linear"]
     assert choice.chosen == "ridge" and choice.baseline == "linear"
     assert "better than linear" in choice.verdict
+    # the radar check: the same ridge on radar shuffled between pixels does much worse
+    check = by["ridge"].params
+    assert check["rmse_radar_shuffled"] > by["ridge"].rmse * 1.1
+    assert check["radar_gain"] > 10 and check["radar_wins"] >= 0.8
+    assert f"S1 brings {check['radar_gain']:.0f} %" in choice.verdict
 
 
 def test_radar_without_skill_loses_its_margin_and_the_choice_never_loses_to_the_baseline(cube):
@@ -82,6 +89,47 @@ def test_a_baseline_asked_for_is_used_and_the_better_radar_named(cube):
     choice = decide("whittaker", scores, FAST, hidden)
     assert choice.chosen == "whittaker"
     assert "ridge validated" in choice.reason and "auto would use it" in choice.reason
+
+
+def test_a_gain_without_radar_skill_is_credited_to_the_optical_model(tmp_path):
+    """On a scene whose radar says nothing about its pixels (skill 0: neither level nor timing),
+    ridge may still beat linear through its model of the optical series; the radar check sees
+    that S1 brings nothing and the verdict says so."""
+    from fusecube.sources.synthetic.scene import SceneConfig
+    from fusecube.sources.synthetic.writer import synthesize
+
+    paths = synthesize(SceneConfig(width=48, height=48, seed=3, radar_skill=0.0), tmp_path)
+    blind = read_cube(paths["cube"]).load()
+    blind = apply_screen(blind, screen_periods(blind))
+    scores, hidden = score_candidates(blind, ["linear", "whittaker", "ridge"], lam=1.0, config=FAST)
+    by = {s.method: s for s in scores}
+    assert abs(by["ridge"].params["radar_gain"]) < MIN_RADAR_GAIN
+    choice = decide("auto", scores, FAST, hidden)
+    assert choice.chosen == "ridge", "on this scene ridge's optical model beats linear"
+    assert "S1 adds nothing" in choice.verdict and "optical model" in choice.verdict
+    assert not choice.verdict.startswith("S1 fusion")
+    off, _ = score_candidates(blind, ["linear", "ridge"], lam=1.0,
+                              config=replace(FAST, radar_check=False))
+    assert {s.method: s for s in off}["ridge"].params == {}
+    assert {s.method: s.rmse for s in off} == {m: by[m].rmse for m in ("linear", "ridge")}
+
+
+def test_the_verdict_credits_s1_only_with_the_radar_check_behind_it():
+    base = MethodScore("linear", 0.100, 0.09, 0.11, 500)
+
+    def ridge(gain, wins):
+        return MethodScore("ridge", 0.080, 0.07, 0.09, 500, win_share=0.97,
+                           params={"rmse_radar_shuffled": 0.080 / (1 - gain / 100),
+                                   "radar_gain": gain, "radar_wins": wins})
+
+    assert "S1 brings 15 %" in decide("auto", [base, ridge(15.0, 0.99)]).verdict
+    for gain, wins in ((0.5, 0.99), (15.0, 0.6)):
+        choice = decide("auto", [base, ridge(gain, wins)])
+        assert choice.chosen == "ridge" and "S1 adds nothing" in choice.verdict
+    worse = MethodScore("ridge", 0.105, 0.09, 0.12, 500, win_share=0.2,
+                        params={"rmse_radar_shuffled": 0.110, "radar_gain": 4.6, "radar_wins": 1.0})
+    lost = decide("auto", [base, worse])
+    assert lost.chosen == "linear" and "radar is worth 5 % to ridge" in lost.reason
 
 
 def test_the_rule_needs_confidence_not_just_a_lower_point_estimate():

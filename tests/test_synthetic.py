@@ -169,41 +169,55 @@ def test_ndvi_radar_correlation_falls_with_skill(skill_scenes):
 
 
 def test_backscatter_statistics_kept_across_skills(skill_scenes):
+    """The scene keeps its backscatter levels and variations at every skill; at skill 0 a
+    pixel's own level no longer says anything about it (no class signal left)."""
     from fusecube.units import to_db
 
     cubes, _ = skill_scenes
     for name in (VV, VH):
-        ref = to_db(cubes[1.0][name].values.astype(np.float64))
+        ref = to_db(cubes[1.0][name].values.astype(np.float64)).reshape(-1, 48 * 48)
         for skill in SKILLS[1:]:
-            db = to_db(cubes[skill][name].values.astype(np.float64))
             assert (cubes[skill][name].values > 0).all()
-            np.testing.assert_allclose(db.mean(axis=0), ref.mean(axis=0), atol=1e-3)
-            d_std = np.abs(db.std(axis=0) - ref.std(axis=0))
-            assert np.median(d_std) < 0.15, (name, skill, np.median(d_std))
-            assert abs(db.std(axis=0).mean() / ref.std(axis=0).mean() - 1) < 0.02
+            db = to_db(cubes[skill][name].values.astype(np.float64)).reshape(-1, 48 * 48)
+            levels, ref_levels = db.mean(axis=0), ref.mean(axis=0)
+            assert abs(levels.mean() - ref_levels.mean()) < 0.05, (name, skill)
+            assert abs(levels.std() / ref_levels.std() - 1) < 0.1, (name, skill)
+            assert abs(db.std(axis=0).mean() / ref.std(axis=0).mean() - 1) < 0.05, (name, skill)
+        zero = to_db(cubes[0.0][name].values.astype(np.float64)).reshape(-1, 48 * 48)
+        r_level = np.corrcoef(zero.mean(axis=0), ref.mean(axis=0))[0, 1]
+        assert abs(r_level) < 0.1, (name, r_level)
 
 
-def test_decouple_radar_keeps_moments_and_sets_the_link():
+def test_decouple_radar_sets_the_link_and_keeps_the_scene():
     from fusecube.sources.synthetic.curves import decouple_radar
     from fusecube.units import from_db, to_db
 
     rng = np.random.default_rng(0)
     t = np.arange(62)
-    veg = np.sin(2 * np.pi * t / 10 + rng.uniform(0, 6, (300, 1)))  # a crop-like cycle
-    vv = from_db(-12 + 2 * veg + rng.normal(0, 0.3, (300, 62)))
-    vh = from_db(-19 + 3 * veg + rng.normal(0, 0.3, (300, 62)))
-    vh[:5] = from_db(-27.0)  # constant (water): stays constant
-    for skill in (0.0, 0.4, 0.9):
+    n = 400
+    level = rng.normal(-15, 3, (n, 1))
+    veg = np.sin(2 * np.pi * t / 10 + rng.uniform(0, 6, (n, 1)))  # a crop-like cycle
+    amp = rng.uniform(0.5, 3, (n, 1))
+    vv = from_db(level + amp * veg + rng.normal(0, 0.3, (n, 62)))
+    vh = from_db(level - 7 + 1.5 * amp * veg + rng.normal(0, 0.3, (n, 62)))
+    vh[:5] = from_db(-27.0)  # constant (water)
+    for skill in (0.0, 0.4, 0.9, 1.0):
         out_vv, out_vh = decouple_radar(vv, vh, skill, np.random.default_rng(1))
         for before, after in ((vv, out_vv), (vh, out_vh)):
             a, b = to_db(before), to_db(after)
-            np.testing.assert_allclose(b.mean(axis=1), a.mean(axis=1), atol=1e-9)
-            np.testing.assert_allclose(b.std(axis=1), a.std(axis=1), atol=1e-9)
-            ok = a.std(axis=1) > 0
-            r = [np.corrcoef(x, y)[0, 1] for x, y in zip(a[ok], b[ok], strict=True)]
+            own = a - a.mean(axis=1, keepdims=True)
+            var = b - b.mean(axis=1, keepdims=True)
+            ok = (own.std(axis=1) > 0) & (var.std(axis=1) > 0)
+            r = (own * var).sum(axis=1)[ok] / np.sqrt((own ** 2).sum(axis=1) * (var ** 2).sum(axis=1))[ok]
             np.testing.assert_allclose(r, np.sqrt(skill), atol=1e-9)
-        np.testing.assert_allclose(to_db(out_vh[:5]), -27.0, atol=1e-9)
-        lag1 = [np.corrcoef(x[:-1], x[1:])[0, 1] for x in to_db(out_vh[5:])]
+            if skill == 0.0:  # another pixel's level and variation: the same set, reshuffled
+                np.testing.assert_allclose(np.sort(b.mean(axis=1)), np.sort(a.mean(axis=1)), atol=1e-9)
+                np.testing.assert_allclose(np.sort(b.std(axis=1)), np.sort(a.std(axis=1)), atol=1e-9)
+                assert abs(np.corrcoef(b.mean(axis=1), a.mean(axis=1))[0, 1]) < 0.15
+            if skill == 1.0:
+                np.testing.assert_allclose(b, a, atol=1e-9)
+        varying = to_db(out_vh)[to_db(out_vh).std(axis=1) > 0]  # a constant donor: no variation
+        lag1 = [np.corrcoef(x[:-1], x[1:])[0, 1] for x in varying]
         assert np.median(lag1) > 0.6, "the surrogate keeps the autocorrelation of the cycle"
 
 

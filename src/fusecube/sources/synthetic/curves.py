@@ -119,41 +119,55 @@ def _water_cloud(ndvi, flood, mv, roughness_db, cls):
 
 def decouple_radar(vv: np.ndarray, vh: np.ndarray, skill: float,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Radar whose temporal variation follows the canopy only as much as ``skill`` says.
+    """Radar that follows each pixel's own land and canopy only as much as ``skill`` says.
 
-    Each pixel's dB series ``m + a(t)`` (``a``: the water-cloud anomaly, canopy plus flooding
-    plus soil moisture) becomes ``m + sqrt(skill) a + sqrt(1 - skill) z``, where ``z`` is a
-    phase-randomised surrogate of ``a`` (the same power spectrum, hence the same
-    autocorrelation, with random Fourier phases per pixel), made orthogonal to ``a`` and scaled
-    to its standard deviation. Per pixel the dB mean and variance are kept exactly and the
-    signal correlates with ``a`` by exactly ``sqrt(skill)``. VV and VH share the random phases,
-    so their cross-correlation is kept too; the surrogates are independent between pixels.
+    Each pixel ``p`` gets a donor ``q``, another pixel drawn at random (a permutation of the
+    tile). Write a pixel's dB series as ``m + n u(t)``: its mean level ``m`` (which tells land
+    classes apart), the size ``n`` of its variation (the norm of the anomaly) and the unit-norm
+    shape ``u`` of the water-cloud anomaly (canopy plus flooding plus soil moisture). With
+    ``w = sqrt(s)`` the series becomes ``m' + n' (w u_p + sqrt(1 - s) z)``, where level and size
+    move from the donor's to the pixel's own, ``m' = M + w (m_p - M) + sqrt(1 - s) (m_q - M)``
+    (``M``: the tile's mean level, so the spread of levels is kept and they correlate with the
+    pixels' own by ``sqrt(s)``) and ``n' = n_q + w (n_p - n_q)``, and ``z`` is a
+    phase-randomised surrogate of the donor's anomaly (its power spectrum, hence its
+    autocorrelation, with random Fourier phases; the pixel's own when the donor is constant),
+    made orthogonal to ``u_p`` and of unit norm. So the variation correlates with the pixel's
+    own anomaly by exactly ``sqrt(s)``. At ``s = 1`` nothing changes; at ``s = 0`` a pixel's
+    radar is a random pixel's level and variation size with a surrogate timing: it says nothing
+    about the pixel's own class or crop (no level, no variance, no timing), while the scene
+    keeps its spread of levels, its variation sizes and its autocorrelations. VV and VH share the donor and the phases, so their cross-correlation is
+    kept; the surrogates are independent between pixels.
 
     Args:
         vv: Sigma0 VV ``(N, T)``, linear, before speckle.
         vh: Sigma0 VH ``(N, T)``, linear, before speckle.
-        skill: 1 keeps the radar as it is, 0 leaves no link to the vegetation.
-        rng: Generator of the random phases (a stream of its own).
+        skill: 1 keeps the radar as it is, 0 leaves no link to the pixel.
+        rng: Generator of the donors and random phases (a stream of its own).
 
     Returns:
         ``(vv, vh)`` linear, same shapes.
     """
-    n_t = vv.shape[1]
-    phase = np.exp(1j * rng.uniform(0.0, 2 * np.pi, (vv.shape[0], n_t // 2 + 1)))
-    phase[:, 0] = 1.0  # the mean stays where it is
+    n, n_t = vv.shape
+    donor = rng.permutation(n)
+    phase = np.exp(1j * rng.uniform(0.0, 2 * np.pi, (n, n_t // 2 + 1)))
+    phase[:, 0] = 0.0  # the surrogate is an anomaly: no mean
     if n_t % 2 == 0:  # the Nyquist term of a real series is real: a random sign
         phase[:, -1] = np.where(phase[:, -1].real < 0, -1.0, 1.0)
+    w = np.sqrt(skill)
     out = []
     for linear in (vv, vh):
         db = to_db(np.asarray(linear, np.float64))
         mean = db.mean(axis=1, keepdims=True)
         a = db - mean
-        z = np.fft.irfft(np.fft.rfft(a, axis=1) * phase, n=n_t, axis=1)
-        aa = (a * a).sum(axis=1, keepdims=True)
+        size = np.sqrt((a * a).sum(axis=1, keepdims=True))
         with np.errstate(invalid="ignore", divide="ignore"):
-            z = z - np.where(aa > 0, (z * a).sum(axis=1, keepdims=True) / aa, 0.0) * a
-            z = z * np.where(aa > 0, np.sqrt(aa / (z * z).sum(axis=1, keepdims=True)), 0.0)
-        z = np.nan_to_num(z)
-        mixed = mean + np.sqrt(skill) * a + np.sqrt(1.0 - skill) * z
-        out.append(from_db(mixed))
+            u = np.where(size > 0, a / size, 0.0)
+            source = np.where(size[donor] > 0, a[donor], a)  # a constant donor: the pixel's own
+            z = np.fft.irfft(np.fft.rfft(source, axis=1) * phase, n=n_t, axis=1)
+            z = z - (z * u).sum(axis=1, keepdims=True) * u
+            z = np.nan_to_num(z / np.sqrt((z * z).sum(axis=1, keepdims=True)))
+        centre = mean.mean()
+        level = centre + w * (mean - centre) + np.sqrt(1.0 - skill) * (mean[donor] - centre)
+        size = size[donor] + w * (size - size[donor])
+        out.append(from_db(level + size * (w * u + np.sqrt(1.0 - skill) * z)))
     return out[0], out[1]
