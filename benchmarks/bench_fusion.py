@@ -1,7 +1,7 @@
 """S1→NDVI fusion benchmark at several radar skills: every method, and what ``gapfill: auto`` picks.
 
 For each radar skill (:attr:`~fusecube.sources.synthetic.scene.SceneConfig.radar_skill`: how
-much of the radar's temporal variation follows the vegetation) the Demak-like scene is
+much of the radar follows its own pixel: level and vegetation) the Demak-like scene is
 synthesised (timed separately, not counted), then every method gap-fills it block by block:
 linear and Whittaker (optical baselines), ridge (closed-form S1 fusion fitted on each block) and
 the neural fusion (trained on the scene: bounded pixel sample, spatial-block split). Each is
@@ -33,7 +33,7 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results"
 BLOCK = 256
 SKILLS = {"rice": 1.0, "maize-like": 0.63, "none": 0.0}
-"""Named radar skills: median per-pixel r(NDVI, VH dB) on paddy about 0.76, 0.6 and 0."""
+"""Named radar skills: median per-pixel r(NDVI, VH dB) on paddy about 0.76, 0.57 and 0."""
 METHODS = ("linear", "whittaker", "ridge", "fusion")
 
 
@@ -111,6 +111,8 @@ def _choice(screened, model, mask) -> dict:
     for name, pool in runs.items():
         choice = decide("auto", pool)
         out[name] = {"chosen": choice.chosen, "baseline": choice.baseline, "reason": choice.reason,
+                     "verdict": choice.verdict,
+                     "radar_check": next((s.params for s in choice.scores if s.method == "ridge"), {}),
                      "scores": {s.method: {"rmse": round(s.rmse, 4), "low": s.low, "high": s.high,
                                            "win_share": s.win_share} for s in choice.scores}}
     return out
@@ -231,6 +233,7 @@ def table(result: dict) -> str:
             scores = ", ".join(f"{m} {v['rmse']:.4f}" for m, v in choice["scores"].items())
             lines.append(f"  {name:<11} {pool:<12} -> {choice['chosen']:<9} ({scores}; best baseline "
                          f"vs truth: {rec['best_baseline_vs_truth']})")
+            lines.append(f"  {'':<11} {'':<12}    {choice['reason']}")
     return "\n".join(lines)
 
 

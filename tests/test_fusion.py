@@ -169,6 +169,11 @@ def test_training_beats_linear_on_held_out_blocks(model):
     assert spans["fusion"]["all"]["rmse"] < spans["linear"]["all"]["rmse"]
     assert {"fusion", "linear", "whittaker"} <= set(metrics["heldout_dates"])
     assert model.meta_["heldout_dates"]  # whole dates were held out
+    # the radar check: the same network fed other pixels' radar (the default scene's radar
+    # follows the crop, so it loses), scored on the same values
+    shuffled = spans["fusion:radar-shuffled"]
+    assert shuffled["all"]["n"] == spans["fusion"]["all"]["n"]
+    assert shuffled["paddy"]["rmse"] > spans["fusion"]["paddy"]["rmse"]
 
 
 def test_fuse_keeps_observations_and_fills_every_gap(cube, model):

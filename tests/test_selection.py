@@ -151,8 +151,16 @@ def test_fusion_is_scored_by_its_own_validation():
     good = fusion_score({"heldout_dates": test(0.05, 0.08, 0.09),
                          "heldout_spans": test(0.06, 0.09, 0.10), "n_pixels": 300})
     assert good.win_share == 1.0 and good.rmse == pytest.approx(0.055) and "validation" in good.note
+    assert good.params == {}  # a model from before the radar check: nothing to credit
     bad = fusion_score({"heldout_dates": test(0.11, 0.05, 0.07)})
     assert bad.win_share == 0.0
+    checked = {k: {**v, "fusion:radar-shuffled": {"all": {"rmse": r}}} for k, v, r in
+               (("heldout_dates", test(0.05, 0.08, 0.09), 0.051),
+                ("heldout_spans", test(0.06, 0.09, 0.10), 0.059))}
+    blind = fusion_score(checked)
+    assert blind.params["radar_wins"] == 0.0 and abs(blind.params["radar_gain"]) < 1
+    verdict = decide("auto", [MethodScore("linear", 0.085, 0.08, 0.09, 300), blind]).verdict
+    assert verdict.startswith("fusion:") and "S1 adds nothing" in verdict
     base = MethodScore("linear", 0.05, 0.04, 0.06, 100)
     assert decide("fusion", [base, bad]).chosen == "linear"
     assert fusion_score({}) is None

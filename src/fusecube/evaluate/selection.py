@@ -414,6 +414,8 @@ def fusion_score(metrics: dict) -> MethodScore | None:
 
     Its held-out tests (``heldout_dates``, ``heldout_spans``) score the baselines on the same
     hidden values; ``win_share`` is 1 when it beats the best of them on every test, else 0.
+    Its radar check (the network fed radar shuffled between pixels) fills ``params`` as
+    ridge's does; ``radar_wins`` is 1 when it beats its shuffled self on every test, else 0.
     """
     tests = [metrics[k] for k in ("heldout_dates", "heldout_spans") if k in metrics]
     if not tests:
@@ -425,10 +427,18 @@ def fusion_score(metrics: dict) -> MethodScore | None:
     fused = [rmse(t, "fusion") for t in tests]
     best_base = [min(rmse(t, m) for m in BASELINES) for t in tests]
     wins = all(f < b for f, b in zip(fused, best_base, strict=True))
+    shuffled = [rmse(t, "fusion:radar-shuffled") for t in tests]
+    params = {}
+    if np.isfinite(shuffled).all():  # the radar check (models trained before it have none)
+        params = {"rmse_radar_shuffled": float(np.mean(shuffled)),
+                  "radar_gain": 100 * (1 - np.mean(fused) / np.mean(shuffled)),
+                  "radar_wins": 1.0 if all(f < r for f, r in zip(fused, shuffled, strict=True))
+                  else 0.0}
     seen = " (on training pixels: no spatial hold-out was possible)" if metrics.get(
         "pixels_seen") else ""
     return MethodScore(method="fusion", rmse=float(np.mean(fused)), low=None, high=None,
                        n=int(metrics.get("n_pixels", 0)), win_share=1.0 if wins else 0.0,
+                       params=params,
                        by_scheme={k: rmse(metrics[k], "fusion") for k in
                                   ("heldout_dates", "heldout_spans") if k in metrics},
                        note="scored by the model's own validation (spatial blocks with a buffer, "

@@ -75,10 +75,10 @@ def metrics_lines(metrics: dict) -> list[str]:
         lines.append(f"{test} ({where}): RMSE / R²")
         groups = [g for g in ("all", "paddy", "paddy_wet", "paddy_dry")
                   if g in metrics[test]["fusion"]]
-        lines.append(f"  {'method':<10}" + "".join(f"{g:>18}" for g in groups))
+        lines.append(f"  {'method':<21}" + "".join(f"{g:>18}" for g in groups))
         for method, scores in metrics[test].items():
             cells = "".join(f"{scores[g]['rmse']:>10.4f} / {scores[g]['r2']:>5.2f}" for g in groups)
-            lines.append(f"  {method:<10}{cells}")
+            lines.append(f"  {method:<21}{cells}")
     return lines
 
 

@@ -429,6 +429,10 @@ def _version() -> str:
     return __version__
 
 
+RADAR_SHUFFLED = "fusion:radar-shuffled"
+"""The validation's radar check: the network fed radar shuffled between pixels."""
+
+
 def validate(net, normalizer: Normalizer, sample: PixelSample, ndvi_in: np.ndarray,
              held: np.ndarray, config: TrainConfig) -> dict:
     """Scores on pixels and dates never used in training, fusion beside the baselines.
@@ -438,6 +442,9 @@ def validate(net, normalizer: Normalizer, sample: PixelSample, ndvi_in: np.ndarr
     hides random contiguous spans (long cloudy gaps) and predicts those clear values. The
     held-out pixels, dates and spans follow ``config.split.seed``, not ``config.seed``: models
     trained with different seeds are scored on the same values, so their scores compare.
+    Each test also scores the network fed another validation pixel's radar
+    (:data:`RADAR_SHUFFLED`, one random permutation): what it loses there is what S1 brings
+    to it, rather than its model of the optical series.
     """
     times_days = to_days(sample.times)
     pixels = sample.role == 1
@@ -456,11 +463,15 @@ def validate(net, normalizer: Normalizer, sample: PixelSample, ndvi_in: np.ndarr
     tests = {"heldout_dates": (inputs, np.isin(np.arange(obs.shape[1]), held)[None] & clear)}
     if not pixels_seen:
         tests["heldout_spans"] = (np.where(span_hide, np.nan, inputs), span_hide & clear)
+    radar = sample.radar[pixels]
+    donor = np.random.default_rng([config.split.seed, 7]).permutation(radar.shape[0])
     for name, (shown, scored) in tests.items():
         if not scored.any():
             continue
-        preds = {"fusion": predict_series(net, normalizer, sample.radar[pixels], shown,
-                                          sample.quality[pixels], times_days)}
+        preds = {"fusion": predict_series(net, normalizer, radar, shown,
+                                          sample.quality[pixels], times_days),
+                 RADAR_SHUFFLED: predict_series(net, normalizer, radar[donor], shown,
+                                                sample.quality[pixels], times_days)}
         preds.update(baseline_fills(shown, times_days))
         target = np.where(scored, obs, np.nan)
         out[name] = compare(preds, target, wet=wet, paddy=paddy)
