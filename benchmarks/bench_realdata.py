@@ -10,6 +10,8 @@ field in Spain and the sen2rts Po-valley sample, both S2 only):
 - **selection protocol**: what ``gapfill: auto`` does in a run
   (:func:`fusecube.evaluate.selection.score_candidates`: whole dates plus cloud-like runs,
   bootstrap intervals over tiles), over 5 seeds; the run's choice is the one at seed 0;
+- **the radar check** (radar cubes): what S1 itself brings to ridge and to the neural model,
+  from scoring each again with the radar shuffled between pixels (``S1 in``);
 - **neural fusion** (radar cubes, 3 seeds): trained on the cube, scored by its own validation
   (spatial blocks with a buffer, held-out dates and spans: the same values for every seed),
   beside the baselines on the same hidden values; the spread over seeds is reported for the
@@ -127,13 +129,21 @@ def neural(cube: xr.Dataset, seeds: int) -> dict:
                                            for k in ("heldout_dates", "heldout_spans")
                                            if k in model.metrics_])) for m in BASELINES}
             runs.append({"seed": seed, "rmse": score.rmse if score else float("nan"),
+                         "radar_gain": score.params.get("radar_gain") if score else None,
                          "members": int(model.arch_.get("members", 1)), "baselines": baselines,
                          "beats_best_baseline": bool(score and score.win_share),
                          "seconds": round(time.perf_counter() - t0, 1)})
         rmse = np.array([r["rmse"] for r in runs])
+        gains = [r["radar_gain"] for r in runs if r["radar_gain"] is not None]
         out[name] = {"runs": runs, "rmse_mean": float(rmse.mean()),
+                     "radar_gain_mean": float(np.mean(gains)) if gains else float("nan"),
                      "spread": float((rmse.max() - rmse.min()) / rmse.mean()) if rmse.size else float("nan")}
     return {**out["default"], "single": out["single"]}
+
+
+def _pct(value) -> str:
+    """``12.3`` → ``12%``; ``-`` when not measured."""
+    return "-" if value is None or not np.isfinite(value) else f"{value:.0f}%"
 
 
 def main() -> None:
@@ -172,6 +182,9 @@ def main() -> None:
         spans = {s["method"]: s["by_scheme"]["spans"] for s in choice["scores"]}
         entry["chosen_vs_best_baseline_spans"] = (
             spans[choice["chosen"]] / min(spans[m] for m in BASELINES))
+        ridge = next((s for s in choice["scores"] if s["method"] == "ridge"), None)
+        entry["ridge_radar_gain"] = ridge["params"].get("radar_gain") if ridge else None
+        entry["verdict"] = choice["verdict"]
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         results["cubes"][name] = entry
         print(f"{name}: done in {entry['seconds']} s", flush=True)
@@ -180,7 +193,7 @@ def main() -> None:
 
     print(f"\n{'cube':28s} {'T,Y,X':>12s} {'obs':>5s} | leave-one-date-out RMSE: "
           f"{'linear':>7s} {'whittak':>7s} {'ridge':>7s} | {'neural*':>7s} {'spread':>6s} "
-          f"{'single':>6s} | "
+          f"{'single':>6s} | S1 in: {'ridge':>5s} {'neural':>6s} | "
           f"{'chosen':>11s} {'x best':>6s} {'spans':>6s}")
     for name, e in results["cubes"].items():
         lodo = e["lodo"]["rmse"]
@@ -189,8 +202,12 @@ def main() -> None:
               f"{'':24s}{lodo['linear']:7.4f} {lodo['whittaker']:7.4f} "
               f"{lodo.get('ridge', float('nan')):7.4f} | {nn.get('rmse_mean', float('nan')):7.4f} "
               f"{100 * nn.get('spread', float('nan')):5.1f}% "
-              f"{100 * nn.get('single', {}).get('spread', float('nan')):5.1f}% | {e['chosen']:>11s} "
+              f"{100 * nn.get('single', {}).get('spread', float('nan')):5.1f}% | "
+              f"{'':7s}{_pct(e.get('ridge_radar_gain')):>5s} {_pct(nn.get('radar_gain_mean')):>6s} | "
+              f"{e['chosen']:>11s} "
               f"{e['chosen_vs_best_baseline']:6.3f} {e['chosen_vs_best_baseline_spans']:6.3f}")
+    print("S1 in: what the radar brings to ridge (selection, seed 0) and to the neural model (mean "
+          "of 3 seeds): RMSE with the radar shuffled between pixels over RMSE with it, in %.")
     print("* neural: the model's own validation (held-out blocks, dates and spans), not the "
           "leave-one-date-out protocol; its baselines on the same values are in the JSON. "
           "spread = (max - min) / mean of the 3 seeds' RMSE, the default model (an ensemble "
