@@ -47,12 +47,14 @@ from fusecube.runner.memory import (
     peak_rss_bytes,
     release_memory,
 )
-from fusecube.runner.pipeline import StageTimer
+from fusecube.runner.halo import HaloReader
+from fusecube.runner.pipeline import StageTimer, gapfill_config
 from fusecube.runner.progress import training_events
 from fusecube.runner.result import RunResult
 from fusecube.runner.source_step import Progress, existing_source, prepare_source
 from fusecube.runner.store import partial_store_path, verify_store, write_template
 from fusecube.runner.tasks import BlockOutcome, BlockTask, run_block, worker_id
+from fusecube.stages.gapfill import context_halo
 from fusecube.storage.atomic import prepare_output, replace_path
 from fusecube.storage.remote import remote_output
 
@@ -389,6 +391,7 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
                             make_template=None if "template" in stages.done else make_template,
                             record_block=record_block, events=events)
         else:
+            reader = HaloReader(cube, context_halo(gapfill_config(config), model))
             for task in pending:
                 control.checkpoint(state["done"], state["total"])
                 events.emit("block", "start", record=False, index=list(task.index),
@@ -396,7 +399,7 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
                 outcome = run_block(task, cube=cube, inputs=inputs, config=config, model=model,
                                     store=store, split=guard.split,
                                     before_write=None if "template" in stages.done
-                                    else make_template)
+                                    else make_template, reader=reader)
                 record_block(outcome)  # run_block handed the block's heap back already
                 message = guard.check(edge)
                 if message:

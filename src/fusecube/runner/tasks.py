@@ -19,6 +19,7 @@ import zarr
 from fusecube.config import RunConfig
 from fusecube.cube import PADDY_MASK, X, Y
 from fusecube.runner.control import block_delay, fault_point
+from fusecube.runner.halo import HaloReader
 from fusecube.runner.inputs import RunInputs
 from fusecube.runner.memory import peak_rss_bytes, release_memory, rss_bytes
 from fusecube.runner.pipeline import StageTimer, gapfill_config, process_block
@@ -62,10 +63,19 @@ def worker_id() -> str:
 READ_CONCURRENCY = 2
 
 
-def read_block(cube: xr.Dataset, mask: xr.DataArray | None, ys: slice, xs: slice) -> xr.Dataset:
-    """The block's window of the cube (all time steps) in memory, with the run's paddy mask."""
+def read_block(cube: xr.Dataset, mask: xr.DataArray | None, ys: slice, xs: slice, *,
+               reader: HaloReader | None = None, inner: tuple[slice, slice] | None = None
+               ) -> xr.Dataset:
+    """The block's window of the cube (all time steps) in memory, with the run's paddy mask.
+
+    With a ``reader`` and ``inner`` (the block without its halo), the halo comes from the
+    reader's kept chunk borders where it can (:mod:`fusecube.runner.halo`): the same values.
+    """
     with zarr.config.set({"async.concurrency": READ_CONCURRENCY}):
-        block = cube.isel({Y: ys, X: xs}).load()
+        if reader is not None and inner is not None:
+            block = reader.read(*inner, ys, xs)
+        else:
+            block = cube.isel({Y: ys, X: xs}).load()
     if mask is not None:
         block[PADDY_MASK] = mask.isel({Y: ys, X: xs})
     elif PADDY_MASK in block:
@@ -98,7 +108,8 @@ def sub_windows(ys: slice, xs: slice, split: int) -> list[tuple[slice, slice]]:
 
 def run_block(task: BlockTask, *, cube: xr.Dataset, inputs: RunInputs,
               config: RunConfig, model, store: Path, split: int = 1,
-              before_write: Callable[[xr.Dataset], None] | None = None) -> BlockOutcome:
+              before_write: Callable[[xr.Dataset], None] | None = None,
+              reader: HaloReader | None = None) -> BlockOutcome:
     """Read, process and durably write one block (in ``split x split`` parts under pressure).
 
     Args:
@@ -111,6 +122,8 @@ def run_block(task: BlockTask, *, cube: xr.Dataset, inputs: RunInputs,
             creates it.
         split: Process the block in ``split x split`` windows, one after the other.
         before_write: Called with the first processed window before it is written.
+        reader: Reads windows with their halo from kept chunk borders (the runner's, one per
+            run); None reads them plainly.
 
     Returns:
         Timings and memory of the block.
@@ -125,7 +138,8 @@ def run_block(task: BlockTask, *, cube: xr.Dataset, inputs: RunInputs,
         (read_y, keep_y), (read_x, keep_x) = (with_halo(ys, halo, cube.sizes[Y]),
                                               with_halo(xs, halo, cube.sizes[X]))
         try:
-            block = read_block(cube, inputs.mask, read_y, read_x)
+            block = read_block(cube, inputs.mask, read_y, read_x, reader=reader if halo else None,
+                               inner=(ys, xs))
         except Exception as exc:  # a chunk that cannot be decoded: name it, else re-raise
             raise_if_bad_chunk(inputs.cube_path, exc, window={Y: read_y, X: read_x})
             raise
