@@ -1,6 +1,7 @@
 """Whole-pipeline benchmark at Demak size: seconds per stage, peak RSS, accuracy vs truth.
 
-Writes benchmarks/results/pipeline.json and prints a table. The scene is synthesised first
+Writes benchmarks/results/pipeline.json (``pipeline-<gapfill>.json`` for another gap-fill than
+linear) and prints a table. The scene is synthesised first
 (timed separately); the pipeline is then run on the written cube, as a user would.
 
     python benchmarks/bench_pipeline.py [--size 671x893] [--gapfill linear] [--extras both]
@@ -81,7 +82,8 @@ def main() -> None:
         "accuracy": acc, **extras,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(result, indent=2))
+    name = "pipeline.json" if args.gapfill == "linear" else f"pipeline-{args.gapfill}.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2))
     print(f"\nfusecube pipeline at {args.size} ({width * height:,} px, 62 periods), gap-fill {args.gapfill}")
     print(f"{'stage':<14}{'seconds':>10}")
     for k, v in stage_s.items():

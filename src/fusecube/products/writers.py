@@ -10,7 +10,6 @@ start (:mod:`.season_days`).
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -129,24 +128,12 @@ def write_products(result, inputs, config, evaluation=None) -> dict[str, str]:
     out = Path(result.out)
     res = read_cube(result.result, chunks={})
     cube = read_cube(inputs.cube_path, chunks={})
-    start_month = config.phenology.year_start_month
-    pheno = phenology_dataset(res, start_month, cube.odc.geobox).load()
-    products = {"result": str(result.result)}
-    # the NetCDF (zlib in HDF5, off the GIL) is written beside the COGs and figures
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fusecube-netcdf") as pool:
-        netcdf = pool.submit(write_netcdf, pheno, out / "phenology.nc")
-        products.update(_maps_and_figures(pheno, res, cube, result, inputs, config, evaluation))
-        products["phenology"] = str(netcdf.result())
-    return products
-
-
-def _maps_and_figures(pheno: xr.Dataset, res: xr.Dataset, cube: xr.Dataset, result, inputs,
-                      config, evaluation) -> dict[str, str]:
-    """Everything :func:`write_products` writes but the NetCDF."""
-    out = Path(result.out)
     crs = cube.odc.geobox.crs.to_wkt()
     start_month = config.phenology.year_start_month
-    products = write_cogs(pheno, out / "cogs", crs)
+    pheno = phenology_dataset(res, start_month, cube.odc.geobox).load()
+    products = {"result": str(result.result),
+                "phenology": str(write_netcdf(pheno, out / "phenology.nc"))}
+    products.update(write_cogs(pheno, out / "cogs", crs))
     if inputs.blocks is not None:
         from fusecube.products.block_calendar import block_calendar_table, write_block_calendar_csv
 
