@@ -283,11 +283,17 @@ def _shuffle_radar(part: xr.Dataset, rng: np.random.Generator) -> xr.Dataset:
     return out
 
 
-def _radar_check(errors: _Errors, boot: dict[str, np.ndarray]) -> dict:
-    """Ridge against itself with the radar shuffled: what S1 brings (pops the shuffled run)."""
+def _radar_check(errors: _Errors, boot: dict[str, np.ndarray], comparable: bool) -> dict:
+    """Ridge against itself with the radar shuffled: what S1 brings (pops the shuffled run).
+
+    Not ``comparable`` (the shuffled run left values open that ridge filled: radar gaps moved
+    to other pixels): no check rather than a gain made of unfilled values.
+    """
     shuffled = errors.sse.pop(SHUFFLED)
-    rmse, rmse_shuffled = _rmse(errors.sse["ridge"], errors.count), _rmse(shuffled, errors.count)
     wins = boot.pop(SHUFFLED, None)
+    if not comparable:
+        return {}
+    rmse, rmse_shuffled = _rmse(errors.sse["ridge"], errors.count), _rmse(shuffled, errors.count)
     return {"rmse_radar_shuffled": rmse_shuffled,
             "radar_gain": 100 * (1 - rmse / rmse_shuffled) if rmse_shuffled > 0 else 0.0,
             "radar_wins": float(np.mean(boot["ridge"] < wins)) if wins is not None else None}
@@ -378,7 +384,8 @@ def score_candidates(cube: xr.Dataset, candidates: list[str], *, mask: xr.DataAr
     errors.count = np.concatenate(counts)
     whittaker_params = _best_whittaker(errors, strata_sse, strata_n)
     boot = _bootstrap(errors, config)
-    radar_params = _radar_check(errors, boot) if check_radar else {}
+    radar_params = (_radar_check(errors, boot, unfilled[SHUFFLED] <= unfilled["ridge"])
+                    if check_radar else {})
     present = [m for m in BASELINES if m in candidates]
     scores = []
     for method in candidates:

@@ -3,17 +3,17 @@
 Ridge and the neural model read every block with a few pixels of spatial context around it
 (:func:`fusecube.stages.gapfill.context_halo`). Zarr decodes whole chunks, so a block that is one
 chunk plus a 2-pixel halo decodes its chunk and all 8 neighbours, for every variable: an
-interior block costs 9 chunk decodes for 1 chunk of data (at Demak size, 4 of the 9 seconds
-the zstd decoder ran in a ridge run).
+interior block costs 9 chunk decodes for 1 chunk of data (a ridge run at Demak size spent
+4.0 s reading blocks, against 1.0 s for linear interpolation without a halo).
 
 :class:`HaloReader` keeps the borders (``halo`` pixels wide) of every chunk it decodes, for
 every variable on the cube's chunk grid, and assembles each block from its own chunk and its
 neighbours' borders, decoding a neighbour only when its border is not kept yet. Blocks taken
 in row order then decode about 3 chunks each (their own, the next one to the right and the one
-below it). The kept borders are bounded (three rows of chunks and two more by default,
-at most 32 MB; least recently used dropped first, and a dropped border is decoded again when
-needed). The result is the very array a plain
-read gives (tested); blocks that are not exactly one chunk are read plainly.
+below it). The kept borders are bounded (three rows of chunks and two more by default, at
+most 32 MB; least recently used dropped first, and a dropped border is decoded again when
+needed). The result is the very array a plain read gives (tested); blocks that are not
+exactly one chunk are read plainly.
 """
 
 from __future__ import annotations
