@@ -151,8 +151,10 @@ def validation_windows(cube: xr.Dataset, config: SelectionConfig) -> list[tuple[
 
 
 def validation_pixels(ny: int, nx: int, config: SelectionConfig | None = None) -> int:
-    """Pixels the validation reads on an ``ny`` x ``nx`` grid: its cost does not grow past
-    ``windows x window²`` (what :mod:`fusecube.runner.plan` counts)."""
+    """Pixels the validation reads on an ``ny`` x ``nx`` grid.
+
+    Its cost does not grow past ``windows x window²`` (what :mod:`fusecube.runner.plan` counts).
+    """
     return sum((ys.stop - ys.start) * (xs.stop - xs.start)
                for ys, xs in windows_of(ny, nx, config or SelectionConfig()))
 
@@ -272,8 +274,11 @@ synthetic scenes without radar skill)."""
 
 
 def _shuffle_radar(part: xr.Dataset, rng: np.random.Generator) -> xr.Dataset:
-    """``part`` with each pixel's VV and VH series swapped for another pixel's (one random
-    permutation of the pixels, the same for both): radar that says nothing about the pixel."""
+    """``part`` with each pixel's VV and VH series swapped for another pixel's.
+
+    One random permutation of the pixels, the same for both: radar that says nothing about
+    the pixel.
+    """
     out = part.copy()
     ny, nx = part.sizes[Y], part.sizes[X]
     donor = rng.permutation(ny * nx)

@@ -81,8 +81,10 @@ def _slot_label(ds: xr.Dataset, i: int) -> str:
 
 
 def write_reason_csv(rows: list[dict], path: str | Path) -> str:
-    """The table of :func:`reason_rows` as CSV (one row per season slot), written atomically;
-    ``""`` when there is nothing to write."""
+    """The table of :func:`reason_rows` as CSV (one row per season slot), written atomically.
+
+    Returns ``""`` when there is nothing to write.
+    """
     if not rows:
         return ""
     with atomic_path(path) as staged:

@@ -35,6 +35,7 @@ from fusecube.runner import staging
 from fusecube.runner.budget import Budget, budget_reporter
 from fusecube.runner.control import AbandonRun, RunControl, fault_point
 from fusecube.runner.gapfill_choice import choose_gapfill, needs_model
+from fusecube.runner.halo import HaloReader
 from fusecube.runner.inputs import resolve_mask, run_inputs, screen_inputs
 from fusecube.runner.ledger import Ledger, RunRecord
 from fusecube.runner.memory import (
@@ -47,7 +48,6 @@ from fusecube.runner.memory import (
     peak_rss_bytes,
     release_memory,
 )
-from fusecube.runner.halo import HaloReader
 from fusecube.runner.pipeline import StageTimer, gapfill_config
 from fusecube.runner.progress import training_events
 from fusecube.runner.result import RunResult
@@ -484,7 +484,10 @@ def resume_run(run_id: str, progress: Progress | None = None, *, ledger: str | N
 
 
 def worker_peak(peaks: dict[str, int]) -> int:
-    """The highest peak RSS of the processes that ran blocks: the workers' when blocks ran
-    elsewhere (a Dask cluster; the runner itself writes the first block), else the runner's."""
+    """The highest peak RSS of the processes that ran blocks.
+
+    The workers' when blocks ran elsewhere (a Dask cluster; the runner itself writes the first
+    block), else the runner's.
+    """
     others = [peak for worker, peak in peaks.items() if worker != worker_id()]
     return max(others or list(peaks.values()) or [0])

@@ -287,8 +287,11 @@ def ensemble_members(config: TrainConfig, n_pixels: int) -> int:
 
 
 def member_seed(seed: int, member: int) -> int:
-    """Seed of ensemble member ``member``: ``seed`` itself for the first, else one drawn from
-    ``(seed, member)``, so ensembles of different seeds share no member."""
+    """Seed of ensemble member ``member``.
+
+    ``seed`` itself for the first, else one drawn from ``(seed, member)``, so ensembles of
+    different seeds share no member.
+    """
     if member == 0:
         return int(seed)
     return int(np.random.SeedSequence([int(seed), member]).generate_state(1)[0])

@@ -135,8 +135,9 @@ def decouple_radar(vv: np.ndarray, vh: np.ndarray, skill: float,
     own anomaly by exactly ``sqrt(s)``. At ``s = 1`` nothing changes; at ``s = 0`` a pixel's
     radar is a random pixel's level and variation size with a surrogate timing: it says nothing
     about the pixel's own class or crop (no level, no variance, no timing), while the scene
-    keeps its spread of levels, its variation sizes and its autocorrelations. VV and VH share the donor and the phases, so their cross-correlation is
-    kept; the surrogates are independent between pixels.
+    keeps its spread of levels, its variation sizes and its autocorrelations. VV and VH share
+    the donor and the phases, so their cross-correlation is kept; the surrogates are
+    independent between pixels.
 
     Args:
         vv: Sigma0 VV ``(N, T)``, linear, before speckle.
