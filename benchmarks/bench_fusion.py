@@ -96,7 +96,8 @@ def _paddy_correlation(screened, paddy: np.ndarray) -> float:
 def _choice(screened, model, mask) -> dict:
     """What ``gapfill: auto`` picks: default candidates, and with the neural model's score."""
     from fusecube.config import RunConfig
-    from fusecube.evaluate.selection import decide, fusion_score, score_candidates
+    from fusecube.evaluate.choice import decide, fusion_score
+    from fusecube.evaluate.selection import score_candidates
 
     candidates = list(dict.fromkeys(["linear", "whittaker", *RunConfig().gapfill_candidates]))
     candidates = [m for m in candidates if m != "fusion"]

@@ -38,13 +38,8 @@ import numpy as np
 import xarray as xr
 
 from fusecube.cube import NDVI, NDVI_FUSED, VH, VV
-from fusecube.evaluate.selection import (
-    BASELINES,
-    SelectionConfig,
-    decide,
-    fusion_score,
-    score_candidates,
-)
+from fusecube.evaluate.choice import decide, fusion_score
+from fusecube.evaluate.selection import BASELINES, SelectionConfig, score_candidates
 from fusecube.fusion.baselines import gapfill as baseline_gapfill
 from fusecube.fusion.ridge.model import fuse_ridge
 from fusecube.quality.gates import apply_screen, screen_periods

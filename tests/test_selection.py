@@ -11,14 +11,8 @@ import xarray as xr
 
 from fusecube.config import CubeSource, RunConfig
 from fusecube.cube import NDVI, NDVI_FUSED, VH, VV, read_cube
-from fusecube.evaluate.selection import (
-    MIN_RADAR_GAIN,
-    MethodScore,
-    SelectionConfig,
-    decide,
-    fusion_score,
-    score_candidates,
-)
+from fusecube.evaluate.choice import MIN_RADAR_GAIN, decide, fusion_score
+from fusecube.evaluate.selection import MethodScore, SelectionConfig, score_candidates
 from fusecube.fusion.ridge.model import fuse_ridge
 from fusecube.quality.gates import apply_screen, screen_periods
 from fusecube.runner import run

@@ -6,14 +6,8 @@ import xarray as xr
 
 from fusecube.config import RunConfig
 from fusecube.cube import VH, VV
-from fusecube.evaluate.selection import (
-    BASELINES,
-    GapfillChoice,
-    SelectionConfig,
-    decide,
-    fusion_score,
-    score_candidates,
-)
+from fusecube.evaluate.choice import GapfillChoice, decide, fusion_score
+from fusecube.evaluate.selection import BASELINES, SelectionConfig, score_candidates
 from fusecube.runner.inputs import RunInputs
 from fusecube.runner.pipeline import gapfill_config
 

@@ -29,7 +29,7 @@ class RunResult:
     memory_pressure_events: int = 0
     scheduler: str = ""
     gapfill: dict = field(default_factory=dict)
-    """The validated gap-fill choice (:class:`~fusecube.evaluate.selection.GapfillChoice`)."""
+    """The validated gap-fill choice (:class:`~fusecube.evaluate.choice.GapfillChoice`)."""
     result_gates: list[dict] = field(default_factory=list)
     """The result gates (:mod:`fusecube.quality.result_gates`) the results passed."""
 
