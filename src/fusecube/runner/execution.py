@@ -404,6 +404,7 @@ def _execute(config: RunConfig, run_id: str, ledger: Ledger, events: RunEvents,
                 message = guard.check(edge)
                 if message:
                     events.emit("run", "memory_pressure", message, split=guard.split)
+            reader.close()  # the kept chunk borders are not needed after the blocks
         stages.finish("blocks", t_blocks)
         enter("finalize")
         t0 = stages.start("finalize")

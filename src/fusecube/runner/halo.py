@@ -87,15 +87,19 @@ class HaloReader:
         fits = all(np.diff(edges).min() >= self.halo for edges in (self.y_edges, self.x_edges))
         return (int(cy), int(cx)) if exact and fits else None
 
-    def _load(self, cy: int, cx: int) -> tuple[dict[str, np.ndarray], dict]:
-        """Decode chunk ``(cy, cx)`` of every grid variable; keep and return its borders."""
+    def _load(self, cy: int, cx: int, *, keep_data: bool = True
+              ) -> tuple[dict[str, np.ndarray], dict]:
+        """Decode chunk ``(cy, cx)``, keep and return its borders (and its data if asked).
+
+        For a border only, one variable is decoded at a time: the transient memory is one
+        variable's chunk, not all of them.
+        """
         sel = {Y: slice(self.y_edges[cy], self.y_edges[cy + 1]),
                X: slice(self.x_edges[cx], self.x_edges[cx + 1])}
-        part = self.cube[self.grid].isel(sel).load()
-        data = {name: np.asarray(part[name].values) for name in self.grid}
         h = self.halo
-        borders = {}
-        for name, values in data.items():
+        data, borders = {}, {}
+        for name in self.grid:
+            values = np.asarray(self.cube[name].isel(sel).values)
             ya, xa = self.cube[name].dims.index(Y), self.cube[name].dims.index(X)
 
             def take(axis: int, sl: slice, values=values) -> np.ndarray:
@@ -105,6 +109,9 @@ class HaloReader:
 
             borders[name] = {"top": take(ya, slice(0, h)), "bottom": take(ya, slice(-h, None)),
                              "left": take(xa, slice(0, h)), "right": take(xa, slice(-h, None))}
+            if keep_data:
+                data[name] = values
+            del values
         size = sum(a.nbytes for b in borders.values() for a in b.values())
         with self.lock:
             if self.budget is None:  # three rows of chunks and two more, capped
@@ -119,13 +126,19 @@ class HaloReader:
                 self.kept -= sum(a.nbytes for b in dropped.values() for a in b.values())
         return data, borders
 
+    def close(self) -> None:
+        """Drop the kept borders (the blocks are done)."""
+        with self.lock:
+            self.borders.clear()
+            self.kept = 0
+
     def _borders(self, cy: int, cx: int) -> dict[str, dict[str, np.ndarray]]:
         with self.lock:
             kept = self.borders.get((cy, cx))
             if kept is not None:
                 self.borders.move_to_end((cy, cx))
                 return kept
-        return self._load(cy, cx)[1]
+        return self._load(cy, cx, keep_data=False)[1]
 
     def read(self, ys: slice, xs: slice, read_y: slice, read_x: slice) -> xr.Dataset:
         """The cube over ``read_y x read_x`` (``ys x xs`` grown by the halo), in memory."""
@@ -134,12 +147,14 @@ class HaloReader:
         if chunk is None:
             return window.load()
         cy, cx = chunk
-        core = self._load(cy, cx)[0]
         ny, nx = self.y_edges.size - 1, self.x_edges.size - 1
         h = self.halo
+        # the neighbours' borders first: a neighbour decoded for its border is gone before
+        # the block's own chunk is in memory
         around = {(dy, dx): self._borders(cy + dy, cx + dx)
                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)
                   if (dy, dx) != (0, 0) and 0 <= cy + dy < ny and 0 <= cx + dx < nx}
+        core = self._load(cy, cx)[0]
         out = window.copy()
         for name in self.grid:
             var = window[name]
