@@ -29,6 +29,9 @@ from odc.geo import geom
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 STAC_PREFIX = "/stac"
 FILES_PREFIX = "/files/"
+SETTLE_S = 2.0
+"""Longest wait for requests still being answered before counts are read (a hung request is
+not waited for past this)."""
 
 
 class Fault(enum.Enum):
@@ -93,9 +96,11 @@ class LoopbackServer:
         """How search pages link on: ``normal``; ``self`` (each ``next`` link repeats the
         request just made); ``repeat`` (new tokens, the first page's items again and again);
         ``endless`` (new tokens, new item ids, forever)."""
-        self.bytes_sent: Counter[str] = Counter()
-        self.requests: list[tuple[str, str, int, int, str | None]] = []
+        self._bytes_sent: Counter[str] = Counter()
+        self._requests: list[tuple[str, str, int, int, str | None]] = []
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._in_flight = 0  # requests arrived and not recorded yet
         self._arrived = 0
         self._order: list[int] = []  # arrival number of each entry of ``requests``
         self._rng = random.Random(self.faults.seed)
@@ -144,37 +149,69 @@ class LoopbackServer:
         return f"{self.url}{FILES_PREFIX}{name}"
 
     # -- accounting ------------------------------------------------------------------------
+    def settle(self, timeout: float = SETTLE_S) -> None:
+        """Wait (at most ``timeout`` s) until every request that arrived has been recorded.
+
+        A handler records a request after writing its response, so a client can have its
+        answer before the server counted it; every accessor below settles first, so a test
+        never reads a count that is still moving.
+        """
+        with self._settled:
+            self._settled.wait_for(lambda: self._in_flight == 0, timeout)
+
+    @property
+    def requests(self) -> list[tuple[str, str, int, int, str | None]]:
+        """``(method, path, status, body bytes, fault)`` of every request, in arrival order."""
+        self.settle()
+        return self._requests
+
+    @property
+    def bytes_sent(self) -> Counter[str]:
+        """Body bytes sent per path."""
+        self.settle()
+        return self._bytes_sent
+
     @property
     def total_bytes(self) -> int:
         """Body bytes sent so far."""
+        self.settle()
         with self._lock:
-            return sum(self.bytes_sent.values())
+            return sum(self._bytes_sent.values())
 
     def faults_injected(self) -> list[tuple[str, str]]:
         """``(path, fault)`` for every injected fault (SLOW included)."""
+        self.settle()
         with self._lock:
-            return [(r[1], r[4]) for r in self.requests if r[4]]
+            return [(r[1], r[4]) for r in self._requests if r[4]]
 
     def reset_counters(self) -> None:
         """Forget bytes and requests counted so far."""
+        self.settle()
         with self._lock:
-            self.bytes_sent.clear()
-            self.requests.clear()
+            self._bytes_sent.clear()
+            self._requests.clear()
             self._order.clear()
 
     def _arrive(self) -> int:
         with self._lock:
             self._arrived += 1
+            self._in_flight += 1
             return self._arrived
+
+    def _settle_one(self) -> None:
+        """A request is done (recorded, or dropped by an error): one fewer in flight."""
+        with self._settled:
+            self._in_flight -= 1
+            self._settled.notify_all()
 
     def _record(self, method: str, path: str, status: int, nbytes: int, fault: Fault | None,
                 arrival: int) -> None:
         with self._lock:
-            self.bytes_sent[path] += nbytes
+            self._bytes_sent[path] += nbytes
             at = bisect.bisect_right(self._order, arrival)
             self._order.insert(at, arrival)
-            self.requests.insert(at, (method, path, status, nbytes,
-                                      fault.value if fault else None))
+            self._requests.insert(at, (method, path, status, nbytes,
+                                       fault.value if fault else None))
 
     def _draw_fault(self, path: str) -> Fault | None:
         plan = self.faults
@@ -255,9 +292,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self, head: bool = False) -> None:
+        self.arrival = self.server_ref._arrive()
+        try:
+            self._answer(head)
+        finally:  # recorded or not (a client gone mid-answer), it is no longer in flight
+            self.server_ref._settle_one()
+
+    def _answer(self, head: bool) -> None:
         srv = self.server_ref
         url = urlparse(self.path)
-        self.arrival = srv._arrive()
         fault = srv._draw_fault(url.path)
         if fault is Fault.HANG:
             time.sleep(srv.faults.hang_s)
