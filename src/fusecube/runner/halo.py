@@ -36,6 +36,13 @@ ROWS_KEPT = 3
 MAX_BUDGET = 32 * 2**20
 
 
+def _along(values: np.ndarray, axis: int, sl: slice) -> np.ndarray:
+    """``values[..., sl, ...]`` with ``sl`` on ``axis`` (a view)."""
+    index = [slice(None)] * values.ndim
+    index[axis] = sl
+    return values[tuple(index)]
+
+
 def _edges(chunks: tuple[int, ...]) -> np.ndarray:
     """Chunk boundaries along an axis: ``[0, c0, c0 + c1, ..., size]``."""
     return np.concatenate([[0], np.cumsum(chunks)])
@@ -101,14 +108,9 @@ class HaloReader:
         for name in self.grid:
             values = np.asarray(self.cube[name].isel(sel).values)
             ya, xa = self.cube[name].dims.index(Y), self.cube[name].dims.index(X)
-
-            def take(axis: int, sl: slice, values=values) -> np.ndarray:
-                index = [slice(None)] * values.ndim
-                index[axis] = sl
-                return values[tuple(index)].copy()
-
-            borders[name] = {"top": take(ya, slice(0, h)), "bottom": take(ya, slice(-h, None)),
-                             "left": take(xa, slice(0, h)), "right": take(xa, slice(-h, None))}
+            borders[name] = {side: _along(values, axis, sl).copy() for side, axis, sl in (
+                ("top", ya, slice(0, h)), ("bottom", ya, slice(-h, None)),
+                ("left", xa, slice(0, h)), ("right", xa, slice(-h, None)))}
             if keep_data:
                 data[name] = values
             del values
@@ -155,16 +157,11 @@ class HaloReader:
                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)
                   if (dy, dx) != (0, 0) and 0 <= cy + dy < ny and 0 <= cx + dx < nx}
         core = self._load(cy, cx)[0]
+        cols = {-1: slice(-h, None), 0: slice(None), 1: slice(0, h)}  # of an above/below border
         out = window.copy()
         for name in self.grid:
             var = window[name]
             ya, xa = var.dims.index(Y), var.dims.index(X)
-
-            def cols(values: np.ndarray, dx: int, xa: int = xa) -> np.ndarray:
-                index = [slice(None)] * values.ndim
-                index[xa] = slice(-h, None) if dx == -1 else slice(0, h) if dx == 1 else slice(None)
-                return values[tuple(index)]
-
             rows = []
             for dy in (-1, 0, 1):
                 pieces = []
@@ -176,7 +173,8 @@ class HaloReader:
                         if dy == 0:
                             pieces.append(band["right"] if dx == -1 else band["left"])
                         else:
-                            pieces.append(cols(band["bottom"] if dy == -1 else band["top"], dx))
+                            pieces.append(_along(band["bottom"] if dy == -1 else band["top"], xa,
+                                                 cols[dx]))
                 if pieces:
                     rows.append(np.concatenate(pieces, axis=xa))
             values = np.concatenate(rows, axis=ya)
