@@ -139,23 +139,6 @@ def test_gap_weight_default_follows_the_gapfill(gapfill, weight):
     assert smooth_config(explicit).gap_weight == 0.5
 
 
-def test_evaluation_does_not_depend_on_its_threads(finished, small_scene):
-    """Blocks are scored in threads and merged in block order: the same numbers and sample."""
-    from fusecube.evaluate.accuracy import HiddenSample, evaluate
-
-    stores = (read_cube(finished.result, chunks={}), read_cube(small_scene["cube"], chunks={}),
-              read_cube(small_scene["truth"], chunks={}))
-    runs = []
-    for threads in (1, 3):
-        sample = HiddenSample(max_points=500)
-        metrics = evaluate(*stores, block=16, sample=sample, threads=threads)
-        runs.append((json.dumps(metrics, sort_keys=True), sample.arrays()))
-    assert runs[0][0] == runs[1][0]
-    assert json.loads(runs[0][0])["phenology"]["paddy_pixels"] > 0
-    for name, values in runs[0][1].items():
-        np.testing.assert_array_equal(values, runs[1][1][name])
-
-
 def test_hidden_sample_is_capped_aligned_and_seeded():
     from fusecube.evaluate.accuracy import HiddenSample
 

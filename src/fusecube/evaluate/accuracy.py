@@ -6,7 +6,6 @@ stays flat whatever the scene size.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,8 +15,6 @@ from fusecube.cube import DIMS, NDVI, NDVI_FUSED, NDVI_SMOOTH, PADDY_MASK, TIME,
 from fusecube.grid.periods import cloudy_season, to_days
 
 DATE_KEYS = ("planting", "sos", "pos", "eos", "harvest")
-GAP_KEYS = ("fused_all", "fused_paddy", "smooth_all", "smooth_paddy",
-            "fused_paddy_wet", "fused_paddy_dry", "smooth_paddy_wet", "smooth_paddy_dry")
 
 
 @dataclass
@@ -69,11 +66,6 @@ class ErrorSums:
         self.y += float(t.sum())
         self.yy += float((t * t).sum())
 
-    def merge(self, other: ErrorSums) -> None:
-        """Add another block's sums (in block order: the same arithmetic as one stream)."""
-        for name in ("n", "se", "ae", "err", "y", "yy"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
     def summary(self) -> dict[str, float]:
         """RMSE, MAE, bias, R² and the number of values."""
         if self.n == 0:
@@ -101,20 +93,6 @@ class SeasonSums:
     impossible: int = 0
     values: int = 0
 
-    def merge(self, other: SeasonSums) -> None:
-        """Add another block's counts and date errors."""
-        for name in ("true_seasons", "detected_seasons", "matched", "count_pixels",
-                     "count_correct", "impossible", "values"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("abs_err", "err", "n_err"):
-            mine = getattr(self, name)
-            for key, value in getattr(other, name).items():
-                mine[key] += value
-        for k, (correct, total) in other.count_by_truth.items():
-            acc = self.count_by_truth.setdefault(k, [0, 0])
-            acc[0] += correct
-            acc[1] += total
-
 
 def match_seasons(true_pos: np.ndarray, det_pos: np.ndarray, tolerance: float) -> np.ndarray:
     """Index of the detected season nearest (by peak) to each true season.
@@ -137,8 +115,7 @@ def _days(var: xr.DataArray) -> np.ndarray:
 
 
 def evaluate(result: xr.Dataset, cube: xr.Dataset, truth: xr.Dataset, *, block: int = 256,
-             tolerance: float = 40.0, sample: HiddenSample | None = None,
-             threads: int = 1) -> dict:
+             tolerance: float = 40.0, sample: HiddenSample | None = None) -> dict:
     """Score a run against the truth of a synthetic scene.
 
     Args:
@@ -149,9 +126,6 @@ def evaluate(result: xr.Dataset, cube: xr.Dataset, truth: xr.Dataset, *, block: 
         tolerance: Largest peak-date distance (days) for a detected season to match a true one.
         sample: Filled with a random sample of cloud-hidden paddy values (true, fused,
             smoothed) on the way, for the scatter figure (no second read of the stores).
-        threads: Blocks scored at once (default 1: two at once took the Demak evaluation
-            from 5.4 to 3.5 s but the run's peak memory from 1300 to 1495 MB); the result does
-            not depend on it.
 
     Returns:
         Nested dict of metrics: gap-fill on cloud-hidden values (all land, paddy, wet/dry
@@ -159,24 +133,33 @@ def evaluate(result: xr.Dataset, cube: xr.Dataset, truth: xr.Dataset, *, block: 
     """
     observed_share = cube[NDVI].notnull().mean((Y, X)).values  # one streamed pass
     wet = cloudy_season(cube[TIME].values, observed_share)[:, None, None]
-    gap = {key: ErrorSums() for key in GAP_KEYS}
+    gap = {key: ErrorSums() for key in (
+        "fused_all", "fused_paddy", "smooth_all", "smooth_paddy",
+        "fused_paddy_wet", "fused_paddy_dry", "smooth_paddy_wet", "smooth_paddy_dry")}
     seasons = SeasonSums()
     ny, nx = truth.sizes[Y], truth.sizes[X]
-    windows = [{Y: slice(y0, y0 + block), X: slice(x0, x0 + block)}
-               for y0 in range(0, ny, block) for x0 in range(0, nx, block)]
-
-    def score(sel: dict) -> _BlockScore:
-        return _score_block(result.isel(sel), cube.isel(sel), truth.isel(sel), wet, tolerance)
-
-    # blocks in threads (decoding and numpy release the GIL), merged in block order: the sums
-    # and the drawn sample are the same as one block after the other
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for part in pool.map(score, windows):
-            for key, sums in part.gap.items():
-                gap[key].merge(sums)
-            seasons.merge(part.seasons)
-            if sample is not None and part.drawn["true"].size:
-                sample.add(part.pixels / (ny * nx), part.drawn)
+    for y0 in range(0, ny, block):
+        for x0 in range(0, nx, block):
+            sel = {Y: slice(y0, y0 + block), X: slice(x0, x0 + block)}
+            r, c, t = result.isel(sel), cube.isel(sel), truth.isel(sel)
+            hidden = np.isnan(c[NDVI].transpose(*DIMS).values)
+            true_ndvi = t["ndvi_true"].transpose(*DIMS).values
+            paddy = (t[PADDY_MASK].values > 0)[None]
+            land = (t["land_class"].values > 0)[None]
+            drawn = {"true": true_ndvi[hidden & paddy]}
+            for name, var in (("fused", NDVI_FUSED), ("smooth", NDVI_SMOOTH)):
+                if var not in r:
+                    continue
+                pred = r[var].transpose(*DIMS).values
+                drawn[var] = pred[hidden & paddy]
+                gap[f"{name}_all"].add(pred[hidden & land], true_ndvi[hidden & land])
+                gap[f"{name}_paddy"].add(pred[hidden & paddy], true_ndvi[hidden & paddy])
+                gap[f"{name}_paddy_wet"].add(pred[hidden & paddy & wet], true_ndvi[hidden & paddy & wet])
+                gap[f"{name}_paddy_dry"].add(pred[hidden & paddy & ~wet], true_ndvi[hidden & paddy & ~wet])
+            if sample is not None and drawn["true"].size:
+                sample.add(hidden[0].size / (ny * nx), drawn)
+            if "pos" in r:
+                _score_seasons(seasons, r, t, tolerance)
     out = {"gapfill_hidden": {k: v.summary() for k, v in gap.items()}}
     if seasons.count_pixels:
         out["phenology"] = {
@@ -193,40 +176,6 @@ def evaluate(result: xr.Dataset, cube: xr.Dataset, truth: xr.Dataset, *, block: 
             "impossible_value_share": seasons.impossible / max(seasons.values, 1),
         }
     return out
-
-
-@dataclass
-class _BlockScore:
-    """One block's sums and its cloud-hidden paddy values (for the sample)."""
-
-    gap: dict[str, ErrorSums]
-    seasons: SeasonSums
-    drawn: dict[str, np.ndarray]
-    pixels: int
-
-
-def _score_block(r: xr.Dataset, c: xr.Dataset, t: xr.Dataset, wet: np.ndarray,
-                 tolerance: float) -> _BlockScore:
-    """Gap-fill and season scores of one block of the result ``r``, cube ``c`` and truth ``t``."""
-    gap = {key: ErrorSums() for key in GAP_KEYS}
-    seasons = SeasonSums()
-    hidden = np.isnan(c[NDVI].transpose(*DIMS).values)
-    true_ndvi = t["ndvi_true"].transpose(*DIMS).values
-    paddy = (t[PADDY_MASK].values > 0)[None]
-    land = (t["land_class"].values > 0)[None]
-    drawn = {"true": true_ndvi[hidden & paddy]}
-    for name, var in (("fused", NDVI_FUSED), ("smooth", NDVI_SMOOTH)):
-        if var not in r:
-            continue
-        pred = r[var].transpose(*DIMS).values
-        drawn[var] = pred[hidden & paddy]
-        gap[f"{name}_all"].add(pred[hidden & land], true_ndvi[hidden & land])
-        gap[f"{name}_paddy"].add(pred[hidden & paddy], true_ndvi[hidden & paddy])
-        gap[f"{name}_paddy_wet"].add(pred[hidden & paddy & wet], true_ndvi[hidden & paddy & wet])
-        gap[f"{name}_paddy_dry"].add(pred[hidden & paddy & ~wet], true_ndvi[hidden & paddy & ~wet])
-    if "pos" in r:
-        _score_seasons(seasons, r, t, tolerance)
-    return _BlockScore(gap=gap, seasons=seasons, drawn=drawn, pixels=hidden[0].size)
 
 
 def _score_seasons(sums: SeasonSums, r: xr.Dataset, t: xr.Dataset, tolerance: float) -> None:

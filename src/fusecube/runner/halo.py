@@ -69,6 +69,9 @@ class HaloReader:
         first = cube[self.grid[0]] if self.grid else None
         self.y_edges = _edges(first.chunks[first.dims.index(Y)]) if first is not None else None
         self.x_edges = _edges(first.chunks[first.dims.index(X)]) if first is not None else None
+        self.fits = first is not None and halo > 0 and all(
+            np.diff(edges).min() >= halo for edges in (self.y_edges, self.x_edges))
+        """Whether a halo lies within one neighbouring chunk (else every read is plain)."""
         self.borders: OrderedDict[tuple[int, int], dict[str, dict[str, np.ndarray]]] = OrderedDict()
         self.kept = 0
         self.decoded = 0
@@ -84,15 +87,14 @@ class HaloReader:
 
     def _chunk(self, ys: slice, xs: slice) -> tuple[int, int] | None:
         """The chunk index ``(cy, cx)`` when the window is exactly one chunk of the grid."""
-        if not self.grid or self.halo <= 0:
+        if not self.fits:
             return None
         cy = np.searchsorted(self.y_edges, ys.start)
         cx = np.searchsorted(self.x_edges, xs.start)
         exact = (cy + 1 < self.y_edges.size and cx + 1 < self.x_edges.size
                  and self.y_edges[cy] == ys.start and self.y_edges[cy + 1] == ys.stop
                  and self.x_edges[cx] == xs.start and self.x_edges[cx + 1] == xs.stop)
-        fits = all(np.diff(edges).min() >= self.halo for edges in (self.y_edges, self.x_edges))
-        return (int(cy), int(cx)) if exact and fits else None
+        return (int(cy), int(cx)) if exact else None
 
     def _load(self, cy: int, cx: int, *, keep_data: bool = True
               ) -> tuple[dict[str, np.ndarray], dict]:
