@@ -234,6 +234,29 @@ def test_a_server_failing_forever_costs_a_bounded_number_of_requests(net_scene, 
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_a_faulted_head_answer_has_no_body_to_spoil_the_next_answer(tmp_path):
+    """A HEAD answer with a body leaves bytes on a kept-alive connection that the client reads
+    as (the start of) its next answer (a retry then failed without reaching the server)."""
+    import socket
+    import time
+
+    (tmp_path / "a.bin").write_bytes(b"x" * 10)
+    plan = FaultPlan(script={"/files/a.bin": (Fault.ERROR_503,)})
+    with LoopbackServer(tmp_path, faults=plan) as srv:
+        host, port = srv.url.removeprefix("http://").split(":")
+        received = b""
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(b"HEAD /files/a.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /files/a.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            deadline = time.monotonic() + 10
+            while not received.endswith(b"x" * 10) and time.monotonic() < deadline:
+                received += conn.recv(4096)
+        head, rest = received.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 503")
+        assert rest.startswith(b"HTTP/1.1 200"), rest[:40]  # the GET's answer, nothing before
+        assert [(r[0], r[2]) for r in srv.requests] == [("HEAD", 503), ("GET", 200)]
+
+
 def test_server_counts_are_read_after_the_answers_are_recorded(tmp_path, monkeypatch):
     """The loopback server records a request after answering it, so a client could read the
     counts before the last request is in them (a test once saw 2 of 3 tries); reading a count

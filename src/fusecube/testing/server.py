@@ -313,7 +313,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(int(self.headers.get("Content-Length") or 0))  # keep-alive in step
             status = int(fault.value)
             body = json.dumps({"error": f"injected {status}"}).encode()
-            self._send(status, body, "application/json", fault=fault,
+            # a HEAD answer has no body: one left on a kept-alive connection would be read by
+            # the client as (the start of) its next answer
+            self._send(status, body, "application/json", fault=fault, head=head,
                        headers={"Retry-After": "0"} if status == 429 else None)
             return
         if url.path.startswith(FILES_PREFIX):
@@ -321,7 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path.startswith(STAC_PREFIX):
             self._stac(url, fault)
         else:
-            self._send(404, b"not found", "text/plain", fault=fault)
+            self._send(404, b"not found", "text/plain", fault=fault, head=head)
 
     def _send(self, status: int, body: bytes, ctype: str, *, fault: Fault | None = None,
               headers: Mapping[str, str] | None = None, head: bool = False,
