@@ -21,6 +21,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from fusecube.cube import CF_ATTRS, PADDY_MASK, SEASON, X, Y
+from fusecube.grid.periods import to_days
 
 #: Name of the grid-mapping coordinate (odc-geo and rioxarray use the same).
 GRID_MAPPING = "spatial_ref"
@@ -136,6 +137,31 @@ def storage_encoding(ds: xr.Dataset) -> dict[str, dict]:
     if SEASON_COUNT not in ds or not np.issubdtype(ds[SEASON_COUNT].dtype, np.floating):
         return {}
     return {SEASON_COUNT: {"dtype": "uint8", "_FillValue": COUNT_NODATA}}
+
+
+#: How datetime variables are stored: float days, NaN for no date (xarray reads them back as dates).
+DATE_UNITS = "days since 1970-01-01"
+
+
+def dates_as_days(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its datetime data variables as float days since 1970-01-01 (NaT → NaN).
+
+    The attributes say so (``units``, ``calendar``), so xarray and GDAL read them as dates again.
+    Encoding here, in one vectorised step, spares xarray's datetime encoder, which sorts every
+    value to infer units before it uses the ones given (about 1.5 s of a Demak-size run).
+    """
+    dates = [name for name, var in ds.data_vars.items()
+             if np.issubdtype(var.dtype, np.datetime64)]
+    if not dates:
+        return ds
+    out = ds.copy()
+    for name in dates:
+        var = ds[name]
+        out[name] = var.copy(data=to_days(var.values))
+        out[name].attrs.update(units=DATE_UNITS, calendar="proleptic_gregorian")
+        out[name].encoding = {k: v for k, v in var.encoding.items()
+                              if k not in ("units", "calendar", "dtype")}
+    return out
 
 
 def _json_value(value):

@@ -17,7 +17,7 @@ import xarray as xr
 
 from fusecube.cube import PADDY_MASK, SEASON, YEAR, read_cube
 from fusecube.grid.periods import year_label
-from fusecube.products.cf import COUNT_NODATA, SEASON_COUNT, cf_dataset, storage_encoding
+from fusecube.products.cf import COUNT_NODATA, SEASON_COUNT, cf_dataset, dates_as_days, storage_encoding
 from fusecube.products.cog import write_cog
 from fusecube.products.season_days import DOY_REFERENCE, SEASON_START, days_name, with_season_days
 from fusecube.products.season_reasons import reason_rows, write_reason_csv
@@ -59,14 +59,14 @@ def phenology_dataset(result: xr.Dataset, start_month: int = 11, geobox=None) ->
 
 def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
     """Write a compressed CF NetCDF atomically."""
+    ds = dates_as_days(ds)
     encoding = storage_encoding(ds)
-    for name, var in ds.variables.items():
-        # level 1: Demak's phenology.nc in 1.7 s instead of 3.1 s (level 4), 39 vs 37 MB
+    for name in ds.variables:
+        # level 1: Demak's phenology.nc in 1.7 s instead of 3.1 s (level 4), 39 vs 37 MB; with
+        # the byte shuffle (30 layers since): 2.3 s and 72 MB instead of 3.0 s and 77 MB
         enc = encoding.setdefault(name, {})
         if name in ds.data_vars:
-            enc.update(zlib=True, complevel=1)
-        if np.issubdtype(var.dtype, np.datetime64):
-            enc.update(units="days since 1970-01-01", dtype="float64")
+            enc.update(zlib=True, complevel=1, shuffle=True)
         if not enc:
             encoding.pop(name)
     with atomic_path(path) as staged:

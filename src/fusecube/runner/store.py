@@ -17,7 +17,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from fusecube.cube import X, Y, with_geobox, zarr_layout
-from fusecube.products.cf import storage_encoding
+from fusecube.products.cf import dates_as_days, storage_encoding
 from fusecube.storage.atomic import fsync_path, fsync_tree
 from fusecube.storage.chunks import WRITE_ALL_CHUNKS, check_chunks, complete_attrs
 
@@ -53,10 +53,7 @@ def template(block: xr.Dataset, geobox: GeoBox, edge: int) -> xr.Dataset:
 
 def write_template(block: xr.Dataset, geobox: GeoBox, edge: int, store: Path) -> None:
     """Create (or recreate) the store's metadata and coordinates; no data chunks yet."""
-    ds, enc = zarr_layout(template(block, geobox, edge))
-    for name, var in ds.data_vars.items():
-        if np.issubdtype(var.dtype, np.datetime64):
-            enc[name].update(units="days since 1970-01-01", dtype="float64", _FillValue=np.nan)
+    ds, enc = zarr_layout(template(dates_as_days(block), geobox, edge))
     for name, cf in storage_encoding(ds).items():  # season count: uint8, nodata 255 (GDAL sees it too)
         enc[name].update(cf, fill_value=cf["_FillValue"])
     ds.attrs.update(complete_attrs())  # blocks write every chunk: a missing one is damage
@@ -69,8 +66,8 @@ def write_region(block: xr.Dataset, store: Path, ys: slice, xs: slice) -> None:
     """Write a processed block (or part of one) into its region of the store, durably."""
     region = {d: slice(None) for d in block.dims if d not in (Y, X)}
     region.update({Y: ys, X: xs})
-    data = block.drop_vars([Y, X, *[c for c in block.coords if c not in block.dims]],
-                           errors="ignore")
+    data = dates_as_days(block).drop_vars(
+        [Y, X, *[c for c in block.coords if c not in block.dims]], errors="ignore")
     data.to_zarr(store, region=region, zarr_format=3, consolidated=False, **WRITE_ALL_CHUNKS)
     fsync_region(store, ys, xs)
 
